@@ -1,0 +1,217 @@
+//! Wiring: opens the broker, then runs the API and the worker pools that this process's
+//! role asks for, side by side, until shutdown.
+
+use crate::audit::AuditHandler;
+use crate::broker::amqp::AmqpBroker;
+use crate::broker::embedded::EmbeddedBroker;
+use crate::broker::{Broker, BrokerError, Topology};
+use crate::channels::email::{EmailHandler, Outbox};
+use crate::config::{BrokerKind, Settings};
+use crate::domain::EventKind;
+use crate::http::{self, AppState};
+use crate::ledger::Ledger;
+use crate::shutdown::Shutdown;
+use crate::store::{self, StoreError};
+use crate::telemetry::Metrics;
+use crate::tenants::Tenancy;
+use crate::tenants::limits::RateLimits;
+use crate::workers::{Handler, LogHandler, WorkerPool};
+use std::sync::Arc;
+use tokio::net::TcpListener;
+
+/// What one process does: serve the API, work some queues, or both.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Roles {
+    /// Serve the HTTP API.
+    pub api: bool,
+    /// Run the worker pools of these queues.
+    pub queues: Vec<EventKind>,
+}
+
+impl Roles {
+    /// The API and every worker pool (`herald serve`).
+    pub fn everything() -> Self {
+        Roles {
+            api: true,
+            queues: EventKind::ALL.to_vec(),
+        }
+    }
+}
+
+/// A started Herald: its settings, broker and metrics.
+#[derive(Clone)]
+pub struct Herald {
+    /// The settings it runs with.
+    pub settings: Arc<Settings>,
+    /// The broker events are queued on.
+    pub broker: Arc<dyn Broker>,
+    /// The queue topology.
+    pub topology: Arc<Topology>,
+    /// Its metrics.
+    pub metrics: Arc<Metrics>,
+    /// Tenants and API keys, in the store.
+    pub tenancy: Arc<Tenancy>,
+    /// Per-tenant ingress rate limits.
+    pub rate_limits: Arc<RateLimits>,
+    /// The delivery ledger.
+    pub ledger: Ledger,
+}
+
+/// Why Herald could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The broker could not be opened.
+    #[error(transparent)]
+    Broker(#[from] BrokerError),
+    /// The store could not be opened or migrated.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Opens the configured broker: the embedded one creates its file and schema, RabbitMQ is
+/// connected and its topology declared.
+pub async fn open_broker(
+    settings: &Settings,
+    topology: &Topology,
+) -> Result<Arc<dyn Broker>, BrokerError> {
+    Ok(match settings.broker.kind {
+        BrokerKind::Embedded => Arc::new(
+            EmbeddedBroker::open(topology.clone(), settings.broker.embedded.clone()).await?,
+        ),
+        BrokerKind::Rabbitmq => Arc::new(
+            AmqpBroker::connect(
+                topology.clone(),
+                &settings.broker.rabbitmq,
+                settings.broker.publish_timeout,
+            )
+            .await?,
+        ),
+    })
+}
+
+/// The handler of each queue. Chat and push only log until their channel workers arrive.
+fn handler_for(
+    kind: EventKind,
+    settings: &Settings,
+    store: &Arc<dyn crate::store::Store>,
+) -> Arc<dyn Handler> {
+    match kind {
+        EventKind::Email => {
+            let from = settings
+                .email
+                .from
+                .parse()
+                .expect("the configuration check parsed the sender");
+            Arc::new(EmailHandler::new(Outbox::new(
+                settings.email.outbox_dir.clone(),
+                from,
+            )))
+        }
+        EventKind::Audit => Arc::new(AuditHandler::start(store.clone())),
+        EventKind::Chat | EventKind::Push => Arc::new(LogHandler),
+    }
+}
+
+impl Herald {
+    /// Opens the store (applying its migrations) and the broker.
+    pub async fn start(settings: Settings) -> Result<Herald, StartError> {
+        let store = store::open(&settings.database.url).await?;
+        let topology = Topology::from_settings(&settings);
+        let broker = open_broker(&settings, &topology).await?;
+        Ok(Herald {
+            broker,
+            topology: Arc::new(topology),
+            metrics: Arc::new(Metrics::new()),
+            ledger: Ledger::start(store.clone()),
+            tenancy: Arc::new(Tenancy::new(store)),
+            rate_limits: Arc::new(RateLimits::new(&settings.rate_limits)),
+            settings: Arc::new(settings),
+        })
+    }
+
+    /// The HTTP API.
+    pub fn router(&self) -> axum::Router {
+        http::router(AppState {
+            broker: self.broker.clone(),
+            topology: self.topology.clone(),
+            metrics: self.metrics.clone(),
+            body_limit: self.settings.http.body_limit_bytes,
+            retry_after: self.settings.http.retry_after,
+            tenancy: self.tenancy.clone(),
+            admin_token: self.settings.admin.token(),
+            idempotency: Arc::new(crate::idempotency::Idempotency::new(
+                self.tenancy.store().clone(),
+            )),
+            rate_limits: self.rate_limits.clone(),
+            ledger: self.ledger.clone(),
+        })
+    }
+
+    /// The worker pool of `kind`'s queue, with `handler`.
+    pub fn worker_pool(&self, kind: EventKind, handler: Arc<dyn Handler>) -> WorkerPool {
+        WorkerPool::new(
+            self.topology.queue(kind).clone(),
+            self.broker.clone(),
+            handler,
+            self.metrics.clone(),
+            self.settings.workers.handler_timeout,
+        )
+        .with_ledger(self.ledger.clone())
+    }
+
+    /// Runs `roles` until `shutdown`: the API on `listener` (when it serves the API), and
+    /// the worker pools. Returns once the API has stopped and the pools have drained.
+    pub async fn run(
+        self,
+        roles: Roles,
+        listener: Option<TcpListener>,
+        shutdown: Shutdown,
+    ) -> anyhow::Result<()> {
+        let grace = self.settings.workers.shutdown_grace;
+        let pools: Vec<_> = roles
+            .queues
+            .iter()
+            .map(|&kind| {
+                let pool = self.worker_pool(
+                    kind,
+                    handler_for(kind, &self.settings, self.tenancy.store()),
+                );
+                tokio::spawn(pool.run(shutdown.clone(), grace))
+            })
+            .collect();
+        tokio::spawn(crate::retention::run(
+            self.tenancy.store().clone(),
+            self.settings.retention.clone(),
+            shutdown.clone(),
+        ));
+        if roles.api {
+            let listener =
+                listener.ok_or_else(|| anyhow::anyhow!("the API role needs a listener"))?;
+            tracing::info!(
+                address = %listener.local_addr()?,
+                broker = self.broker.name(),
+                "Herald is accepting events"
+            );
+            // Idle tenants' rate-limit state is dropped once a minute.
+            let limits = Arc::downgrade(&self.rate_limits);
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval(std::time::Duration::from_secs(60));
+                while let Some(limits) = {
+                    tick.tick().await;
+                    limits.upgrade()
+                } {
+                    limits.evict_idle();
+                }
+            });
+            let stop = shutdown.clone();
+            axum::serve(listener, self.router())
+                .with_graceful_shutdown(async move { stop.raised().await })
+                .await?;
+        }
+        for pool in pools {
+            pool.await?;
+        }
+        self.broker.close().await;
+        Ok(())
+    }
+}

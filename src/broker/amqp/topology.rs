@@ -1,0 +1,182 @@
+//! Declares the contract's topology on RabbitMQ. Every option that matters for durability
+//! is spelled out here rather than left to a broker default.
+
+use crate::broker::{BrokerError, QueueSpec, Topology};
+use lapin::options::{ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions};
+use lapin::types::{AMQPValue, FieldTable, LongString};
+use lapin::{Channel, ExchangeKind};
+use std::time::Duration;
+
+/// How queues are replicated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum QueueType {
+    /// One node holds the queue: fine for a single broker.
+    Classic,
+    /// Raft-replicated across the cluster, for clustered deployments.
+    Quorum,
+}
+
+/// The name of the retry queue that holds messages of `queue` for `delay`.
+pub fn retry_queue(queue: &QueueSpec, delay: Duration) -> String {
+    format!("{}.retry.{}ms", queue.name, delay.as_millis())
+}
+
+fn millis(d: Duration) -> AMQPValue {
+    AMQPValue::LongLongInt(i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+fn text(s: &str) -> AMQPValue {
+    AMQPValue::LongString(LongString::from(s))
+}
+
+fn queue_type_arguments(queue_type: QueueType) -> FieldTable {
+    let mut args = FieldTable::default();
+    match queue_type {
+        QueueType::Classic => args.insert("x-queue-type".into(), text("classic")),
+        QueueType::Quorum => args.insert("x-queue-type".into(), text("quorum")),
+    };
+    args
+}
+
+/// The arguments of a work queue, as the contract sets them.
+pub fn work_queue_arguments(queue: &QueueSpec, queue_type: QueueType) -> FieldTable {
+    let mut args = queue_type_arguments(queue_type);
+    // Messages older than the TTL are dead-lettered with reason "expired".
+    args.insert("x-message-ttl".into(), millis(queue.message_ttl));
+    args.insert(
+        "x-max-length".into(),
+        AMQPValue::LongLongInt(i64::from(queue.max_length)),
+    );
+    // A full queue nacks new publishes (the sender gets 503) instead of dropping the
+    // oldest message, which is RabbitMQ's default (drop-head).
+    args.insert("x-overflow".into(), text("reject-publish"));
+    // Dead letters go through the default exchange straight to '<queue>.dlq'.
+    args.insert("x-dead-letter-exchange".into(), text(""));
+    args.insert(
+        "x-dead-letter-routing-key".into(),
+        text(&queue.dead_letter_queue()),
+    );
+    if queue_type == QueueType::Quorum {
+        // Without this, quorum queues dead-letter at most once and may lose dead letters.
+        args.insert("x-dead-letter-strategy".into(), text("at-least-once"));
+    }
+    args
+}
+
+/// The arguments of a retry queue: it holds each message for `delay`, then dead-letters
+/// it back onto the work queue. One queue per delay, so that a long delay at the head
+/// never holds back a short one behind it.
+pub fn retry_queue_arguments(
+    queue: &QueueSpec,
+    delay: Duration,
+    queue_type: QueueType,
+) -> FieldTable {
+    let mut args = queue_type_arguments(queue_type);
+    args.insert("x-message-ttl".into(), millis(delay));
+    args.insert("x-dead-letter-exchange".into(), text(""));
+    args.insert("x-dead-letter-routing-key".into(), text(&queue.name));
+    if queue_type == QueueType::Quorum {
+        args.insert("x-overflow".into(), text("reject-publish"));
+        args.insert("x-dead-letter-strategy".into(), text("at-least-once"));
+    }
+    args
+}
+
+fn durable() -> QueueDeclareOptions {
+    QueueDeclareOptions {
+        durable: true,
+        exclusive: false,
+        auto_delete: false,
+        passive: false,
+        nowait: false,
+    }
+}
+
+fn failed(what: String) -> impl FnOnce(lapin::Error) -> BrokerError {
+    move |e| BrokerError::Topology {
+        what,
+        cause: e.to_string(),
+    }
+}
+
+/// Declares every exchange, queue and binding of `topology`. Declaring is idempotent; a
+/// queue that exists with other arguments is an error naming it.
+pub async fn declare(
+    channel: &Channel,
+    topology: &Topology,
+    queue_type: QueueType,
+) -> Result<(), BrokerError> {
+    for exchange in topology.exchanges() {
+        channel
+            .exchange_declare(
+                exchange.into(),
+                ExchangeKind::Topic,
+                ExchangeDeclareOptions {
+                    passive: false,
+                    durable: true,
+                    auto_delete: false,
+                    internal: false,
+                    nowait: false,
+                },
+                FieldTable::default(),
+            )
+            .await
+            .map_err(failed(format!("exchange {exchange}")))?;
+    }
+    for queue in &topology.queues {
+        declare_queue(channel, queue, queue_type).await?;
+    }
+    Ok(())
+}
+
+async fn declare_queue(
+    channel: &Channel,
+    queue: &QueueSpec,
+    queue_type: QueueType,
+) -> Result<(), BrokerError> {
+    let dlq = queue.dead_letter_queue();
+    // The dead-letter queue has no TTL and no length limit: dead letters are never dropped.
+    channel
+        .queue_declare(
+            dlq.as_str().into(),
+            durable(),
+            queue_type_arguments(queue_type),
+        )
+        .await
+        .map_err(failed(format!("queue {dlq}")))?;
+    channel
+        .queue_declare(
+            queue.name.as_str().into(),
+            durable(),
+            work_queue_arguments(queue, queue_type),
+        )
+        .await
+        .map_err(failed(format!("queue {}", queue.name)))?;
+    for routing_key in &queue.routing_keys {
+        channel
+            .queue_bind(
+                queue.name.as_str().into(),
+                queue.exchange.as_str().into(),
+                routing_key.as_str().into(),
+                QueueBindOptions::default(),
+                FieldTable::default(),
+            )
+            .await
+            .map_err(failed(format!(
+                "binding {} to {}",
+                queue.name, queue.exchange
+            )))?;
+    }
+    for delay in queue.retry_delays() {
+        let name = retry_queue(queue, delay);
+        channel
+            .queue_declare(
+                name.as_str().into(),
+                durable(),
+                retry_queue_arguments(queue, delay, queue_type),
+            )
+            .await
+            .map_err(failed(format!("queue {name}")))?;
+    }
+    Ok(())
+}

@@ -1,0 +1,193 @@
+//! The queue topology of the contract, from configuration: exchanges, queues, bindings,
+//! TTLs, lengths, dead-letter queues and retry schedules. Both brokers declare exactly this.
+
+use crate::config::{QueueSettings, Settings};
+use crate::domain::EventKind;
+use std::time::Duration;
+
+/// One work queue and everything that hangs off it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct QueueSpec {
+    /// The event kind the queue carries.
+    pub kind: EventKind,
+    /// The queue's name as configured (`email.notifications`), used in metrics and the API.
+    pub configured_name: String,
+    /// The queue's name on the broker, with the prefix.
+    pub name: String,
+    /// The topic exchange it is bound to, with the prefix.
+    pub exchange: String,
+    /// The routing keys it is bound with (topic patterns: `*` and `#` work).
+    pub routing_keys: Vec<String>,
+    /// How long a message may wait before it expires.
+    pub message_ttl: Duration,
+    /// How many messages the queue holds before refusing more.
+    pub max_length: u32,
+    /// How many messages its pool handles at once.
+    pub concurrency: usize,
+    /// Attempts before a failing message is dead-lettered.
+    pub max_attempts: u32,
+    /// The wait before each retry; the last entry repeats.
+    pub backoff: Vec<Duration>,
+}
+
+impl QueueSpec {
+    fn from_settings(kind: EventKind, prefix: &str, q: &QueueSettings) -> Self {
+        QueueSpec {
+            kind,
+            configured_name: q.name.clone(),
+            name: format!("{prefix}{}", q.name),
+            exchange: format!("{prefix}{}", q.exchange),
+            routing_keys: q.routing_keys.clone(),
+            message_ttl: q.message_ttl,
+            max_length: q.max_length,
+            concurrency: q.concurrency,
+            max_attempts: q.max_attempts,
+            backoff: q.backoff.clone(),
+        }
+    }
+
+    /// The queue's dead-letter queue: expired and finally failed messages land there.
+    pub fn dead_letter_queue(&self) -> String {
+        format!("{}.dlq", self.name)
+    }
+
+    /// The wait before attempt `next_attempt` (2 for the first retry).
+    pub fn retry_delay(&self, next_attempt: u32) -> Duration {
+        let index = next_attempt.saturating_sub(2) as usize;
+        *self
+            .backoff
+            .get(index)
+            .or(self.backoff.last())
+            .expect("configuration checks that backoff is not empty")
+    }
+
+    /// The distinct retry delays a message of this queue may wait, shortest first.
+    pub fn retry_delays(&self) -> Vec<Duration> {
+        let mut delays: Vec<Duration> = (2..=self.max_attempts.max(2))
+            .map(|attempt| self.retry_delay(attempt))
+            .collect();
+        delays.sort();
+        delays.dedup();
+        delays
+    }
+
+    /// Whether a message published with `routing_key` to `exchange` lands in this queue.
+    pub fn binds(&self, exchange: &str, routing_key: &str) -> bool {
+        self.exchange == exchange
+            && self
+                .routing_keys
+                .iter()
+                .any(|pattern| topic_matches(pattern, routing_key))
+    }
+}
+
+/// The whole topology.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Topology {
+    /// One queue per event kind.
+    pub queues: Vec<QueueSpec>,
+}
+
+impl Topology {
+    /// The topology the settings describe.
+    pub fn from_settings(settings: &Settings) -> Self {
+        let prefix = &settings.broker.prefix;
+        Topology {
+            queues: EventKind::ALL
+                .into_iter()
+                .map(|kind| QueueSpec::from_settings(kind, prefix, settings.queues.of(kind)))
+                .collect(),
+        }
+    }
+
+    /// The queue of `kind`.
+    pub fn queue(&self, kind: EventKind) -> &QueueSpec {
+        self.queues
+            .iter()
+            .find(|q| q.kind == kind)
+            .expect("the topology has a queue for every kind")
+    }
+
+    /// The queue with the configured or broker name `name`, or the queue whose
+    /// dead-letter queue that is.
+    pub fn queue_named(&self, name: &str) -> Option<&QueueSpec> {
+        self.queues
+            .iter()
+            .find(|q| q.configured_name == name || q.name == name)
+    }
+
+    /// The exchanges, each once.
+    pub fn exchanges(&self) -> Vec<&str> {
+        let mut exchanges: Vec<&str> = self.queues.iter().map(|q| q.exchange.as_str()).collect();
+        exchanges.sort_unstable();
+        exchanges.dedup();
+        exchanges
+    }
+
+    /// The queues a message published with `routing_key` to `exchange` lands in.
+    pub fn route<'a>(
+        &'a self,
+        exchange: &'a str,
+        routing_key: &'a str,
+    ) -> impl Iterator<Item = &'a QueueSpec> + 'a {
+        self.queues
+            .iter()
+            .filter(move |q| q.binds(exchange, routing_key))
+    }
+}
+
+/// AMQP topic matching: words split on `.`, `*` matches one word, `#` zero or more.
+pub fn topic_matches(pattern: &str, routing_key: &str) -> bool {
+    fn matches(pattern: &[&str], key: &[&str]) -> bool {
+        match (pattern.split_first(), key.split_first()) {
+            (None, None) => true,
+            (Some((&"#", rest)), _) => {
+                matches(rest, key) || (!key.is_empty() && matches(pattern, &key[1..]))
+            }
+            (Some((&p, prest)), Some((&k, krest))) => (p == "*" || p == k) && matches(prest, krest),
+            _ => false,
+        }
+    }
+    let pattern: Vec<&str> = pattern.split('.').collect();
+    let key: Vec<&str> = routing_key.split('.').collect();
+    matches(&pattern, &key)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn topic_patterns_match_like_rabbitmq() {
+        assert!(topic_matches("push.mobile", "push.mobile"));
+        assert!(!topic_matches("push.mobile", "push.web"));
+        assert!(topic_matches("push.*", "push.web"));
+        assert!(!topic_matches("push.*", "push.web.extra"));
+        assert!(topic_matches("push.#", "push.web.extra"));
+        assert!(topic_matches("#", "anything.at.all"));
+        assert!(topic_matches("user.*.#", "user.t1"));
+    }
+
+    #[test]
+    fn the_retry_schedule_repeats_its_last_delay() {
+        let spec = QueueSpec {
+            kind: EventKind::Email,
+            configured_name: "q".into(),
+            name: "q".into(),
+            exchange: "x".into(),
+            routing_keys: vec!["email.send".into()],
+            message_ttl: Duration::from_secs(60),
+            max_length: 10,
+            concurrency: 1,
+            max_attempts: 5,
+            backoff: vec![Duration::from_secs(1), Duration::from_secs(5)],
+        };
+        assert_eq!(spec.retry_delay(2), Duration::from_secs(1));
+        assert_eq!(spec.retry_delay(3), Duration::from_secs(5));
+        assert_eq!(spec.retry_delay(5), Duration::from_secs(5));
+        assert_eq!(
+            spec.retry_delays(),
+            [Duration::from_secs(1), Duration::from_secs(5)]
+        );
+    }
+}

@@ -1,0 +1,3 @@
+//! Delivery channels: how each kind of event reaches people.
+
+pub mod email;

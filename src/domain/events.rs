@@ -1,0 +1,518 @@
+//! The four kinds of event Herald accepts, in the contract's camelCase shapes.
+
+use super::ids::{
+    ConversationId, EmailAddress, EntityId, Locale, MessageId, TemplateName, TenantId, UserId,
+};
+use super::parse::{Bounded, FieldErrors, Fields, FromJson, text};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use utoipa::ToSchema;
+
+/// Which worker pool an event is for; also the `kind` of the wire envelope.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum EventKind {
+    /// A chat message for the participants of a conversation.
+    Chat,
+    /// A push notification for users' devices.
+    Push,
+    /// An email rendered from a template.
+    Email,
+    /// An audit record to persist.
+    Audit,
+}
+
+impl EventKind {
+    /// Every kind, in the order queues are listed.
+    pub const ALL: [EventKind; 4] = [
+        EventKind::Chat,
+        EventKind::Push,
+        EventKind::Email,
+        EventKind::Audit,
+    ];
+
+    /// The kind's name on the wire and in configuration.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventKind::Chat => "chat",
+            EventKind::Push => "push",
+            EventKind::Email => "email",
+            EventKind::Audit => "audit",
+        }
+    }
+
+    /// Parses a kind's name.
+    pub fn parse(raw: &str) -> Option<EventKind> {
+        EventKind::ALL.into_iter().find(|k| k.as_str() == raw)
+    }
+
+    /// The kind a routing key such as `push.mobile` belongs to, for events published
+    /// straight to an exchange without an envelope.
+    pub fn of_routing_key(routing_key: &str) -> Option<EventKind> {
+        EventKind::parse(routing_key.split('.').next()?)
+    }
+}
+
+impl EventKind {
+    /// Reads a kind from a JSON value.
+    pub fn from_json_value(value: &Value) -> Result<Self, String> {
+        value
+            .as_str()
+            .and_then(EventKind::parse)
+            .ok_or_else(|| "must be one of chat, push, email, audit".into())
+    }
+}
+
+impl FromJson for EventKind {
+    fn from_json(value: &Value) -> Result<Self, String> {
+        EventKind::from_json_value(value)
+    }
+}
+
+/// Declares a closed set of lower-case string values.
+macro_rules! string_enum {
+    ($(#[$doc:meta])* $name:ident { $($(#[$vdoc:meta])* $variant:ident = $text:literal),+ $(,)? }) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
+        pub enum $name {
+            $($(#[$vdoc])* #[serde(rename = $text)] $variant),+
+        }
+
+        impl $name {
+            /// The value as written on the wire.
+            pub fn as_str(self) -> &'static str {
+                match self { $($name::$variant => $text),+ }
+            }
+        }
+
+        impl FromJson for $name {
+            fn from_json(value: &Value) -> Result<Self, String> {
+                match value.as_str() {
+                    $(Some($text) => Ok($name::$variant),)+
+                    _ => Err(concat!("must be one of ", $($text, " "),+).trim_end().replace(' ', ", ")),
+                }
+            }
+        }
+    };
+}
+
+string_enum!(
+    /// What a chat message holds.
+    MessageType {
+        /// Plain text.
+        Text = "text",
+        /// An image reference.
+        Image = "image",
+        /// A file reference.
+        File = "file",
+        /// A message from the system rather than a participant.
+        System = "system",
+    }
+);
+
+string_enum!(
+    /// Whether a conversation has two participants or more; it picks the routing key.
+    ConversationType {
+        /// One to one.
+        Direct = "direct",
+        /// Many participants.
+        Group = "group",
+    }
+);
+
+string_enum!(
+    /// Which devices a push notification is for.
+    Platform {
+        /// iOS and Android devices (APNs and FCM).
+        Mobile = "mobile",
+        /// Browsers (web push through FCM).
+        Web = "web",
+    }
+);
+
+string_enum!(
+    /// How urgently the push providers should deliver.
+    Priority {
+        /// Delivered when convenient for the device's battery.
+        Normal = "normal",
+        /// Delivered at once, waking the device.
+        High = "high",
+    }
+);
+
+/// A chat message for the participants of a conversation.
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ChatMessage {
+    /// The tenant the conversation belongs to.
+    #[schema(value_type = String)]
+    pub tenant_id: TenantId,
+    /// The sender's id for the message; it is also its idempotency key.
+    #[schema(value_type = String)]
+    pub message_id: MessageId,
+    /// The conversation the message belongs to.
+    #[schema(value_type = String)]
+    pub conversation_id: ConversationId,
+    /// Who sent it.
+    #[schema(value_type = String)]
+    pub sender_id: UserId,
+    /// The participants to deliver to (1 to 1000).
+    #[schema(value_type = Vec<String>)]
+    pub recipient_ids: Bounded<UserId, 1000>,
+    /// The message itself (at most 64 KiB of text).
+    pub content: String,
+    /// What the content is.
+    pub message_type: MessageType,
+    /// When the sender sent it.
+    pub timestamp: DateTime<Utc>,
+    /// Direct or group; defaults to direct.
+    pub conversation_type: ConversationType,
+}
+
+/// A push notification for users' registered devices.
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PushNotification {
+    /// The tenant whose users receive it.
+    #[schema(value_type = String)]
+    pub tenant_id: TenantId,
+    /// The users to notify (1 to 1000).
+    #[schema(value_type = Vec<String>)]
+    pub recipient_ids: Bounded<UserId, 1000>,
+    /// The title line.
+    pub title: String,
+    /// The body text.
+    pub body: String,
+    /// Custom data handed to the app.
+    #[schema(value_type = Object)]
+    pub data: Map<String, Value>,
+    /// Mobile (iOS, Android) or web devices; defaults to mobile.
+    pub platform: Platform,
+    /// Delivery priority; defaults to normal.
+    pub priority: Priority,
+    /// Notifications with the same key replace each other on the device.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub collapse_key: Option<String>,
+    /// How long providers may hold the notification for an offline device.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ttl_seconds: Option<u32>,
+    /// The app icon badge count (iOS).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub badge: Option<u32>,
+    /// The sound to play.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sound: Option<String>,
+    /// Also keep the notification in each recipient's in-app inbox.
+    pub in_app: bool,
+}
+
+/// An email rendered from a template, sent to each address on its own.
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct EmailNotification {
+    /// The tenant sending it.
+    #[schema(value_type = String)]
+    pub tenant_id: TenantId,
+    /// The recipients (1 to 100); each gets a message of their own.
+    #[schema(value_type = Vec<String>)]
+    pub to: Bounded<EmailAddress, 100>,
+    /// The template to render.
+    #[schema(value_type = String)]
+    pub template: TemplateName,
+    /// The values the template reads.
+    #[schema(value_type = Object)]
+    pub data: Map<String, Value>,
+    /// Replaces the template's subject.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub subject: Option<String>,
+    /// The translation to render (`fr-CA` falls back to `fr`, then the default).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>)]
+    pub locale: Option<Locale>,
+    /// Overrides the configured sender address.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>)]
+    pub from: Option<EmailAddress>,
+}
+
+/// A change to record in the tenant's audit trail.
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AuditEvent {
+    /// The tenant whose trail it joins.
+    #[schema(value_type = String)]
+    pub tenant_id: TenantId,
+    /// What happened (`USER_UPDATED`).
+    pub event_type: String,
+    /// Who did it.
+    #[schema(value_type = String)]
+    pub user_id: UserId,
+    /// The kind of thing it happened to (`User`).
+    pub entity_type: String,
+    /// Which one.
+    #[schema(value_type = String)]
+    pub entity_id: EntityId,
+    /// What changed.
+    #[schema(value_type = Object)]
+    pub changes: Map<String, Value>,
+    /// When it happened.
+    pub timestamp: DateTime<Utc>,
+    /// Whether the record is kept for compliance; it picks the routing key.
+    pub compliance: bool,
+}
+
+/// Parses a bounded text field: `max` characters, no control characters but for newlines
+/// where `multiline`.
+struct Text<const MAX: usize, const MULTILINE: bool>(String);
+
+impl<const MAX: usize, const MULTILINE: bool> FromJson for Text<MAX, MULTILINE> {
+    fn from_json(value: &Value) -> Result<Self, String> {
+        text(value, MAX, MULTILINE).map(Text)
+    }
+}
+
+impl ChatMessage {
+    /// Parses a chat message from its JSON document.
+    pub fn parse(value: &Value) -> Result<Self, FieldErrors> {
+        let mut f = Fields::of(value)?;
+        let tenant_id = f.required("tenantId");
+        let message_id = f.required("messageId");
+        let conversation_id = f.required("conversationId");
+        let sender_id = f.required("senderId");
+        let recipient_ids = f.required("recipientIds");
+        let content = f.required::<Text<65_536, true>>("content");
+        let message_type = f.required("messageType");
+        let timestamp = f.required("timestamp");
+        let conversation_type = f.optional("conversationType");
+        f.finish(|| {
+            Some(ChatMessage {
+                tenant_id: tenant_id?,
+                message_id: message_id?,
+                conversation_id: conversation_id?,
+                sender_id: sender_id?,
+                recipient_ids: recipient_ids?,
+                content: content?.0,
+                message_type: message_type?,
+                timestamp: timestamp?,
+                conversation_type: conversation_type.unwrap_or(ConversationType::Direct),
+            })
+        })
+    }
+}
+
+impl PushNotification {
+    /// Parses a push notification from its JSON document.
+    pub fn parse(value: &Value) -> Result<Self, FieldErrors> {
+        let mut f = Fields::of(value)?;
+        let tenant_id = f.required("tenantId");
+        let recipient_ids = f.required("recipientIds");
+        let title = f.required::<Text<256, false>>("title");
+        let body = f.required::<Text<4096, true>>("body");
+        let data = f.optional("data");
+        let platform = f.optional("platform");
+        let priority = f.optional("priority");
+        let collapse_key = f.optional::<Text<64, false>>("collapseKey");
+        let ttl_seconds = f.optional::<u32>("ttlSeconds");
+        if ttl_seconds.is_some_and(|t| t > 2_419_200) {
+            f.error("ttlSeconds", "must be at most 2419200 (28 days)");
+        }
+        let badge = f.optional("badge");
+        let sound = f.optional::<Text<256, false>>("sound");
+        let in_app = f.optional("inApp");
+        f.finish(|| {
+            Some(PushNotification {
+                tenant_id: tenant_id?,
+                recipient_ids: recipient_ids?,
+                title: title?.0,
+                body: body?.0,
+                data: data.unwrap_or_default(),
+                platform: platform.unwrap_or(Platform::Mobile),
+                priority: priority.unwrap_or(Priority::Normal),
+                collapse_key: collapse_key.map(|t| t.0),
+                ttl_seconds,
+                badge,
+                sound: sound.map(|t| t.0),
+                in_app: in_app.unwrap_or(false),
+            })
+        })
+    }
+}
+
+impl EmailNotification {
+    /// Parses an email notification from its JSON document.
+    pub fn parse(value: &Value) -> Result<Self, FieldErrors> {
+        let mut f = Fields::of(value)?;
+        let tenant_id = f.required("tenantId");
+        let to = f.required("to");
+        let template = f.required("template");
+        let data = f.optional("data");
+        // A subject goes into a header: no line breaks, so data can never add a header.
+        let subject = f.optional::<Text<998, false>>("subject");
+        let locale = f.optional("locale");
+        let from = f.optional("from");
+        f.finish(|| {
+            Some(EmailNotification {
+                tenant_id: tenant_id?,
+                to: to?,
+                template: template?,
+                data: data.unwrap_or_default(),
+                subject: subject.map(|t| t.0),
+                locale,
+                from,
+            })
+        })
+    }
+}
+
+impl AuditEvent {
+    /// Parses an audit event from its JSON document.
+    pub fn parse(value: &Value) -> Result<Self, FieldErrors> {
+        let mut f = Fields::of(value)?;
+        let tenant_id = f.required("tenantId");
+        let event_type = f.required::<Text<128, false>>("eventType");
+        let user_id = f.required("userId");
+        let entity_type = f.required::<Text<128, false>>("entityType");
+        let entity_id = f.required("entityId");
+        let changes = f.required("changes");
+        let timestamp = f.required("timestamp");
+        let compliance = f.optional("compliance");
+        f.finish(|| {
+            Some(AuditEvent {
+                tenant_id: tenant_id?,
+                event_type: event_type?.0,
+                user_id: user_id?,
+                entity_type: entity_type?.0,
+                entity_id: entity_id?,
+                changes: changes?,
+                timestamp: timestamp?,
+                compliance: compliance.unwrap_or(false),
+            })
+        })
+    }
+}
+
+/// Any event Herald carries.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(untagged)]
+pub enum Event {
+    /// See [`ChatMessage`].
+    Chat(ChatMessage),
+    /// See [`PushNotification`].
+    Push(PushNotification),
+    /// See [`EmailNotification`].
+    Email(EmailNotification),
+    /// See [`AuditEvent`].
+    Audit(AuditEvent),
+}
+
+impl Event {
+    /// Parses the document of an event of `kind`.
+    pub fn parse(kind: EventKind, value: &Value) -> Result<Event, FieldErrors> {
+        match kind {
+            EventKind::Chat => ChatMessage::parse(value).map(Event::Chat),
+            EventKind::Push => PushNotification::parse(value).map(Event::Push),
+            EventKind::Email => EmailNotification::parse(value).map(Event::Email),
+            EventKind::Audit => AuditEvent::parse(value).map(Event::Audit),
+        }
+    }
+
+    /// The event's kind.
+    pub fn kind(&self) -> EventKind {
+        match self {
+            Event::Chat(_) => EventKind::Chat,
+            Event::Push(_) => EventKind::Push,
+            Event::Email(_) => EventKind::Email,
+            Event::Audit(_) => EventKind::Audit,
+        }
+    }
+
+    /// The tenant the event belongs to.
+    pub fn tenant_id(&self) -> &TenantId {
+        match self {
+            Event::Chat(e) => &e.tenant_id,
+            Event::Push(e) => &e.tenant_id,
+            Event::Email(e) => &e.tenant_id,
+            Event::Audit(e) => &e.tenant_id,
+        }
+    }
+
+    /// The routing key the event is published with, as in the contract's topology.
+    pub fn routing_key(&self) -> &'static str {
+        match self {
+            Event::Chat(e) => match e.conversation_type {
+                ConversationType::Direct => "chat.direct",
+                ConversationType::Group => "chat.group",
+            },
+            Event::Push(e) => match e.platform {
+                Platform::Mobile => "push.mobile",
+                Platform::Web => "push.web",
+            },
+            Event::Email(_) => "email.template",
+            Event::Audit(e) if e.compliance => "audit.compliance",
+            Event::Audit(_) => "audit.track",
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn chat() -> Value {
+        json!({
+            "tenantId": 1, "messageId": "msg_123", "conversationId": "conv_456",
+            "senderId": "user_789", "recipientIds": ["user_1"], "content": "Hello world!",
+            "messageType": "text", "timestamp": "2026-01-31T12:00:00Z"
+        })
+    }
+
+    #[test]
+    fn a_seed_chat_message_parses_and_defaults_to_a_direct_conversation() {
+        let message = ChatMessage::parse(&chat()).unwrap();
+        assert_eq!(message.tenant_id.as_str(), "1");
+        assert_eq!(message.conversation_type, ConversationType::Direct);
+        assert_eq!(Event::Chat(message).routing_key(), "chat.direct");
+    }
+
+    #[test]
+    fn every_bad_field_is_named_at_once() {
+        let mut doc = chat();
+        doc["recipientIds"] = json!([]);
+        doc["messageType"] = json!("video");
+        doc.as_object_mut().unwrap().remove("senderId");
+        let errors = ChatMessage::parse(&doc).unwrap_err();
+        let fields: Vec<_> = errors.0.iter().map(|e| e.field.as_str()).collect();
+        assert_eq!(fields, ["senderId", "recipientIds", "messageType"]);
+    }
+
+    #[test]
+    fn a_subject_with_a_line_break_is_refused() {
+        let doc = json!({"tenantId": "t", "to": ["a@example.com"], "template": "welcome",
+                         "subject": "Hi\r\nBcc: victim@example.com"});
+        let errors = EmailNotification::parse(&doc).unwrap_err();
+        assert_eq!(errors.0[0].field, "subject");
+    }
+
+    #[test]
+    fn routing_keys_follow_the_contract() {
+        let push = json!({"tenantId": 1, "recipientIds": ["u"], "title": "t", "body": "b", "platform": "web"});
+        assert_eq!(
+            Event::parse(EventKind::Push, &push).unwrap().routing_key(),
+            "push.web"
+        );
+        let audit = json!({"tenantId": 1, "eventType": "USER_UPDATED", "userId": "u", "entityType": "User",
+                           "entityId": "e", "changes": {}, "timestamp": "2026-01-31T12:00:00Z", "compliance": true});
+        assert_eq!(
+            Event::parse(EventKind::Audit, &audit)
+                .unwrap()
+                .routing_key(),
+            "audit.compliance"
+        );
+        assert_eq!(
+            EventKind::of_routing_key("push.mobile"),
+            Some(EventKind::Push)
+        );
+    }
+}

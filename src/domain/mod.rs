@@ -1,0 +1,19 @@
+//! The domain: validated newtypes and the four event kinds Herald carries.
+//!
+//! Everything that enters Herald, over HTTP or straight from a broker, is parsed here once
+//! (parse, don't validate); inner code takes these types and never re-checks them.
+
+mod envelope;
+mod events;
+mod ids;
+pub mod parse;
+
+pub use envelope::{Envelope, EnvelopeError, WireProperties};
+pub use events::{
+    AuditEvent, ChatMessage, ConversationType, EmailNotification, Event, EventKind, MessageType,
+    Platform, Priority, PushNotification,
+};
+pub use ids::{
+    ConversationId, EmailAddress, EntityId, Locale, MessageId, NotificationId, TemplateName,
+    TenantId, UserId,
+};

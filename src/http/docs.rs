@@ -1,0 +1,91 @@
+//! The OpenAPI document, generated from the handlers and types, and a page that renders it.
+
+use super::AppState;
+use super::admin::{self, CreatedKey, CreatedTenant, KeyList, NewTenant};
+use super::audit::{self, AuditItem, AuditPage};
+use super::error::{ErrorBody, ErrorDetail};
+use super::health::{self, BrokerHealthBody};
+use super::notifications::{self, NotificationStatus};
+use super::queues::{self, DeadLetterBody, DeadLetters, Replayed};
+use super::send::{self, Accepted, Batch, BatchAccepted};
+use crate::audit::Verification;
+use crate::broker::QueueStats;
+use crate::domain::parse::FieldError;
+use crate::domain::{
+    AuditEvent, ChatMessage, ConversationType, EmailNotification, MessageType, Platform, Priority,
+    PushNotification,
+};
+use crate::store::{ApiKeyInfo, Tenant};
+use crate::store::{LedgerDelivery, LedgerNotification};
+use axum::response::Html;
+use axum::routing::get;
+use axum::{Json, Router};
+use utoipa::OpenApi;
+
+/// The API's description.
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "Herald",
+        description = "Notification fan-out: chat, push, email and audit events, durably queued and delivered. \
+                       Every send answers 202 only once the event is durably queued."
+    ),
+    paths(
+        send::send_chat, send::send_push, send::send_email, send::send_audit, send::send_batch,
+        health::alive, health::ready, health::rabbitmq, health::metrics,
+        admin::create_tenant, admin::add_key, admin::list_keys, admin::revoke_key,
+        queues::queues, queues::dead_letters, queues::replay, notifications::status,
+        audit::query, audit::verify,
+    ),
+    components(schemas(
+        ChatMessage, PushNotification, EmailNotification, AuditEvent, MessageType, ConversationType,
+        Platform, Priority, Accepted, Batch, BatchAccepted, ErrorBody, ErrorDetail, FieldError,
+        BrokerHealthBody, Tenant, ApiKeyInfo, CreatedKey, CreatedTenant, KeyList, NewTenant,
+        QueueStats, DeadLetterBody, DeadLetters, Replayed, NotificationStatus, LedgerNotification,
+        LedgerDelivery, AuditItem, AuditPage, Verification,
+    )),
+    modifiers(&SecuritySchemes),
+    tags(
+        (name = "send", description = "Queue events for delivery"),
+        (name = "operations", description = "Health and metrics"),
+        (name = "audit", description = "Audit records and their hash chain"),
+        (name = "admin", description = "Tenants and API keys (admin token)"),
+    )
+)]
+pub struct ApiDoc;
+
+/// Declares the two bearer schemes: tenants' API keys and the admin token.
+struct SecuritySchemes;
+
+impl utoipa::Modify for SecuritySchemes {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
+        let components = openapi.components.get_or_insert_with(Default::default);
+        let bearer = || SecurityScheme::Http(Http::new(HttpAuthScheme::Bearer));
+        components.add_security_scheme("api_key", bearer());
+        components.add_security_scheme("admin_token", bearer());
+    }
+}
+
+/// The documentation routes.
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/openapi.json", get(|| async { Json(ApiDoc::openapi()) }))
+        .route("/docs", get(|| async { Html(DOCS_PAGE) }))
+}
+
+/// Renders `/openapi.json` with Redoc.
+const DOCS_PAGE: &str = r#"<!doctype html>
+<html lang="en">
+<head>
+  <meta charset="utf-8">
+  <title>Herald API</title>
+  <meta name="viewport" content="width=device-width, initial-scale=1">
+</head>
+<body>
+  <redoc spec-url="/openapi.json"></redoc>
+  <noscript>The API description is at <a href="/openapi.json">/openapi.json</a>.</noscript>
+  <script src="https://cdn.redoc.ly/redoc/v2.1.5/bundles/redoc.standalone.js"></script>
+</body>
+</html>
+"#;

@@ -1,0 +1,104 @@
+//! The HTTP API: one router per resource, merged here, with the contract's error shape for
+//! unknown routes and wrong methods, and request metrics.
+
+mod admin;
+mod audit;
+mod auth;
+mod body;
+mod docs;
+pub mod error;
+mod health;
+mod notifications;
+mod queues;
+mod send;
+
+pub use docs::ApiDoc;
+
+use crate::broker::{Broker, Topology};
+use crate::telemetry::{Metrics, RequestLabels, RouteLabels};
+use crate::tenants::Tenancy;
+use axum::Router;
+use axum::extract::{MatchedPath, Request, State};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use error::ApiError;
+use secrecy::SecretString;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// What every handler shares.
+#[derive(Clone)]
+pub struct AppState {
+    /// Where events are queued.
+    pub broker: Arc<dyn Broker>,
+    /// Which exchange each kind is published to.
+    pub topology: Arc<Topology>,
+    /// Prometheus metrics.
+    pub metrics: Arc<Metrics>,
+    /// Largest body accepted, in bytes.
+    pub body_limit: usize,
+    /// The `Retry-After` of a 503.
+    pub retry_after: Duration,
+    /// Tenants and their keys.
+    pub tenancy: Arc<Tenancy>,
+    /// The token of the admin API; `None` turns it off.
+    pub admin_token: Option<SecretString>,
+    /// Idempotency keys.
+    pub idempotency: Arc<crate::idempotency::Idempotency>,
+    /// Per-tenant rate limits.
+    pub rate_limits: Arc<crate::tenants::limits::RateLimits>,
+    /// The delivery ledger.
+    pub ledger: crate::ledger::Ledger,
+}
+
+/// The whole API.
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .merge(send::router())
+        .merge(admin::router())
+        .merge(queues::router())
+        .merge(notifications::router())
+        .merge(health::router())
+        .merge(docs::router())
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(middleware::from_fn_with_state(state.clone(), track))
+        .with_state(state)
+}
+
+async fn not_found(request: Request) -> ApiError {
+    ApiError::NotFound(request.uri().path().to_owned())
+}
+
+async fn method_not_allowed(request: Request) -> ApiError {
+    ApiError::MethodNotAllowed(request.method().to_string())
+}
+
+/// Counts and times every request by its route template.
+async fn track(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or("unmatched", MatchedPath::as_str)
+        .to_owned();
+    let method = request.method().to_string();
+    let started = Instant::now();
+    let response = next.run(request).await.into_response();
+    state
+        .metrics
+        .request_seconds
+        .get_or_create(&RouteLabels {
+            route: route.clone(),
+        })
+        .observe(started.elapsed().as_secs_f64());
+    state
+        .metrics
+        .requests
+        .get_or_create(&RequestLabels {
+            method,
+            route,
+            status: response.status().as_u16(),
+        })
+        .inc();
+    response
+}

@@ -1,0 +1,45 @@
+//! A notification's status, per recipient, from the delivery ledger.
+
+use super::AppState;
+use super::auth::Authenticated;
+use super::error::{ApiError, ErrorBody};
+use crate::store::{LedgerDelivery, LedgerNotification};
+use axum::extract::{Path, State};
+use axum::routing::get;
+use axum::{Json, Router};
+use serde::Serialize;
+use utoipa::ToSchema;
+
+/// The notification routes.
+pub fn router() -> Router<AppState> {
+    Router::new().route("/v1/notifications/{id}", get(status))
+}
+
+/// A notification and each of its deliveries.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct NotificationStatus {
+    /// The notification.
+    #[serde(flatten)]
+    pub notification: LedgerNotification,
+    /// One entry per recipient (and target, once known).
+    pub deliveries: Vec<LedgerDelivery>,
+}
+
+/// The status of one of the tenant's notifications. Another tenant's is 404, as is an id
+/// that does not exist.
+#[utoipa::path(get, path = "/v1/notifications/{id}", tag = "send", security(("api_key" = [])),
+    params(("id" = String, Path, description = "The id a send answered")),
+    responses((status = 200, body = NotificationStatus), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub async fn status(
+    State(state): State<AppState>,
+    Authenticated(tenant): Authenticated,
+    Path(id): Path<String>,
+) -> Result<Json<NotificationStatus>, ApiError> {
+    let found = state.tenancy.store().notification(&tenant, &id).await?;
+    let (notification, deliveries) =
+        found.ok_or_else(|| ApiError::NotFound(format!("notification {id}")))?;
+    Ok(Json(NotificationStatus {
+        notification,
+        deliveries,
+    }))
+}

@@ -1,0 +1,118 @@
+//! Idempotent sends. A send with an `Idempotency-Key` (or a chat message, whose
+//! `messageId` serves as its key) queues its event once: the first request claims the key in
+//! the store, where a primary key decides among concurrent requests on any instance;
+//! repeats wait for the first one's answer and get the same 202 body, and queue nothing.
+//! The same key with a different body is refused. Keys are kept 24 hours.
+
+use crate::domain::TenantId;
+use crate::store::{Claim, Store, StoreError};
+use chrono::Utc;
+use sha2::{Digest, Sha256};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// How long a key is remembered.
+pub const RETENTION: Duration = Duration::from_secs(24 * 3600);
+/// How long a repeat waits for the first request's answer before giving up with 409.
+const WAIT_FOR_FIRST: Duration = Duration::from_secs(10);
+/// How often a repeat looks for that answer.
+const POLL: Duration = Duration::from_millis(20);
+
+/// What to do with a request that carries a key.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Begin {
+    /// The first request with this key: send, then [`Idempotency::finish`] or
+    /// [`Idempotency::abandon`].
+    First,
+    /// A repeat: answer this (status, JSON body) and queue nothing.
+    Repeat(u16, String),
+}
+
+/// Why a keyed request cannot go ahead.
+#[derive(Debug, thiserror::Error)]
+pub enum IdempotencyError {
+    /// The key was used with a different request (422).
+    #[error("Idempotency-Key '{0}' was used with a different request")]
+    Mismatch(String),
+    /// The first request with the key has not been answered in time (409).
+    #[error("a request with Idempotency-Key '{0}' is still being processed; try again shortly")]
+    InProgress(String),
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// A request's fingerprint: the route and the body it sent.
+pub fn fingerprint(route: &str, body: &serde_json::Value) -> [u8; 32] {
+    let mut hasher = Sha256::new();
+    hasher.update(route.as_bytes());
+    hasher.update([0]);
+    hasher.update(serde_json::to_vec(body).expect("a JSON value serializes"));
+    hasher.finalize().into()
+}
+
+/// Idempotency keys, in the store.
+pub struct Idempotency {
+    store: Arc<dyn Store>,
+}
+
+impl Idempotency {
+    /// Idempotency over `store`.
+    pub fn new(store: Arc<dyn Store>) -> Self {
+        Idempotency { store }
+    }
+
+    /// Claims `key` for a request, or finds the answer of the request that claimed it.
+    pub async fn begin(
+        &self,
+        tenant: &TenantId,
+        key: &str,
+        fingerprint: &[u8],
+    ) -> Result<Begin, IdempotencyError> {
+        let expired_before = Utc::now() - RETENTION;
+        let deadline = tokio::time::Instant::now() + WAIT_FOR_FIRST;
+        loop {
+            match self
+                .store
+                .claim_idempotency_key(tenant, key, fingerprint, expired_before)
+                .await?
+            {
+                Claim::Claimed => return Ok(Begin::First),
+                Claim::Held {
+                    fingerprint: held, ..
+                } if held != fingerprint => {
+                    return Err(IdempotencyError::Mismatch(key.to_owned()));
+                }
+                Claim::Held {
+                    response: Some((status, body)),
+                    ..
+                } => return Ok(Begin::Repeat(status, body)),
+                Claim::Held { response: None, .. } if tokio::time::Instant::now() >= deadline => {
+                    return Err(IdempotencyError::InProgress(key.to_owned()));
+                }
+                Claim::Held { response: None, .. } => tokio::time::sleep(POLL).await,
+            }
+        }
+    }
+
+    /// Records the first request's answer, for the repeats.
+    pub async fn finish(
+        &self,
+        tenant: &TenantId,
+        key: &str,
+        status: u16,
+        body: &str,
+    ) -> Result<(), StoreError> {
+        self.store
+            .complete_idempotency_key(tenant, key, status, body)
+            .await
+    }
+
+    /// Gives the key up after the first request failed, so that a retry can succeed.
+    pub async fn abandon(&self, tenant: &TenantId, key: &str) {
+        if let Err(e) = self.store.release_idempotency_key(tenant, key).await {
+            // The claim then expires with the retention period; until then repeats get 409.
+            tracing::warn!(error = %e, "releasing an idempotency key failed");
+        }
+    }
+}

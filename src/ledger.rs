@@ -1,0 +1,133 @@
+//! The delivery ledger: every accepted event and every delivery attempt, so that
+//! `GET /v1/notifications/{id}` can answer each recipient's state.
+//!
+//! Writes go through one task that commits whatever has piled up in one transaction, with
+//! multi-row statements, so that neither the API nor a worker pool waits on a database
+//! round trip per event. An acceptance is handed over after the 202 without waiting (and
+//! skipped if the writer is far behind); an outcome is waited for, since a message is
+//! settled only after its outcome is recorded.
+
+use crate::domain::{Envelope, Event};
+use crate::store::{LedgerDelivery, LedgerNotification, LedgerRecord, Store};
+use crate::workers::Outcome;
+use chrono::{SubsecRound, Utc};
+use std::sync::Arc;
+use tokio::sync::{mpsc, oneshot};
+
+/// Most records one transaction takes.
+const BATCH: usize = 512;
+
+type Write = (LedgerRecord, Option<oneshot::Sender<()>>);
+
+/// A handle on the ledger writer; cheap to clone.
+#[derive(Clone)]
+pub struct Ledger {
+    writes: mpsc::Sender<Write>,
+}
+
+/// The deliveries an event makes: (channel, recipient, target).
+fn deliveries(event: &Event) -> Vec<(&'static str, String, String)> {
+    match event {
+        Event::Chat(m) => m
+            .recipient_ids
+            .as_slice()
+            .iter()
+            .map(|r| ("realtime", r.to_string(), String::new()))
+            .collect(),
+        Event::Push(p) => p
+            .recipient_ids
+            .as_slice()
+            .iter()
+            .map(|r| ("push", r.to_string(), String::new()))
+            .collect(),
+        Event::Email(e) => {
+            e.to.as_slice()
+                .iter()
+                .map(|a| ("email", a.as_str().to_owned(), a.as_str().to_owned()))
+                .collect()
+        }
+        Event::Audit(a) => vec![("audit", a.entity_id.to_string(), String::new())],
+    }
+}
+
+fn record(
+    envelope: &Envelope,
+    status: &str,
+    attempts: u32,
+    last_error: Option<&str>,
+    replace: bool,
+) -> LedgerRecord {
+    let now = Utc::now().trunc_subsecs(6);
+    LedgerRecord {
+        notification: LedgerNotification {
+            id: envelope.id.to_string(),
+            tenant_id: envelope.event.tenant_id().as_str().to_owned(),
+            kind: envelope.event.kind().as_str().to_owned(),
+            status: status.to_owned(),
+            created_at: envelope.created_at.trunc_subsecs(6),
+            updated_at: now,
+        },
+        deliveries: deliveries(&envelope.event)
+            .into_iter()
+            .map(|(channel, recipient, target)| LedgerDelivery {
+                recipient,
+                channel: channel.to_owned(),
+                target,
+                status: status.to_owned(),
+                attempts,
+                last_error: last_error.map(str::to_owned),
+                updated_at: now,
+            })
+            .collect(),
+        replace,
+    }
+}
+
+impl Ledger {
+    /// Starts the writer on `store`.
+    pub fn start(store: Arc<dyn Store>) -> Self {
+        // Small: under overload, acceptances are skipped rather than held in memory.
+        let (writes, queued) = mpsc::channel(1024);
+        tokio::spawn(write_loop(store, queued));
+        Ledger { writes }
+    }
+
+    /// Records an accepted event; never waits. Should the writer fall behind, the record
+    /// is skipped rather than slowing the send: the event's first outcome writes its row.
+    pub fn accepted(&self, envelope: &Envelope) {
+        let record = record(envelope, "queued", 0, None, false);
+        if self.writes.try_send((record, None)).is_err() {
+            tracing::debug!(id = %envelope.id, "ledger writer behind; acceptance not recorded");
+        }
+    }
+
+    /// Records the outcome of an attempt, and waits until it is written.
+    pub async fn outcome(&self, envelope: &Envelope, attempt: u32, outcome: &Outcome) {
+        let (status, error) = match outcome {
+            Outcome::Delivered => ("delivered", None),
+            Outcome::Retry { error, .. } => ("queued", Some(error.as_str())),
+            Outcome::Failed { error } => ("failed", Some(error.as_str())),
+            Outcome::Expired => ("expired", None),
+        };
+        let (written, done) = oneshot::channel();
+        let record = record(envelope, status, attempt, error, true);
+        if self.writes.send((record, Some(written))).await.is_ok() {
+            let _ = done.await;
+        }
+    }
+}
+
+async fn write_loop(store: Arc<dyn Store>, mut queued: mpsc::Receiver<Write>) {
+    let mut batch = Vec::with_capacity(BATCH);
+    while queued.recv_many(&mut batch, BATCH).await > 0 {
+        let (records, waiters): (Vec<_>, Vec<_>) = std::mem::take(&mut batch).into_iter().unzip();
+        if let Err(e) = store.write_ledger(&records).await {
+            // The ledger reports; it must not stop delivery. The statuses of this batch
+            // are lost and the next outcome of each event rewrites them.
+            tracing::error!(error = %e, records = records.len(), "writing the delivery ledger failed");
+        }
+        for waiter in waiters.into_iter().flatten() {
+            let _ = waiter.send(());
+        }
+    }
+}

@@ -1,0 +1,57 @@
+//! The retention job: removes audit records, ledger entries and idempotency keys past
+//! their configured age. Deletes are idempotent, so every instance may run it.
+
+use crate::config::RetentionSettings;
+use crate::idempotency;
+use crate::shutdown::Shutdown;
+use crate::store::{Store, StoreError};
+use chrono::Utc;
+use std::sync::Arc;
+
+/// What one run removed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Removed {
+    /// Audit records.
+    pub audit_records: u64,
+    /// Notifications, with their deliveries.
+    pub notifications: u64,
+    /// Idempotency keys.
+    pub idempotency_keys: u64,
+}
+
+fn before(age: std::time::Duration) -> chrono::DateTime<Utc> {
+    Utc::now() - chrono::Duration::from_std(age).unwrap_or(chrono::Duration::MAX)
+}
+
+/// Removes everything past its retention, once.
+pub async fn run_once(
+    store: &dyn Store,
+    retention: &RetentionSettings,
+) -> Result<Removed, StoreError> {
+    Ok(Removed {
+        audit_records: store.delete_audit_before(before(retention.audit)).await?,
+        notifications: store.delete_ledger_before(before(retention.ledger)).await?,
+        idempotency_keys: store
+            .delete_idempotency_keys_before(before(idempotency::RETENTION))
+            .await?,
+    })
+}
+
+/// Runs the job every `retention.every` until shutdown.
+pub async fn run(store: Arc<dyn Store>, retention: RetentionSettings, shutdown: Shutdown) {
+    let mut tick = tokio::time::interval(retention.every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = shutdown.raised() => return,
+        }
+        match run_once(store.as_ref(), &retention).await {
+            Ok(removed) if removed != Removed::default() => {
+                tracing::info!(?removed, "retention removed old data")
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "the retention job failed; it runs again later"),
+        }
+    }
+}

@@ -1,0 +1,130 @@
+//! Per-tenant ingress rate limits (GCRA, through governor): events per second with a
+//! burst, the same for every tenant unless configuration gives a tenant its own. Idle
+//! tenants' state is evicted, so memory stays bounded however many tenants there are.
+
+use crate::config::{RateLimit, RateLimitSettings};
+use crate::domain::TenantId;
+use governor::clock::{Clock, DefaultClock};
+use governor::{DefaultDirectRateLimiter, DefaultKeyedRateLimiter, Quota, RateLimiter};
+use std::collections::HashMap;
+use std::num::NonZeroU32;
+use std::time::Duration;
+
+fn quota(limit: &RateLimit) -> Quota {
+    let per_second = NonZeroU32::new(limit.per_second).unwrap_or(NonZeroU32::MIN);
+    let burst = NonZeroU32::new(limit.burst.max(limit.per_second)).unwrap_or(per_second);
+    Quota::per_second(per_second).allow_burst(burst)
+}
+
+/// The limits of every tenant.
+pub struct RateLimits {
+    shared: DefaultKeyedRateLimiter<TenantId>,
+    own: HashMap<TenantId, DefaultDirectRateLimiter>,
+    default: RateLimit,
+}
+
+impl RateLimits {
+    /// Limits as configured.
+    pub fn new(settings: &RateLimitSettings) -> Self {
+        let own = settings
+            .tenants
+            .iter()
+            .filter_map(|(id, limit)| {
+                Some((TenantId::parse(id).ok()?, RateLimiter::direct(quota(limit))))
+            })
+            .collect();
+        RateLimits {
+            shared: RateLimiter::keyed(quota(&settings.default_limit())),
+            own,
+            default: settings.default_limit(),
+        }
+    }
+
+    /// Admits `events` events of `tenant` now, or says how long to wait.
+    pub fn admit(&self, tenant: &TenantId, events: u32) -> Result<(), Duration> {
+        let events = NonZeroU32::new(events).unwrap_or(NonZeroU32::MIN);
+        let checked = match self.own.get(tenant) {
+            Some(limiter) => limiter.check_n(events),
+            None => self.shared.check_key_n(tenant, events),
+        };
+        let now = DefaultClock::default().now();
+        match checked {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(not_until)) => Err(not_until.wait_time_from(now)),
+            // More events at once than the burst allows: they can never pass together.
+            Err(_) => Err(Duration::from_secs(
+                u64::from(events.get() / self.default.per_second.max(1)) + 1,
+            )),
+        }
+    }
+
+    /// Forgets tenants that have been idle long enough to be back at a full burst.
+    pub fn evict_idle(&self) {
+        self.shared.retain_recent();
+        self.shared.shrink_to_fit();
+    }
+
+    /// How many tenants' state is held.
+    pub fn tracked(&self) -> usize {
+        self.shared.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings(tenants: &[(&str, u32)]) -> RateLimitSettings {
+        RateLimitSettings {
+            per_second: 5,
+            burst: 5,
+            tenants: tenants
+                .iter()
+                .map(|(id, n)| {
+                    (
+                        (*id).to_owned(),
+                        RateLimit {
+                            per_second: *n,
+                            burst: *n,
+                        },
+                    )
+                })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn a_tenant_over_its_limit_waits_while_another_is_unaffected() {
+        let limits = RateLimits::new(&settings(&[("vip", 100)]));
+        let (a, b, vip) = (
+            TenantId::parse("a").unwrap(),
+            TenantId::parse("b").unwrap(),
+            TenantId::parse("vip").unwrap(),
+        );
+        assert!(limits.admit(&a, 5).is_ok());
+        let wait = limits.admit(&a, 1).unwrap_err();
+        assert!(
+            wait > Duration::ZERO && wait <= Duration::from_secs(1),
+            "{wait:?}"
+        );
+        assert!(limits.admit(&b, 5).is_ok(), "b has its own allowance");
+        assert!(
+            limits.admit(&vip, 50).is_ok(),
+            "vip has its configured limit"
+        );
+    }
+
+    #[test]
+    fn idle_tenants_are_evicted() {
+        let limits = RateLimits::new(&settings(&[]));
+        for i in 0..100 {
+            limits
+                .admit(&TenantId::parse(&format!("t{i}")).unwrap(), 1)
+                .unwrap();
+        }
+        assert_eq!(limits.tracked(), 100);
+        std::thread::sleep(Duration::from_millis(1100));
+        limits.evict_idle();
+        assert_eq!(limits.tracked(), 0);
+    }
+}

@@ -1,0 +1,545 @@
+//! The broker conformance suite: every test runs against the embedded broker and against
+//! RabbitMQ, which must behave alike.
+
+mod common;
+
+use async_trait::async_trait;
+use common::{TestApp, audit_event, email_event, publication, push_event};
+use herald::app::{Herald, Roles};
+use herald::config::BrokerKind;
+use herald::domain::{EventKind, NotificationId};
+use herald::shutdown::Shutdown;
+use herald::workers::{Handler, Outcome};
+use reqwest::StatusCode;
+use std::io::BufRead;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// Runs each named scenario once per broker.
+macro_rules! conformance {
+    ($($scenario:ident),+ $(,)?) => {
+        mod embedded {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $scenario() {
+                super::$scenario(herald::config::BrokerKind::Embedded).await;
+            })+
+        }
+        mod rabbitmq {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $scenario() {
+                super::$scenario(herald::config::BrokerKind::Rabbitmq).await;
+            })+
+        }
+    };
+}
+
+conformance!(
+    the_declared_topology_routes_every_key_of_the_contract,
+    a_full_queue_answers_503_and_keeps_what_it_holds,
+    an_expired_message_is_dead_lettered_with_its_reason,
+    a_failing_handler_is_retried_with_growing_delays_then_dead_lettered,
+    a_worker_killed_mid_message_has_it_delivered_again,
+    dead_letters_are_listed_with_their_reason_and_replayed_onto_their_queue,
+);
+
+fn api_only() -> Roles {
+    Roles {
+        api: true,
+        queues: Vec::new(),
+    }
+}
+
+/// The contract's topology table: queue, exchange, routing keys, TTL (ms), max length.
+const CONTRACT: [(&str, &str, [&str; 2], i64, i64); 4] = [
+    (
+        "chat.messages",
+        "messages",
+        ["chat.direct", "chat.group"],
+        86_400_000,
+        100_000,
+    ),
+    (
+        "push.notifications",
+        "notifications",
+        ["push.mobile", "push.web"],
+        3_600_000,
+        50_000,
+    ),
+    (
+        "email.notifications",
+        "notifications",
+        ["email.send", "email.template"],
+        3_600_000,
+        25_000,
+    ),
+    (
+        "audit.events",
+        "audit",
+        ["audit.track", "audit.compliance"],
+        604_800_000,
+        500_000,
+    ),
+];
+
+async fn the_declared_topology_routes_every_key_of_the_contract(kind: BrokerKind) {
+    let Some(app) = TestApp::spawn(kind, api_only(), &[]).await else {
+        return;
+    };
+    let herald = &app.herald;
+    if kind == BrokerKind::Rabbitmq {
+        assert_rabbitmq_queues_have_the_contract_arguments(herald).await;
+    }
+    for (queue, exchange, keys, ..) in CONTRACT {
+        let spec = herald.topology.queue_named(queue).unwrap();
+        assert!(spec.exchange.ends_with(exchange));
+        for (published, key) in keys.iter().enumerate() {
+            let body = serde_json::to_vec(&serde_json::json!({"payload": {}})).unwrap();
+            herald
+                .broker
+                .publish(herald::broker::Publication {
+                    exchange: spec.exchange.clone(),
+                    routing_key: (*key).to_owned(),
+                    message_id: NotificationId::new().to_string(),
+                    body: body.into(),
+                })
+                .await
+                .unwrap_or_else(|e| panic!("{key} is routed: {e}"));
+            let stats = herald.broker.queue_stats(&spec.name).await.unwrap();
+            assert_eq!(
+                stats.message_count,
+                published as u64 + 1,
+                "{key} lands in {queue}"
+            );
+        }
+    }
+    app.stop().await;
+}
+
+/// Re-declares each queue with the contract's arguments, written out here: RabbitMQ
+/// accepts a re-declaration only if the arguments are exactly those the queue has.
+async fn assert_rabbitmq_queues_have_the_contract_arguments(herald: &Herald) {
+    use lapin::options::QueueDeclareOptions;
+    use lapin::types::{AMQPValue, FieldTable};
+    let connection = lapin::Connection::connect(&common::rabbitmq_url(), Default::default())
+        .await
+        .unwrap();
+    let text = |s: &str| AMQPValue::LongString(s.into());
+    let declare = |name: String, ttl: i64, max_length: i64| {
+        let connection = &connection;
+        async move {
+            let channel = connection.create_channel().await.unwrap();
+            let mut args = FieldTable::default();
+            args.insert("x-queue-type".into(), text("classic"));
+            args.insert("x-message-ttl".into(), AMQPValue::LongLongInt(ttl));
+            args.insert("x-max-length".into(), AMQPValue::LongLongInt(max_length));
+            args.insert("x-overflow".into(), text("reject-publish"));
+            args.insert("x-dead-letter-exchange".into(), text(""));
+            args.insert(
+                "x-dead-letter-routing-key".into(),
+                text(&format!("{name}.dlq")),
+            );
+            let options = QueueDeclareOptions {
+                durable: true,
+                ..QueueDeclareOptions::default()
+            };
+            channel
+                .queue_declare(name.as_str().into(), options, args)
+                .await
+        }
+    };
+    for (queue, _, _, ttl, max_length) in CONTRACT {
+        let name = herald.topology.queue_named(queue).unwrap().name.clone();
+        declare(name.clone(), ttl, max_length)
+            .await
+            .unwrap_or_else(|e| panic!("{queue} has the contract's arguments: {e}"));
+        assert!(
+            declare(name, ttl + 1, max_length).await.is_err(),
+            "a different TTL is refused, so the check above has teeth"
+        );
+    }
+    let _ = connection.close(200, "checked".into()).await;
+}
+
+async fn a_full_queue_answers_503_and_keeps_what_it_holds(kind: BrokerKind) {
+    let overrides = [("queues.audit.max_length", "3")];
+    let Some(app) = TestApp::spawn(kind, api_only(), &overrides).await else {
+        return;
+    };
+    let mut accepted = Vec::new();
+    for _ in 0..3 {
+        let response = app.post_json("/v1/audit/events", &audit_event()).await;
+        assert_eq!(response.status(), StatusCode::ACCEPTED);
+        let body: serde_json::Value = response.json().await.unwrap();
+        accepted.push(body["id"].as_str().unwrap().to_owned());
+    }
+    let refused = app.post_json("/v1/audit/events", &audit_event()).await;
+    assert_eq!(refused.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert!(refused.headers().contains_key("retry-after"));
+    let body: serde_json::Value = refused.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "queue_unavailable");
+
+    let spec = app.herald.topology.queue(EventKind::Audit).clone();
+    let stats = app.herald.broker.queue_stats(&spec.name).await.unwrap();
+    assert_eq!(stats.message_count, 3, "nothing already queued was dropped");
+    let mut consumer = app.herald.broker.consume(&spec, 10).await.unwrap();
+    let mut kept = Vec::new();
+    for _ in 0..3 {
+        let delivery = tokio::time::timeout(Duration::from_secs(10), consumer.next())
+            .await
+            .expect("a queued message is delivered")
+            .unwrap()
+            .unwrap();
+        kept.push(delivery.message_id.clone().unwrap());
+        delivery.ack().await.unwrap();
+    }
+    assert_eq!(kept, accepted, "the first three, in order");
+    consumer.cancel().await;
+    drop(consumer);
+    app.stop().await;
+}
+
+async fn an_expired_message_is_dead_lettered_with_its_reason(kind: BrokerKind) {
+    let overrides = [("queues.push.message_ttl", "1s")];
+    let Some(app) = TestApp::spawn(kind, api_only(), &overrides).await else {
+        return;
+    };
+    let response = app.post_json("/v1/notifications/push", &push_event()).await;
+    assert_eq!(response.status(), StatusCode::ACCEPTED);
+    let id = response.json::<serde_json::Value>().await.unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let letters = app.dead_letters(EventKind::Push, 1).await;
+    assert_eq!(
+        letters.len(),
+        1,
+        "the expired message reached the dead-letter queue"
+    );
+    let (broker, spec) = (
+        &app.herald.broker,
+        app.herald.topology.queue(EventKind::Push),
+    );
+    assert_eq!(letters[0].reason, "expired");
+    assert_eq!(letters[0].message_id.as_deref(), Some(id.as_str()));
+    assert_eq!(
+        broker.queue_stats(&spec.name).await.unwrap().message_count,
+        0
+    );
+    app.stop().await;
+}
+
+/// A handler that always fails for now, recording when each attempt came.
+#[derive(Default)]
+struct AlwaysFailing {
+    attempts: Mutex<Vec<(u32, Instant)>>,
+}
+
+#[async_trait]
+impl Handler for AlwaysFailing {
+    async fn handle(&self, _: &herald::domain::Envelope, attempt: u32) -> Outcome {
+        self.attempts
+            .lock()
+            .unwrap()
+            .push((attempt, Instant::now()));
+        Outcome::retry("the relay answered 451 try again later")
+    }
+}
+
+async fn a_failing_handler_is_retried_with_growing_delays_then_dead_lettered(kind: BrokerKind) {
+    let overrides = [
+        ("queues.email.max_attempts", "3"),
+        ("queues.email.backoff", "[\"300ms\", \"900ms\"]"),
+    ];
+    let Some(app) = TestApp::spawn(kind, api_only(), &overrides).await else {
+        return;
+    };
+    let handler = Arc::new(AlwaysFailing::default());
+    let shutdown = Shutdown::new();
+    let pool = app.herald.worker_pool(EventKind::Email, handler.clone());
+    let working = tokio::spawn(pool.run(shutdown.clone(), Duration::from_secs(5)));
+    let response = app
+        .post_json("/v1/notifications/email", &email_event())
+        .await;
+    assert_eq!(response.status(), StatusCode::ACCEPTED);
+
+    let letters = app.dead_letters(EventKind::Email, 1).await;
+    assert_eq!(
+        letters.len(),
+        1,
+        "the message was dead-lettered after its last attempt"
+    );
+    let letter = &letters[0];
+    assert_eq!(letter.reason, "failed");
+    assert_eq!(letter.attempts, 3);
+    assert!(
+        letter.last_error.as_deref().unwrap().contains("451"),
+        "{letter:?}"
+    );
+
+    let attempts = handler.attempts.lock().unwrap().clone();
+    let numbers: Vec<u32> = attempts.iter().map(|(n, _)| *n).collect();
+    assert_eq!(numbers, [1, 2, 3]);
+    let first_wait = attempts[1].1 - attempts[0].1;
+    let second_wait = attempts[2].1 - attempts[1].1;
+    assert!(first_wait >= Duration::from_millis(300), "{first_wait:?}");
+    assert!(second_wait >= Duration::from_millis(900), "{second_wait:?}");
+    assert!(second_wait > first_wait);
+    shutdown.raise();
+    working.await.unwrap();
+    app.stop().await;
+}
+
+/// A handler that announces the message it holds on stdout, then never finishes.
+struct Stalling;
+
+#[async_trait]
+impl Handler for Stalling {
+    async fn handle(&self, envelope: &herald::domain::Envelope, _: u32) -> Outcome {
+        use std::io::Write;
+        let mut out = std::io::stdout();
+        writeln!(out, "HANDLING {}", envelope.id).unwrap();
+        out.flush().unwrap();
+        std::future::pending().await
+    }
+}
+
+/// Not a test on its own: the worker process that `a_worker_killed_mid_message_...`
+/// starts and kills. It reads its settings from the environment the parent gives it.
+#[tokio::test]
+#[ignore = "run as a child process by a_worker_killed_mid_message_has_it_delivered_again"]
+async fn stalling_worker_process() {
+    if std::env::var("HERALD_TEST_CHILD").is_err() {
+        return;
+    }
+    let settings = herald::config::Settings::load(std::path::Path::new("/nonexistent")).unwrap();
+    let herald = Herald::start(settings).await.unwrap();
+    let pool = herald.worker_pool(EventKind::Audit, Arc::new(Stalling));
+    pool.run(Shutdown::new(), Duration::ZERO).await;
+}
+
+async fn a_worker_killed_mid_message_has_it_delivered_again(kind: BrokerKind) {
+    if kind == BrokerKind::Rabbitmq && !common::rabbitmq_available() {
+        return;
+    }
+    let dir = tempfile::TempDir::new().unwrap();
+    let prefix = common::unique_prefix();
+    let settings = common::settings(kind, dir.path(), &prefix, &[]);
+    let herald = Herald::start(settings.clone()).await.unwrap();
+    let (message, id) = publication(&herald.topology, EventKind::Audit, &audit_event());
+    herald.broker.publish(message).await.unwrap();
+    let topology = herald.topology.clone();
+    // The embedded broker's file belongs to one process at a time: hand it to the child.
+    herald.broker.close().await;
+    drop(herald);
+
+    let mut child = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "stalling_worker_process",
+            "--exact",
+            "--ignored",
+            "--nocapture",
+        ])
+        .env("HERALD_TEST_CHILD", "1")
+        .env(
+            "HERALD__BROKER__KIND",
+            if kind == BrokerKind::Embedded {
+                "embedded"
+            } else {
+                "rabbitmq"
+            },
+        )
+        .env("HERALD__BROKER__PREFIX", &prefix)
+        .env(
+            "HERALD__BROKER__EMBEDDED__PATH",
+            dir.path().join("broker.db"),
+        )
+        .env("HERALD__BROKER__RABBITMQ__URL", common::rabbitmq_url())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let expected = format!("HANDLING {id}");
+    let seen = tokio::task::spawn_blocking(move || {
+        std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+            .any(|line| line == expected)
+    });
+    let seen = tokio::time::timeout(Duration::from_secs(60), seen).await;
+    child.kill().unwrap(); // SIGKILL: no chance to settle anything.
+    child.wait().unwrap();
+    assert!(matches!(seen, Ok(Ok(true))), "the child took the message");
+
+    let herald = Herald::start(settings).await.unwrap();
+    let spec = herald.topology.queue(EventKind::Audit).clone();
+    let mut consumer = herald.broker.consume(&spec, 1).await.unwrap();
+    let delivery = tokio::time::timeout(Duration::from_secs(30), consumer.next())
+        .await
+        .expect("the message is delivered again")
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        delivery.message_id.as_deref(),
+        Some(id.to_string().as_str())
+    );
+    if kind == BrokerKind::Rabbitmq {
+        assert!(delivery.redelivered, "RabbitMQ marks it redelivered");
+    }
+    assert_eq!(delivery.attempt, 1, "a crash is not a failed attempt");
+    delivery.ack().await.unwrap();
+    consumer.cancel().await;
+    drop(consumer);
+    if kind == BrokerKind::Rabbitmq {
+        common::delete_rabbitmq_topology(&topology).await;
+    }
+}
+
+#[tokio::test]
+async fn an_embedded_lease_that_runs_out_is_delivered_again_and_fenced() {
+    let dir = tempfile::TempDir::new().unwrap();
+    let overrides = [("broker.embedded.lease_timeout", "300ms")];
+    let settings = common::settings(BrokerKind::Embedded, dir.path(), "", &overrides);
+    let herald = Herald::start(settings).await.unwrap();
+    let (message, id) = publication(&herald.topology, EventKind::Audit, &audit_event());
+    herald.broker.publish(message).await.unwrap();
+    let spec = herald.topology.queue(EventKind::Audit).clone();
+    let mut first = herald.broker.consume(&spec, 1).await.unwrap();
+    let held = first.next().await.unwrap().unwrap();
+    assert!(!held.redelivered);
+    let mut second = herald.broker.consume(&spec, 1).await.unwrap();
+    let again = tokio::time::timeout(Duration::from_secs(5), second.next())
+        .await
+        .expect("delivered again once the lease ran out")
+        .unwrap()
+        .unwrap();
+    assert_eq!(again.message_id.as_deref(), Some(id.to_string().as_str()));
+    assert!(again.redelivered);
+    assert!(
+        held.ack().await.is_err(),
+        "the worker that lost its lease cannot settle"
+    );
+    again.ack().await.unwrap();
+    assert_eq!(
+        herald
+            .broker
+            .queue_stats(&spec.name)
+            .await
+            .unwrap()
+            .message_count,
+        0
+    );
+}
+
+/// Fails for good on its first attempt, and delivers on later ones.
+struct FailsFirstTime;
+
+#[async_trait]
+impl Handler for FailsFirstTime {
+    async fn handle(&self, _: &herald::domain::Envelope, attempt: u32) -> Outcome {
+        if attempt == 1 {
+            Outcome::failed("550 mailbox unavailable")
+        } else {
+            Outcome::Delivered
+        }
+    }
+}
+
+async fn dead_letters_are_listed_with_their_reason_and_replayed_onto_their_queue(kind: BrokerKind) {
+    let token = "an-admin-token-for-tests";
+    let overrides = [("admin.token", token)];
+    let Some(app) = TestApp::spawn(kind, api_only(), &overrides).await else {
+        return;
+    };
+    let admin = |request: reqwest::RequestBuilder| request.bearer_auth(token).send();
+    let response = app
+        .post_json("/v1/notifications/email", &email_event())
+        .await;
+    let id = response.json::<serde_json::Value>().await.unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let shutdown = Shutdown::new();
+    let pool = app
+        .herald
+        .worker_pool(EventKind::Email, Arc::new(FailsFirstTime));
+    let working = tokio::spawn(pool.run(shutdown.clone(), Duration::from_secs(5)));
+    assert_eq!(app.dead_letters(EventKind::Email, 1).await.len(), 1);
+    shutdown.raise();
+    working.await.unwrap();
+
+    let url = |path: &str| format!("{}{path}", app.address);
+    let queues: serde_json::Value = admin(app.client.get(url("/admin/queues")))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(queues["email.notifications"]["messageCount"], 0);
+    assert_eq!(queues["email.notifications.dlq"]["messageCount"], 1);
+    assert!(queues["chat.messages"]["consumerCount"].is_number());
+
+    let letters: serde_json::Value = admin(
+        app.client
+            .get(url("/admin/queues/email.notifications/dead-letters")),
+    )
+    .await
+    .unwrap()
+    .json()
+    .await
+    .unwrap();
+    let letter = &letters["items"][0];
+    assert_eq!(letter["reason"], "failed");
+    assert_eq!(letter["messageId"], id.as_str());
+    assert!(letter["lastError"].as_str().unwrap().contains("550"));
+    assert_eq!(letter["message"]["payload"]["template"], "welcome");
+    let bad_limit = admin(app.client.get(url(
+        "/admin/queues/email.notifications/dead-letters?limit=many",
+    )))
+    .await
+    .unwrap();
+    assert_eq!(bad_limit.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    let unknown = admin(
+        app.client
+            .get(url("/admin/queues/fax.messages/dead-letters")),
+    )
+    .await
+    .unwrap();
+    assert_eq!(unknown.status(), StatusCode::NOT_FOUND);
+
+    let replayed: serde_json::Value = admin(
+        app.client
+            .post(url("/admin/queues/email.notifications/dead-letters/replay")),
+    )
+    .await
+    .unwrap()
+    .json()
+    .await
+    .unwrap();
+    assert_eq!(replayed["replayed"], 1);
+    let spec = app.herald.topology.queue(EventKind::Email).clone();
+    assert_eq!(
+        app.herald
+            .broker
+            .queue_stats(&spec.dead_letter_queue())
+            .await
+            .unwrap()
+            .message_count,
+        0
+    );
+    let mut consumer = app.herald.broker.consume(&spec, 1).await.unwrap();
+    let again = tokio::time::timeout(Duration::from_secs(10), consumer.next())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(again.message_id.as_deref(), Some(id.as_str()));
+    assert_eq!(
+        again.attempt, 1,
+        "a replayed message starts its attempts afresh"
+    );
+    again.ack().await.unwrap();
+    consumer.cancel().await;
+    drop(consumer);
+    app.stop().await;
+}

@@ -1,0 +1,358 @@
+//! What the integration tests share: settings isolated per test (a temporary directory, a
+//! unique broker prefix, port 0), a running Herald, and access to the real RabbitMQ.
+//!
+//! Tests that need RabbitMQ skip with a message when it is not reachable, except under
+//! `CI=true`, where they fail loudly.
+
+#![allow(dead_code)] // Each test binary uses its own part of this module.
+
+use figment::providers::Serialized;
+use herald::app::{Herald, Roles};
+use herald::config::{BrokerKind, Settings};
+use herald::shutdown::Shutdown;
+use std::path::Path;
+use std::time::Duration;
+use tempfile::TempDir;
+
+/// The RabbitMQ the tests use.
+pub fn rabbitmq_url() -> String {
+    std::env::var("HERALD_TEST_RABBITMQ_URL")
+        .unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".to_owned())
+}
+
+/// Whether a TCP listener answers at `host:port`.
+pub fn reachable(address: &str) -> bool {
+    use std::net::ToSocketAddrs;
+    address
+        .to_socket_addrs()
+        .ok()
+        .and_then(|mut addrs| addrs.next())
+        .is_some_and(|addr| {
+            std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2)).is_ok()
+        })
+}
+
+/// Whether RabbitMQ can be used; in CI its absence is a failure, elsewhere a skip.
+pub fn rabbitmq_available() -> bool {
+    let url = rabbitmq_url();
+    let authority = url
+        .split("://")
+        .nth(1)
+        .and_then(|rest| rest.split('/').next())
+        .map(|a| a.rsplit('@').next().unwrap_or(a).to_owned())
+        .unwrap_or_default();
+    if reachable(&authority) {
+        return true;
+    }
+    if std::env::var("CI").is_ok_and(|v| v == "true" || v == "1") {
+        panic!("RabbitMQ is required in CI but {authority} does not answer");
+    }
+    eprintln!(
+        "SKIPPED: RabbitMQ is not reachable at {authority}; set HERALD_TEST_RABBITMQ_URL or start it"
+    );
+    false
+}
+
+/// A prefix no other test uses, so that tests sharing a broker never see each other.
+pub fn unique_prefix() -> String {
+    format!("t{}.", uuid::Uuid::now_v7().simple())
+}
+
+/// Settings for one test: its own directory, prefix and port 0, on `broker`, with
+/// `overrides` (dotted keys) on top.
+pub fn settings(
+    broker: BrokerKind,
+    dir: &Path,
+    prefix: &str,
+    overrides: &[(&str, &str)],
+) -> Settings {
+    let mut figment = Settings::figment(Path::new("/nonexistent"))
+        .merge(Serialized::default("http.listen", "127.0.0.1:0"))
+        .merge(Serialized::default("broker.prefix", prefix))
+        .merge(Serialized::default(
+            "broker.embedded.path",
+            dir.join("broker.db").display().to_string(),
+        ))
+        .merge(Serialized::default("broker.embedded.poll_interval", "50ms"))
+        .merge(Serialized::default(
+            "database.url",
+            format!("sqlite://{}", dir.join("herald.db").display()),
+        ))
+        .merge(Serialized::default(
+            "email.outbox_dir",
+            dir.join("outbox").display().to_string(),
+        ));
+    figment = match broker {
+        BrokerKind::Embedded => figment.merge(Serialized::default("broker.kind", "embedded")),
+        BrokerKind::Rabbitmq => figment
+            .merge(Serialized::default("broker.kind", "rabbitmq"))
+            .merge(Serialized::default("broker.rabbitmq.url", rabbitmq_url())),
+    };
+    for (key, value) in overrides {
+        // Parsed as environment variables are: "3" is a number, "[...]" a list.
+        let value: figment::value::Value = value.parse().expect("an override parses");
+        figment = figment.merge(Serialized::default(key, value));
+    }
+    Settings::from_figment(figment).expect("test settings are valid")
+}
+
+/// Creates tenant `id` and answers its first API key.
+pub async fn tenant_key(herald: &Herald, id: &str) -> String {
+    let tenant = herald::domain::TenantId::parse(id).expect("a valid tenant id");
+    let (_, key) = herald
+        .tenancy
+        .create_tenant(&tenant, id)
+        .await
+        .expect("the tenant is created");
+    secrecy::ExposeSecret::expose_secret(&key.key).to_owned()
+}
+
+/// Runs `herald` with `roles` on a port of its own until `shutdown`; answers its address
+/// (`http://127.0.0.1:PORT`) and the running task.
+pub async fn serve(
+    herald: &Herald,
+    roles: Roles,
+    shutdown: &Shutdown,
+) -> (String, tokio::task::JoinHandle<anyhow::Result<()>>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = format!("http://{}", listener.local_addr().unwrap());
+    let running = tokio::spawn(herald.clone().run(roles, Some(listener), shutdown.clone()));
+    (address, running)
+}
+
+/// A Herald running in this process for one test.
+pub struct TestApp {
+    /// `http://127.0.0.1:PORT`.
+    pub address: String,
+    /// An HTTP client.
+    pub client: reqwest::Client,
+    /// The running Herald's parts.
+    pub herald: Herald,
+    /// The test's directory (outbox, SQLite files).
+    pub dir: TempDir,
+    /// An API key of the tenant "1", which the seed payloads name.
+    pub key: String,
+    shutdown: Shutdown,
+    running: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+impl TestApp {
+    /// Starts Herald with `roles` on `broker`; `None` when that broker is not available
+    /// outside CI.
+    pub async fn spawn(
+        broker: BrokerKind,
+        roles: Roles,
+        overrides: &[(&str, &str)],
+    ) -> Option<TestApp> {
+        if broker == BrokerKind::Rabbitmq && !rabbitmq_available() {
+            return None;
+        }
+        let dir = TempDir::new().expect("a temporary directory");
+        let settings = settings(broker, dir.path(), &unique_prefix(), overrides);
+        let herald = Herald::start(settings).await.expect("Herald starts");
+        let key = tenant_key(&herald, "1").await;
+        let shutdown = Shutdown::new();
+        let (address, running) = serve(&herald, roles, &shutdown).await;
+        Some(TestApp {
+            address,
+            client: reqwest::Client::new(),
+            herald,
+            dir,
+            key,
+            shutdown,
+            running,
+        })
+    }
+
+    /// POSTs `body` as JSON to `path`.
+    pub async fn post_json(&self, path: &str, body: &serde_json::Value) -> reqwest::Response {
+        self.client
+            .post(format!("{}{path}", self.address))
+            .bearer_auth(&self.key)
+            .json(body)
+            .send()
+            .await
+            .expect("the request reaches Herald")
+    }
+
+    /// POSTs `body` to `path` as it is, with `content_type` if given.
+    pub async fn post_raw(
+        &self,
+        path: &str,
+        content_type: Option<&str>,
+        body: String,
+    ) -> reqwest::Response {
+        let mut request = self
+            .client
+            .post(format!("{}{path}", self.address))
+            .bearer_auth(&self.key);
+        if let Some(content_type) = content_type {
+            request = request.header("content-type", content_type);
+        }
+        request
+            .body(body)
+            .send()
+            .await
+            .expect("the request reaches Herald")
+    }
+
+    /// The dead letters of `kind`'s queue, once there are `count` of them (or after 20 s).
+    pub async fn dead_letters(
+        &self,
+        kind: herald::domain::EventKind,
+        count: usize,
+    ) -> Vec<herald::broker::DeadLetter> {
+        let spec = self.herald.topology.queue(kind);
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            let letters = self.herald.broker.dead_letters(spec, 100).await.unwrap();
+            if letters.len() >= count || tokio::time::Instant::now() >= deadline {
+                return letters;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Stops Herald and waits until it has drained.
+    pub async fn stop(self) {
+        self.shutdown.raise();
+        self.running.await.unwrap().unwrap();
+        if self.herald.broker.name() == "rabbitmq" {
+            delete_rabbitmq_topology(&self.herald.topology).await;
+        }
+    }
+}
+
+/// Polls `check` every 50 ms until it holds or `timeout` passes.
+pub async fn eventually<F, Fut>(timeout: Duration, mut check: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        if check().await {
+            return true;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// An email event as the seeds send one.
+pub fn email_event() -> serde_json::Value {
+    serde_json::json!({
+        "tenantId": 1,
+        "to": ["ada@example.com"],
+        "template": "welcome",
+        "data": {"name": "Ada"}
+    })
+}
+
+/// A push event as the seeds send one.
+pub fn push_event() -> serde_json::Value {
+    serde_json::json!({
+        "tenantId": 1,
+        "recipientIds": ["user_123", "user_456"],
+        "title": "New Message",
+        "body": "You have a new message from John",
+        "data": {"conversationId": "conv_789"}
+    })
+}
+
+/// An audit event as the seeds send one.
+pub fn audit_event() -> serde_json::Value {
+    serde_json::json!({
+        "eventType": "USER_UPDATED",
+        "userId": "user_123",
+        "tenantId": 1,
+        "entityType": "User",
+        "entityId": "user_456",
+        "changes": {"email": "new@example.com"},
+        "timestamp": "2026-01-31T12:00:00Z"
+    })
+}
+
+/// An event of `kind` as a publication on `topology`, with its id.
+pub fn publication(
+    topology: &herald::broker::Topology,
+    kind: herald::domain::EventKind,
+    payload: &serde_json::Value,
+) -> (herald::broker::Publication, herald::domain::NotificationId) {
+    let event = herald::domain::Event::parse(kind, payload).expect("a valid test event");
+    let envelope = herald::domain::Envelope::new(event);
+    let publication = herald::broker::Publication {
+        exchange: topology.queue(kind).exchange.clone(),
+        routing_key: envelope.event.routing_key().to_owned(),
+        message_id: envelope.id.to_string(),
+        body: envelope.to_bytes().into(),
+    };
+    (publication, envelope.id)
+}
+
+/// Deletes a test's queues and exchanges from RabbitMQ, so that test runs leave nothing
+/// behind on a shared broker.
+pub async fn delete_rabbitmq_topology(topology: &herald::broker::Topology) {
+    use lapin::options::{ExchangeDeleteOptions, QueueDeleteOptions};
+    let Ok(connection) = lapin::Connection::connect(&rabbitmq_url(), Default::default()).await
+    else {
+        return;
+    };
+    let channel = connection.create_channel().await.unwrap();
+    for queue in &topology.queues {
+        let mut names = vec![queue.name.clone(), queue.dead_letter_queue()];
+        names.extend(
+            queue
+                .retry_delays()
+                .into_iter()
+                .map(|d| herald::broker::amqp::topology::retry_queue(queue, d)),
+        );
+        for name in names {
+            let _ = channel
+                .queue_delete(name.as_str().into(), QueueDeleteOptions::default())
+                .await;
+        }
+    }
+    for exchange in topology.exchanges() {
+        let _ = channel
+            .exchange_delete(exchange.into(), ExchangeDeleteOptions::default())
+            .await;
+    }
+    let _ = connection.close(200, "test done".into()).await;
+}
+
+/// The PostgreSQL server the tests create their databases on.
+pub fn postgres_url() -> String {
+    std::env::var("HERALD_TEST_POSTGRES_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned())
+}
+
+/// A database of this test's own on the test PostgreSQL, as a URL; `None` (with a
+/// message) when PostgreSQL is not reachable outside CI. In CI its absence fails.
+pub async fn fresh_postgres_database() -> Option<String> {
+    use sqlx::Connection;
+    let base = postgres_url();
+    let connected = sqlx::PgConnection::connect(&base).await;
+    let mut connection = match connected {
+        Ok(connection) => connection,
+        Err(e) if std::env::var("CI").is_ok_and(|v| v == "true" || v == "1") => {
+            panic!("PostgreSQL is required in CI but {base} refused: {e}")
+        }
+        Err(e) => {
+            eprintln!(
+                "SKIPPED: PostgreSQL is not reachable at {base} ({e}); set HERALD_TEST_POSTGRES_URL or start it"
+            );
+            return None;
+        }
+    };
+    let name = format!("herald_{}", uuid::Uuid::now_v7().simple());
+    // The name is ours (a UUID), not input: safe to splice into DDL, which takes no binds.
+    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+        .execute(&mut connection)
+        .await
+        .expect("creating a test database");
+    let (server, _) = base.rsplit_once('/').expect("a database URL ends in /NAME");
+    Some(format!("{server}/{name}"))
+}

@@ -1,0 +1,159 @@
+//! Shutdown: the process stops on SIGTERM, and a pool stops taking work but finishes what
+//! it holds.
+
+mod common;
+
+use async_trait::async_trait;
+use common::{audit_event, email_event, eventually, publication};
+use herald::app::Herald;
+use herald::config::BrokerKind;
+use herald::domain::{Envelope, EventKind};
+use herald::shutdown::Shutdown;
+use herald::workers::{Handler, Outcome};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+/// Takes its time with each message, counting those it finished.
+struct Slow(Arc<AtomicUsize>, Arc<AtomicUsize>);
+
+#[async_trait]
+impl Handler for Slow {
+    async fn handle(&self, _: &Envelope, _: u32) -> Outcome {
+        self.0.fetch_add(1, Ordering::SeqCst);
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        self.1.fetch_add(1, Ordering::SeqCst);
+        Outcome::Delivered
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pool_drains_its_in_flight_messages_on_shutdown_and_takes_no_more() {
+    let dir = tempfile::TempDir::new().unwrap();
+    let overrides = [("queues.audit.concurrency", "2")];
+    let settings = common::settings(BrokerKind::Embedded, dir.path(), "", &overrides);
+    let herald = Herald::start(settings).await.unwrap();
+    for _ in 0..5 {
+        let (message, _) = publication(&herald.topology, EventKind::Audit, &audit_event());
+        herald.broker.publish(message).await.unwrap();
+    }
+    let (started, finished) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let pool = herald.worker_pool(
+        EventKind::Audit,
+        Arc::new(Slow(started.clone(), finished.clone())),
+    );
+    let shutdown = Shutdown::new();
+    let working = tokio::spawn(pool.run(shutdown.clone(), Duration::from_secs(10)));
+    assert!(
+        eventually(Duration::from_secs(5), || async {
+            started.load(Ordering::SeqCst) == 2
+        })
+        .await
+    );
+    shutdown.raise();
+    working.await.unwrap();
+    assert_eq!(
+        started.load(Ordering::SeqCst),
+        2,
+        "no new work after shutdown"
+    );
+    assert_eq!(
+        finished.load(Ordering::SeqCst),
+        2,
+        "the work in flight finished"
+    );
+    let spec = herald.topology.queue(EventKind::Audit);
+    let left = herald
+        .broker
+        .queue_stats(&spec.name)
+        .await
+        .unwrap()
+        .message_count;
+    assert_eq!(
+        left, 3,
+        "the two handled were acknowledged, the rest stay queued"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_binary_serves_on_defaults_and_exits_cleanly_on_sigterm() {
+    let dir = tempfile::TempDir::new().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    // A fresh directory with nothing configured, as on a new clone; only the port differs
+    // from the defaults so that tests can run side by side.
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_herald"))
+        .current_dir(dir.path())
+        .env("HERALD__HTTP__LISTEN", format!("127.0.0.1:{port}"))
+        .env_remove("RABBITMQ_URL")
+        .env_remove("DATABASE_URL")
+        .env_remove("HERALD__ADMIN__TOKEN")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // On a first start Herald creates the tenant "default" and prints its key once.
+    let stdout = child.stdout.take().unwrap();
+    let key = tokio::task::spawn_blocking(move || {
+        use std::io::BufRead;
+        std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+            .find_map(|line| {
+                line.trim()
+                    .starts_with("hk_")
+                    .then(|| line.trim().to_owned())
+            })
+    });
+    let key = tokio::time::timeout(Duration::from_secs(20), key)
+        .await
+        .expect("the key is printed")
+        .unwrap()
+        .expect("a key line");
+    let address = format!("127.0.0.1:{port}");
+    assert!(
+        eventually(Duration::from_secs(20), || {
+            let address = address.clone();
+            async move { common::reachable(&address) }
+        })
+        .await
+    );
+    let response = reqwest::Client::new()
+        .post(format!("http://{address}/v1/notifications/email"))
+        .bearer_auth(&key)
+        .json(&{
+            let mut event = email_event();
+            event.as_object_mut().unwrap().remove("tenantId");
+            event
+        })
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 202);
+    let outbox = dir.path().join("data/outbox");
+    assert!(
+        eventually(Duration::from_secs(10), || {
+            let outbox = outbox.clone();
+            async move { std::fs::read_dir(&outbox).is_ok_and(|mut d| d.next().is_some()) }
+        })
+        .await,
+        "the email reached data/outbox"
+    );
+    assert!(
+        dir.path().join("data/broker.db").exists(),
+        "the embedded broker lives under data/"
+    );
+
+    let term = std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(term.success());
+    let status = tokio::task::spawn_blocking(move || child.wait().unwrap())
+        .await
+        .unwrap();
+    assert!(status.success(), "herald exits 0 after SIGTERM: {status}");
+}

@@ -1,0 +1,319 @@
+//! The store suite: the same scenarios on SQLite and on PostgreSQL.
+
+mod common;
+
+use herald::domain::TenantId;
+use herald::store::{
+    self, AuditQuery, LedgerDelivery, LedgerNotification, LedgerRecord, NewAuditRecord, Store,
+    StoreError,
+};
+use secrecy::SecretString;
+use std::sync::Arc;
+
+/// Runs each named scenario once per database.
+macro_rules! store_suite {
+    ($($scenario:ident),+ $(,)?) => {
+        mod sqlite {
+            $(#[tokio::test]
+            async fn $scenario() {
+                let dir = tempfile::TempDir::new().unwrap();
+                let url = format!("sqlite://{}", dir.path().join("store.db").display());
+                super::$scenario(super::open(&url).await).await;
+            })+
+        }
+        mod postgres {
+            $(#[tokio::test]
+            async fn $scenario() {
+                let Some(url) = crate::common::fresh_postgres_database().await else { return };
+                super::$scenario(super::open(&url).await).await;
+            })+
+        }
+    };
+}
+
+store_suite!(
+    tenants_are_created_once_with_their_first_key,
+    keys_are_added_listed_and_revoked,
+    migrations_apply_once,
+    the_ledger_keeps_outcomes_over_late_acceptances_and_is_tenant_scoped,
+    audit_records_chain_per_tenant_and_a_redelivery_is_appended_once,
+    retention_removes_what_is_past_its_age_and_keeps_the_rest,
+);
+
+async fn open(url: &str) -> Arc<dyn Store> {
+    store::open(&SecretString::from(url.to_owned()))
+        .await
+        .expect("the store opens")
+}
+
+fn tenant(id: &str) -> TenantId {
+    TenantId::parse(id).unwrap()
+}
+
+async fn tenants_are_created_once_with_their_first_key(store: Arc<dyn Store>) {
+    assert_eq!(store.count_tenants().await.unwrap(), 0);
+    let created = store
+        .create_tenant(&tenant("acme"), "Acme", ("hk_aaaaaaaaaaaa", &[1; 32]))
+        .await
+        .unwrap();
+    assert_eq!(created.name, "Acme");
+    assert_eq!(store.tenant(&tenant("acme")).await.unwrap(), Some(created));
+    assert_eq!(store.count_tenants().await.unwrap(), 1);
+    let again = store
+        .create_tenant(&tenant("acme"), "Acme", ("hk_bbbbbbbbbbbb", &[2; 32]))
+        .await;
+    assert!(matches!(again, Err(StoreError::Conflict(_))));
+    assert!(
+        store.api_key("hk_bbbbbbbbbbbb").await.unwrap().is_none(),
+        "nothing of the refused tenant stays"
+    );
+    let key = store.api_key("hk_aaaaaaaaaaaa").await.unwrap().unwrap();
+    assert_eq!(key.tenant_id, tenant("acme"));
+    assert_eq!(key.hash, vec![1; 32]);
+    assert!(!key.revoked);
+    assert_eq!(store.tenant(&tenant("nobody")).await.unwrap(), None);
+}
+
+async fn keys_are_added_listed_and_revoked(store: Arc<dyn Store>) {
+    store
+        .create_tenant(&tenant("a"), "A", ("hk_000000000001", &[1; 32]))
+        .await
+        .unwrap();
+    store
+        .create_tenant(&tenant("b"), "B", ("hk_000000000002", &[2; 32]))
+        .await
+        .unwrap();
+    store
+        .add_api_key(&tenant("a"), "hk_000000000003", &[3; 32])
+        .await
+        .unwrap();
+    let listed: Vec<String> = store
+        .api_keys(&tenant("a"))
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|k| k.id)
+        .collect();
+    assert_eq!(listed, ["hk_000000000001", "hk_000000000003"]);
+    assert!(
+        !store
+            .revoke_api_key(&tenant("a"), "hk_000000000002")
+            .await
+            .unwrap(),
+        "a tenant cannot revoke another tenant's key"
+    );
+    assert!(
+        store
+            .revoke_api_key(&tenant("a"), "hk_000000000001")
+            .await
+            .unwrap()
+    );
+    assert!(
+        store
+            .api_key("hk_000000000001")
+            .await
+            .unwrap()
+            .unwrap()
+            .revoked
+    );
+    assert!(
+        !store
+            .api_key("hk_000000000002")
+            .await
+            .unwrap()
+            .unwrap()
+            .revoked
+    );
+    let keys = store.api_keys(&tenant("a")).await.unwrap();
+    assert!(keys[0].revoked_at.is_some() && keys[1].revoked_at.is_none());
+}
+
+async fn migrations_apply_once(store: Arc<dyn Store>) {
+    store.migrate().await.unwrap();
+    store.migrate().await.unwrap();
+    store.ping().await.unwrap();
+}
+
+fn ledger_record(status: &str, attempts: u32, replace: bool) -> LedgerRecord {
+    use chrono::SubsecRound;
+    let now = chrono::Utc::now().trunc_subsecs(6);
+    LedgerRecord {
+        notification: LedgerNotification {
+            id: "n1".into(),
+            tenant_id: "acme".into(),
+            kind: "email".into(),
+            status: status.into(),
+            created_at: now,
+            updated_at: now,
+        },
+        deliveries: vec![LedgerDelivery {
+            recipient: "ada@example.com".into(),
+            channel: "email".into(),
+            target: "ada@example.com".into(),
+            status: status.into(),
+            attempts,
+            last_error: (status == "failed").then(|| "550 no such user".into()),
+            updated_at: now,
+        }],
+        replace,
+    }
+}
+
+async fn the_ledger_keeps_outcomes_over_late_acceptances_and_is_tenant_scoped(
+    store: Arc<dyn Store>,
+) {
+    store
+        .write_ledger(&[ledger_record("failed", 3, true)])
+        .await
+        .unwrap();
+    // The acceptance lands after the outcome: it must not overwrite it.
+    store
+        .write_ledger(&[ledger_record("queued", 0, false)])
+        .await
+        .unwrap();
+    let (notification, deliveries) = store
+        .notification(&tenant("acme"), "n1")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(notification.status, "failed");
+    assert_eq!(deliveries.len(), 1);
+    assert_eq!(deliveries[0].attempts, 3);
+    assert_eq!(
+        deliveries[0].last_error.as_deref(),
+        Some("550 no such user")
+    );
+    assert!(
+        store
+            .notification(&tenant("other"), "n1")
+            .await
+            .unwrap()
+            .is_none()
+    );
+    let cutoff = chrono::Utc::now() + chrono::Duration::seconds(1);
+    assert_eq!(store.delete_ledger_before(cutoff).await.unwrap(), 1);
+    assert!(
+        store
+            .notification(&tenant("acme"), "n1")
+            .await
+            .unwrap()
+            .is_none()
+    );
+}
+
+fn audit(id: &str, tenant: &str) -> NewAuditRecord {
+    use chrono::SubsecRound;
+    NewAuditRecord {
+        id: id.into(),
+        tenant_id: tenant.into(),
+        event_type: "USER_UPDATED".into(),
+        user_id: "u".into(),
+        entity_type: "User".into(),
+        entity_id: "e".into(),
+        changes: "{}".into(),
+        occurred_at: chrono::Utc::now().trunc_subsecs(6),
+        compliance: false,
+    }
+}
+
+async fn audit_records_chain_per_tenant_and_a_redelivery_is_appended_once(store: Arc<dyn Store>) {
+    let first = [
+        audit("a1", "acme"),
+        audit("b1", "beta"),
+        audit("a2", "acme"),
+        audit("a2", "acme"),
+    ];
+    assert_eq!(
+        store.append_audit(&first).await.unwrap(),
+        3,
+        "a2 twice in one batch counts once"
+    );
+    assert_eq!(
+        store
+            .append_audit(&[audit("a1", "acme"), audit("a3", "acme")])
+            .await
+            .unwrap(),
+        1
+    );
+    let chain = store.audit_chain(&tenant("acme"), 0, 100).await.unwrap();
+    let ids: Vec<&str> = chain.iter().map(|r| r.record.id.as_str()).collect();
+    assert_eq!(ids, ["a1", "a2", "a3"]);
+    assert_eq!(chain.iter().map(|r| r.seq).collect::<Vec<_>>(), [1, 2, 3]);
+    assert_eq!(chain[1].prev_hash, chain[0].hash);
+    assert_eq!(chain[2].prev_hash, chain[1].hash);
+    assert_eq!(
+        store.audit_chain(&tenant("beta"), 0, 100).await.unwrap()[0].seq,
+        1,
+        "each tenant has its own chain"
+    );
+    let verified = herald::audit::verify(store.as_ref(), &tenant("acme"))
+        .await
+        .unwrap();
+    assert!(verified.intact && verified.records == 3);
+    let newest = store
+        .audit_records(
+            &tenant("acme"),
+            &AuditQuery {
+                limit: 2,
+                ..AuditQuery::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(newest.iter().map(|r| r.seq).collect::<Vec<_>>(), [3, 2]);
+}
+
+async fn retention_removes_what_is_past_its_age_and_keeps_the_rest(store: Arc<dyn Store>) {
+    use herald::config::RetentionSettings;
+    use std::time::Duration;
+    store.append_audit(&[audit("old", "acme")]).await.unwrap();
+    store
+        .write_ledger(&[ledger_record("delivered", 1, true)])
+        .await
+        .unwrap();
+    let claim = store
+        .claim_idempotency_key(
+            &tenant("acme"),
+            "k",
+            &[1],
+            chrono::Utc::now() - chrono::Duration::hours(24),
+        )
+        .await
+        .unwrap();
+    assert_eq!(claim, herald::store::Claim::Claimed);
+    let keep_a_year = RetentionSettings {
+        audit: Duration::from_secs(365 * 86_400),
+        ledger: Duration::from_secs(30 * 86_400),
+        every: Duration::from_secs(3600),
+    };
+    let removed = herald::retention::run_once(store.as_ref(), &keep_a_year)
+        .await
+        .unwrap();
+    assert_eq!(
+        removed,
+        herald::retention::Removed::default(),
+        "nothing is old yet"
+    );
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let keep_nothing = RetentionSettings {
+        audit: Duration::from_millis(1),
+        ledger: Duration::from_millis(1),
+        ..keep_a_year
+    };
+    let removed = herald::retention::run_once(store.as_ref(), &keep_nothing)
+        .await
+        .unwrap();
+    assert_eq!(removed.audit_records, 1);
+    assert_eq!(removed.notifications, 1);
+    assert_eq!(
+        removed.idempotency_keys, 0,
+        "idempotency keys are kept 24 hours"
+    );
+    assert!(
+        store
+            .audit_chain(&tenant("acme"), 0, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
