@@ -5,7 +5,7 @@ use crate::audit::AuditHandler;
 use crate::broker::amqp::AmqpBroker;
 use crate::broker::embedded::EmbeddedBroker;
 use crate::broker::{Broker, BrokerError, Topology};
-use crate::channels::email::{EmailHandler, Outbox};
+use crate::channels::email::{EmailHandler, Templates};
 use crate::config::{BrokerKind, Settings};
 use crate::domain::EventKind;
 use crate::http::{self, AppState};
@@ -36,6 +36,14 @@ impl Roles {
             queues: EventKind::ALL.to_vec(),
         }
     }
+
+    /// The API alone, with no worker pool (`herald api`).
+    pub fn api_only() -> Self {
+        Roles {
+            api: true,
+            queues: Vec::new(),
+        }
+    }
 }
 
 /// A started Herald: its settings, broker and metrics.
@@ -55,6 +63,8 @@ pub struct Herald {
     pub rate_limits: Arc<RateLimits>,
     /// The delivery ledger.
     pub ledger: Ledger,
+    /// Email templates, built-in and tenants' own, compiled.
+    pub templates: Arc<Templates>,
 }
 
 /// Why Herald could not start.
@@ -90,23 +100,14 @@ pub async fn open_broker(
 }
 
 /// The handler of each queue. Chat and push only log until their channel workers arrive.
-fn handler_for(
-    kind: EventKind,
-    settings: &Settings,
-    store: &Arc<dyn crate::store::Store>,
-) -> Arc<dyn Handler> {
+fn handler_for(kind: EventKind, herald: &Herald) -> Arc<dyn Handler> {
+    let store = herald.tenancy.store();
     match kind {
-        EventKind::Email => {
-            let from = settings
-                .email
-                .from
-                .parse()
-                .expect("the configuration check parsed the sender");
-            Arc::new(EmailHandler::new(Outbox::new(
-                settings.email.outbox_dir.clone(),
-                from,
-            )))
-        }
+        EventKind::Email => Arc::new(EmailHandler::new(
+            &herald.settings.email,
+            herald.templates.clone(),
+            store.clone(),
+        )),
         EventKind::Audit => Arc::new(AuditHandler::start(store.clone())),
         EventKind::Chat | EventKind::Push => Arc::new(LogHandler),
     }
@@ -123,6 +124,7 @@ impl Herald {
             topology: Arc::new(topology),
             metrics: Arc::new(Metrics::new()),
             ledger: Ledger::start(store.clone()),
+            templates: Arc::new(Templates::new(store.clone())),
             tenancy: Arc::new(Tenancy::new(store)),
             rate_limits: Arc::new(RateLimits::new(&settings.rate_limits)),
             settings: Arc::new(settings),
@@ -144,6 +146,7 @@ impl Herald {
             )),
             rate_limits: self.rate_limits.clone(),
             ledger: self.ledger.clone(),
+            templates: self.templates.clone(),
         })
     }
 
@@ -172,10 +175,7 @@ impl Herald {
             .queues
             .iter()
             .map(|&kind| {
-                let pool = self.worker_pool(
-                    kind,
-                    handler_for(kind, &self.settings, self.tenancy.store()),
-                );
+                let pool = self.worker_pool(kind, handler_for(kind, &self));
                 tokio::spawn(pool.run(shutdown.clone(), grace))
             })
             .collect();

@@ -170,6 +170,28 @@ pub struct EmailSettings {
     pub from: String,
     /// Where the file outbox writes `.eml` files.
     pub outbox_dir: PathBuf,
+    /// The SMTP relay for tenants without one of their own; without any, the outbox.
+    #[serde(default)]
+    pub smtp: Option<crate::channels::email::RelaySettings>,
+    /// Connections kept open to each relay.
+    pub pool_size: u32,
+    /// How long one SMTP exchange may take.
+    #[serde(with = "humantime_serde")]
+    pub timeout: Duration,
+    /// Recipients one email event is sent to at once.
+    pub parallel_recipients: usize,
+    /// Outbound limits, in messages per second (0: none).
+    pub rate_limits: EmailRateLimits,
+}
+
+/// Outbound email limits, in messages per second; 0 means no limit.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EmailRateLimits {
+    /// Per tenant, over all its relays.
+    pub per_tenant: u32,
+    /// Per relay (host and port), over all tenants.
+    pub per_relay: u32,
 }
 
 /// How long stored data is kept.
@@ -354,6 +376,17 @@ impl Settings {
                 "email.from",
                 "must be a mailbox such as 'Herald <no-reply@example.com>'",
             );
+        }
+        if let Some(relay) = &self.email.smtp
+            && let Err(e) = relay.check()
+        {
+            return invalid(&format!("email.smtp.{}", e.field), &e.message);
+        }
+        if self.email.pool_size == 0 {
+            return invalid("email.pool_size", "must be at least 1");
+        }
+        if self.email.parallel_recipients == 0 {
+            return invalid("email.parallel_recipients", "must be at least 1");
         }
         if self.broker.rabbitmq.confirm_channels == 0 {
             return invalid("broker.rabbitmq.confirm_channels", "must be at least 1");

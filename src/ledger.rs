@@ -9,8 +9,8 @@
 
 use crate::domain::{Envelope, Event};
 use crate::store::{LedgerDelivery, LedgerNotification, LedgerRecord, Store};
-use crate::workers::Outcome;
-use chrono::{SubsecRound, Utc};
+use crate::workers::{Outcome, Report};
+use chrono::{DateTime, SubsecRound, Utc};
 use std::sync::Arc;
 use tokio::sync::{mpsc, oneshot};
 
@@ -50,6 +50,19 @@ fn deliveries(event: &Event) -> Vec<(&'static str, String, String)> {
     }
 }
 
+fn notification(envelope: &Envelope, status: &str, now: DateTime<Utc>) -> LedgerNotification {
+    LedgerNotification {
+        id: envelope.id.to_string(),
+        tenant_id: envelope.event.tenant_id().as_str().to_owned(),
+        kind: envelope.event.kind().as_str().to_owned(),
+        status: status.to_owned(),
+        created_at: envelope.created_at.trunc_subsecs(6),
+        updated_at: now,
+        template: None,
+    }
+}
+
+/// A record giving every delivery of the event the same state.
 fn record(
     envelope: &Envelope,
     status: &str,
@@ -59,14 +72,7 @@ fn record(
 ) -> LedgerRecord {
     let now = Utc::now().trunc_subsecs(6);
     LedgerRecord {
-        notification: LedgerNotification {
-            id: envelope.id.to_string(),
-            tenant_id: envelope.event.tenant_id().as_str().to_owned(),
-            kind: envelope.event.kind().as_str().to_owned(),
-            status: status.to_owned(),
-            created_at: envelope.created_at.trunc_subsecs(6),
-            updated_at: now,
-        },
+        notification: notification(envelope, status, now),
         deliveries: deliveries(&envelope.event)
             .into_iter()
             .map(|(channel, recipient, target)| LedgerDelivery {
@@ -76,10 +82,50 @@ fn record(
                 status: status.to_owned(),
                 attempts,
                 last_error: last_error.map(str::to_owned),
+                reply: None,
                 updated_at: now,
             })
             .collect(),
         replace,
+    }
+}
+
+/// A record of each delivery's own outcome.
+fn reported(envelope: &Envelope, report: &Report) -> LedgerRecord {
+    let now = Utc::now().trunc_subsecs(6);
+    let mut notification = notification(envelope, report.status(), now);
+    notification.template.clone_from(&report.template);
+    LedgerRecord {
+        notification,
+        deliveries: report
+            .deliveries
+            .iter()
+            .map(|d| {
+                let (status, error) = status_of(&d.outcome);
+                LedgerDelivery {
+                    recipient: d.recipient.clone(),
+                    channel: report.channel.to_owned(),
+                    target: d.target.clone(),
+                    status: status.to_owned(),
+                    attempts: d.attempt,
+                    last_error: error.map(str::to_owned),
+                    reply: d.reply.clone(),
+                    updated_at: now,
+                }
+            })
+            .collect(),
+        replace: true,
+    }
+}
+
+/// The ledger status of an outcome, and its error.
+fn status_of(outcome: &Outcome) -> (&'static str, Option<&str>) {
+    match outcome {
+        Outcome::Delivered => ("delivered", None),
+        Outcome::Retry { error, .. } => ("queued", Some(error.as_str())),
+        Outcome::Failed { error } => ("failed", Some(error.as_str())),
+        Outcome::Expired => ("expired", None),
+        Outcome::PerDelivery(report) => (report.status(), None),
     }
 }
 
@@ -103,14 +149,14 @@ impl Ledger {
 
     /// Records the outcome of an attempt, and waits until it is written.
     pub async fn outcome(&self, envelope: &Envelope, attempt: u32, outcome: &Outcome) {
-        let (status, error) = match outcome {
-            Outcome::Delivered => ("delivered", None),
-            Outcome::Retry { error, .. } => ("queued", Some(error.as_str())),
-            Outcome::Failed { error } => ("failed", Some(error.as_str())),
-            Outcome::Expired => ("expired", None),
+        let record = match outcome {
+            Outcome::PerDelivery(report) => reported(envelope, report),
+            other => {
+                let (status, error) = status_of(other);
+                record(envelope, status, attempt, error, true)
+            }
         };
         let (written, done) = oneshot::channel();
-        let record = record(envelope, status, attempt, error, true);
         if self.writes.send((record, Some(written))).await.is_ok() {
             let _ = done.await;
         }

@@ -10,15 +10,8 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 use std::time::Duration;
 
-fn api_only() -> Roles {
-    Roles {
-        api: true,
-        queues: Vec::new(),
-    }
-}
-
 async fn app() -> TestApp {
-    TestApp::spawn(BrokerKind::Embedded, api_only(), &[])
+    TestApp::spawn(BrokerKind::Embedded, Roles::api_only(), &[])
         .await
         .expect("the embedded broker is always available")
 }
@@ -81,7 +74,7 @@ async fn a_posted_email_is_accepted_and_lands_in_the_outbox() {
     assert!(eml.contains("To: ada@example.com"), "{eml}");
     assert!(eml.contains("Subject: Welcome, Ada!"), "{eml}");
     assert!(eml.contains(&format!(
-        "Message-ID: <{}.0@herald>",
+        "Message-ID: <{}.0@herald.localhost>",
         body["id"].as_str().unwrap()
     )));
     app.stop().await;

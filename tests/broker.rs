@@ -42,13 +42,6 @@ conformance!(
     dead_letters_are_listed_with_their_reason_and_replayed_onto_their_queue,
 );
 
-fn api_only() -> Roles {
-    Roles {
-        api: true,
-        queues: Vec::new(),
-    }
-}
-
 /// The contract's topology table: queue, exchange, routing keys, TTL (ms), max length.
 const CONTRACT: [(&str, &str, [&str; 2], i64, i64); 4] = [
     (
@@ -82,7 +75,7 @@ const CONTRACT: [(&str, &str, [&str; 2], i64, i64); 4] = [
 ];
 
 async fn the_declared_topology_routes_every_key_of_the_contract(kind: BrokerKind) {
-    let Some(app) = TestApp::spawn(kind, api_only(), &[]).await else {
+    let Some(app) = TestApp::spawn(kind, Roles::api_only(), &[]).await else {
         return;
     };
     let herald = &app.herald;
@@ -162,7 +155,7 @@ async fn assert_rabbitmq_queues_have_the_contract_arguments(herald: &Herald) {
 
 async fn a_full_queue_answers_503_and_keeps_what_it_holds(kind: BrokerKind) {
     let overrides = [("queues.audit.max_length", "3")];
-    let Some(app) = TestApp::spawn(kind, api_only(), &overrides).await else {
+    let Some(app) = TestApp::spawn(kind, Roles::api_only(), &overrides).await else {
         return;
     };
     let mut accepted = Vec::new();
@@ -200,7 +193,7 @@ async fn a_full_queue_answers_503_and_keeps_what_it_holds(kind: BrokerKind) {
 
 async fn an_expired_message_is_dead_lettered_with_its_reason(kind: BrokerKind) {
     let overrides = [("queues.push.message_ttl", "1s")];
-    let Some(app) = TestApp::spawn(kind, api_only(), &overrides).await else {
+    let Some(app) = TestApp::spawn(kind, Roles::api_only(), &overrides).await else {
         return;
     };
     let response = app.post_json("/v1/notifications/push", &push_event()).await;
@@ -250,7 +243,7 @@ async fn a_failing_handler_is_retried_with_growing_delays_then_dead_lettered(kin
         ("queues.email.max_attempts", "3"),
         ("queues.email.backoff", "[\"300ms\", \"900ms\"]"),
     ];
-    let Some(app) = TestApp::spawn(kind, api_only(), &overrides).await else {
+    let Some(app) = TestApp::spawn(kind, Roles::api_only(), &overrides).await else {
         return;
     };
     let handler = Arc::new(AlwaysFailing::default());
@@ -448,7 +441,7 @@ impl Handler for FailsFirstTime {
 async fn dead_letters_are_listed_with_their_reason_and_replayed_onto_their_queue(kind: BrokerKind) {
     let token = "an-admin-token-for-tests";
     let overrides = [("admin.token", token)];
-    let Some(app) = TestApp::spawn(kind, api_only(), &overrides).await else {
+    let Some(app) = TestApp::spawn(kind, Roles::api_only(), &overrides).await else {
         return;
     };
     let admin = |request: reqwest::RequestBuilder| request.bearer_auth(token).send();

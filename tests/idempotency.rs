@@ -11,13 +11,6 @@ use herald::shutdown::Shutdown;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-fn api_only() -> Roles {
-    Roles {
-        api: true,
-        queues: Vec::new(),
-    }
-}
-
 async fn send(
     client: &reqwest::Client,
     url: &str,
@@ -48,7 +41,7 @@ async fn queued(herald: &Herald, kind: EventKind) -> u64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn twenty_concurrent_sends_with_one_key_queue_one_event_and_answer_alike() {
-    let app = TestApp::spawn(BrokerKind::Embedded, api_only(), &[])
+    let app = TestApp::spawn(BrokerKind::Embedded, Roles::api_only(), &[])
         .await
         .unwrap();
     let url = format!("{}/v1/audit/events", app.address);
@@ -83,7 +76,7 @@ async fn twenty_concurrent_sends_with_one_key_queue_one_event_and_answer_alike()
 
 #[tokio::test]
 async fn a_chat_message_id_is_its_idempotency_key() {
-    let app = TestApp::spawn(BrokerKind::Embedded, api_only(), &[])
+    let app = TestApp::spawn(BrokerKind::Embedded, Roles::api_only(), &[])
         .await
         .unwrap();
     let message = json!({
@@ -133,7 +126,7 @@ async fn one_key_holds_across_instances_sharing_postgres() {
             &[("database.url", database.as_str())],
         );
         let herald = Herald::start(settings).await.unwrap();
-        let (address, _) = common::serve(&herald, api_only(), &shutdown).await;
+        let (address, _) = common::serve(&herald, Roles::api_only(), &shutdown).await;
         instances.push((herald, address));
         dirs.push(dir);
     }

@@ -29,16 +29,9 @@ impl Handler for Recording {
     }
 }
 
-fn api_only() -> Roles {
-    Roles {
-        api: true,
-        queues: Vec::new(),
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_payload_published_with_a_plain_amqp_client_reaches_the_push_handler() {
-    let Some(app) = TestApp::spawn(BrokerKind::Rabbitmq, api_only(), &[]).await else {
+    let Some(app) = TestApp::spawn(BrokerKind::Rabbitmq, Roles::api_only(), &[]).await else {
         return;
     };
     let (seen, mut received) = mpsc::unbounded_channel();
@@ -206,7 +199,7 @@ async fn a_rabbitmq_restart_loses_no_accepted_event() {
     let herald = Herald::start(settings).await.unwrap();
     let key = common::tenant_key(&herald, "1").await;
     let shutdown = Shutdown::new();
-    let (address, serving) = common::serve(&herald, api_only(), &shutdown).await;
+    let (address, serving) = common::serve(&herald, Roles::api_only(), &shutdown).await;
 
     // A steady stream of sends from 4 clients while the broker goes away and comes back.
     let client = reqwest::Client::new();
@@ -298,7 +291,8 @@ async fn a_rabbitmq_restart_loses_no_accepted_event() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn quorum_queues_take_and_deliver_events() {
     let overrides = [("broker.rabbitmq.quorum_queues", "true")];
-    let Some(app) = TestApp::spawn(BrokerKind::Rabbitmq, api_only(), &overrides).await else {
+    let Some(app) = TestApp::spawn(BrokerKind::Rabbitmq, Roles::api_only(), &overrides).await
+    else {
         return;
     };
     let (seen, mut received) = mpsc::unbounded_channel();

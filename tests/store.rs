@@ -4,8 +4,8 @@ mod common;
 
 use herald::domain::TenantId;
 use herald::store::{
-    self, AuditQuery, LedgerDelivery, LedgerNotification, LedgerRecord, NewAuditRecord, Store,
-    StoreError,
+    self, AuditQuery, LedgerDelivery, LedgerNotification, LedgerRecord, NewAuditRecord,
+    NewTemplate, RenderedFrom, Store, StoreError,
 };
 use secrecy::SecretString;
 use std::sync::Arc;
@@ -38,6 +38,8 @@ store_suite!(
     the_ledger_keeps_outcomes_over_late_acceptances_and_is_tenant_scoped,
     audit_records_chain_per_tenant_and_a_redelivery_is_appended_once,
     retention_removes_what_is_past_its_age_and_keeps_the_rest,
+    templates_keep_every_version_per_locale_and_tenant,
+    provider_settings_are_replaced_and_removed_per_tenant,
 );
 
 async fn open(url: &str) -> Arc<dyn Store> {
@@ -145,6 +147,11 @@ fn ledger_record(status: &str, attempts: u32, replace: bool) -> LedgerRecord {
             status: status.into(),
             created_at: now,
             updated_at: now,
+            template: (status != "queued").then(|| RenderedFrom {
+                name: "welcome".into(),
+                locale: "fr".into(),
+                version: Some(2),
+            }),
         },
         deliveries: vec![LedgerDelivery {
             recipient: "ada@example.com".into(),
@@ -153,6 +160,7 @@ fn ledger_record(status: &str, attempts: u32, replace: bool) -> LedgerRecord {
             status: status.into(),
             attempts,
             last_error: (status == "failed").then(|| "550 no such user".into()),
+            reply: (status == "failed").then(|| "550 5.1.1 no such user".into()),
             updated_at: now,
         }],
         replace,
@@ -177,7 +185,16 @@ async fn the_ledger_keeps_outcomes_over_late_acceptances_and_is_tenant_scoped(
         .unwrap()
         .unwrap();
     assert_eq!(notification.status, "failed");
+    assert_eq!(
+        notification.template.map(|t| (t.name, t.locale, t.version)),
+        Some(("welcome".into(), "fr".into(), Some(2))),
+        "the rendered template is kept"
+    );
     assert_eq!(deliveries.len(), 1);
+    assert_eq!(
+        deliveries[0].reply.as_deref(),
+        Some("550 5.1.1 no such user")
+    );
     assert_eq!(deliveries[0].attempts, 3);
     assert_eq!(
         deliveries[0].last_error.as_deref(),
@@ -316,4 +333,93 @@ async fn retention_removes_what_is_past_its_age_and_keeps_the_rest(store: Arc<dy
             .unwrap()
             .is_empty()
     );
+}
+
+fn template(name: &str, locale: &str, subject: &str) -> NewTemplate {
+    NewTemplate {
+        name: name.into(),
+        locale: locale.into(),
+        subject: Some(subject.into()),
+        html: format!("<p>{subject}</p>"),
+        text: None,
+        sample_data: Some(r#"{"name":"Ada"}"#.into()),
+    }
+}
+
+async fn templates_keep_every_version_per_locale_and_tenant(store: Arc<dyn Store>) {
+    let (acme, other) = (tenant("acme"), tenant("other"));
+    assert_eq!(store.template_revision(&acme).await.unwrap(), 0);
+    let first = store
+        .put_template(&acme, &template("welcome", "", "Hi"))
+        .await
+        .unwrap();
+    assert_eq!(first.version, 1);
+    let second = store
+        .put_template(&acme, &template("welcome", "", "Hello"))
+        .await
+        .unwrap();
+    assert_eq!(second.version, 2);
+    let french = store
+        .put_template(&acme, &template("welcome", "fr", "Bonjour"))
+        .await
+        .unwrap();
+    assert_eq!(french.version, 1, "versions count per locale");
+    store
+        .put_template(&other, &template("welcome", "", "Other"))
+        .await
+        .unwrap();
+    let revision = store.template_revision(&acme).await.unwrap();
+    assert!(revision >= 3, "every change moves the revision");
+
+    let current = store.template(&acme, "welcome", "", None).await.unwrap();
+    assert_eq!(current, Some(second.clone()));
+    let old = store.template(&acme, "welcome", "", Some(1)).await.unwrap();
+    assert_eq!(old, Some(first));
+    assert_eq!(
+        store.template_versions(&acme, "welcome", "").await.unwrap(),
+        vec![1, 2]
+    );
+    let listed = store.current_templates(&acme).await.unwrap();
+    assert_eq!(listed, vec![second, french]);
+
+    assert_eq!(
+        store
+            .delete_template(&acme, "welcome", Some("fr"))
+            .await
+            .unwrap(),
+        1
+    );
+    assert_eq!(
+        store.delete_template(&acme, "welcome", None).await.unwrap(),
+        2
+    );
+    assert!(store.current_templates(&acme).await.unwrap().is_empty());
+    assert!(store.template_revision(&acme).await.unwrap() > revision);
+    assert_eq!(
+        store.current_templates(&other).await.unwrap().len(),
+        1,
+        "another tenant's templates stay"
+    );
+}
+
+async fn provider_settings_are_replaced_and_removed_per_tenant(store: Arc<dyn Store>) {
+    let (acme, other) = (tenant("acme"), tenant("other"));
+    assert_eq!(store.provider(&acme, "smtp").await.unwrap(), None);
+    store
+        .put_provider(&acme, "smtp", r#"{"host":"a"}"#)
+        .await
+        .unwrap();
+    let at = store
+        .put_provider(&acme, "smtp", r#"{"host":"b"}"#)
+        .await
+        .unwrap();
+    assert_eq!(
+        store.provider(&acme, "smtp").await.unwrap(),
+        Some((r#"{"host":"b"}"#.to_owned(), at))
+    );
+    assert_eq!(store.provider(&other, "smtp").await.unwrap(), None);
+    assert_eq!(store.provider(&acme, "apns").await.unwrap(), None);
+    assert!(store.delete_provider(&acme, "smtp").await.unwrap());
+    assert!(!store.delete_provider(&acme, "smtp").await.unwrap());
+    assert_eq!(store.provider(&acme, "smtp").await.unwrap(), None);
 }

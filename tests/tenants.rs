@@ -14,16 +14,9 @@ use std::time::{Duration, Instant};
 
 const ADMIN_TOKEN: &str = "an-admin-token-for-tests";
 
-fn api_only() -> Roles {
-    Roles {
-        api: true,
-        queues: Vec::new(),
-    }
-}
-
 #[tokio::test]
 async fn sends_need_a_valid_key_and_the_key_decides_the_tenant() {
-    let app = TestApp::spawn(BrokerKind::Embedded, api_only(), &[])
+    let app = TestApp::spawn(BrokerKind::Embedded, Roles::api_only(), &[])
         .await
         .unwrap();
     let url = format!("{}/v1/notifications/email", app.address);
@@ -73,7 +66,7 @@ async fn sends_need_a_valid_key_and_the_key_decides_the_tenant() {
 
 #[tokio::test]
 async fn the_admin_api_is_off_without_a_token() {
-    let app = TestApp::spawn(BrokerKind::Embedded, api_only(), &[])
+    let app = TestApp::spawn(BrokerKind::Embedded, Roles::api_only(), &[])
         .await
         .unwrap();
     let response = app
@@ -121,7 +114,7 @@ async fn send_with(client: &reqwest::Client, address: &str, key: &str) -> Status
 #[tokio::test]
 async fn the_admin_api_creates_tenants_and_manages_their_keys() {
     let overrides = [("admin.token", ADMIN_TOKEN)];
-    let app = TestApp::spawn(BrokerKind::Embedded, api_only(), &overrides)
+    let app = TestApp::spawn(BrokerKind::Embedded, Roles::api_only(), &overrides)
         .await
         .unwrap();
     let admin = Admin {
@@ -214,7 +207,7 @@ async fn instance(
     let overrides = [("database.url", database_url), ("admin.token", ADMIN_TOKEN)];
     let settings = common::settings(BrokerKind::Embedded, dir, "", &overrides);
     let herald = Herald::start(settings).await.unwrap();
-    let (address, _) = common::serve(&herald, api_only(), shutdown).await;
+    let (address, _) = common::serve(&herald, Roles::api_only(), shutdown).await;
     (herald, address)
 }
 
@@ -271,7 +264,7 @@ async fn a_revoked_key_is_refused_within_a_second_by_every_instance_on_one_postg
 #[tokio::test]
 async fn a_tenant_over_its_limit_gets_429_while_another_is_unaffected() {
     let overrides = [("rate_limits.per_second", "5"), ("rate_limits.burst", "5")];
-    let app = TestApp::spawn(BrokerKind::Embedded, api_only(), &overrides)
+    let app = TestApp::spawn(BrokerKind::Embedded, Roles::api_only(), &overrides)
         .await
         .unwrap();
     let other = TenantId::parse("2").unwrap();
@@ -325,7 +318,7 @@ async fn a_tenant_over_its_limit_gets_429_while_another_is_unaffected() {
 #[tokio::test]
 async fn a_batch_counts_each_of_its_events_against_the_limit() {
     let overrides = [("rate_limits.per_second", "5"), ("rate_limits.burst", "5")];
-    let app = TestApp::spawn(BrokerKind::Embedded, api_only(), &overrides)
+    let app = TestApp::spawn(BrokerKind::Embedded, Roles::api_only(), &overrides)
         .await
         .unwrap();
     let mut event = email_event();

@@ -1,3 +1,8 @@
 //! Delivery channels: how each kind of event reaches people.
 
 pub mod email;
+mod limits;
+mod providers;
+
+pub use limits::OutboundLimit;
+pub use providers::TenantProviders;

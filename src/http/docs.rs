@@ -6,8 +6,10 @@ use super::audit::{self, AuditItem, AuditPage};
 use super::error::{ErrorBody, ErrorDetail};
 use super::health::{self, BrokerHealthBody};
 use super::notifications::{self, NotificationStatus};
+use super::providers;
 use super::queues::{self, DeadLetterBody, DeadLetters, Replayed};
 use super::send::{self, Accepted, Batch, BatchAccepted};
+use super::templates::{self, PreviewBody, PreviewView, TemplateBody, TemplateList, TemplateView};
 use crate::audit::Verification;
 use crate::broker::QueueStats;
 use crate::domain::parse::FieldError;
@@ -16,7 +18,7 @@ use crate::domain::{
     PushNotification,
 };
 use crate::store::{ApiKeyInfo, Tenant};
-use crate::store::{LedgerDelivery, LedgerNotification};
+use crate::store::{LedgerDelivery, LedgerNotification, RenderedFrom};
 use axum::response::Html;
 use axum::routing::get;
 use axum::{Json, Router};
@@ -36,19 +38,24 @@ use utoipa::OpenApi;
         admin::create_tenant, admin::add_key, admin::list_keys, admin::revoke_key,
         queues::queues, queues::dead_letters, queues::replay, notifications::status,
         audit::query, audit::verify,
+        templates::list, templates::put, templates::show, templates::delete, templates::preview,
+        providers::put_smtp, providers::get_smtp, providers::delete_smtp,
     ),
     components(schemas(
         ChatMessage, PushNotification, EmailNotification, AuditEvent, MessageType, ConversationType,
         Platform, Priority, Accepted, Batch, BatchAccepted, ErrorBody, ErrorDetail, FieldError,
         BrokerHealthBody, Tenant, ApiKeyInfo, CreatedKey, CreatedTenant, KeyList, NewTenant,
         QueueStats, DeadLetterBody, DeadLetters, Replayed, NotificationStatus, LedgerNotification,
-        LedgerDelivery, AuditItem, AuditPage, Verification,
+        LedgerDelivery, AuditItem, AuditPage, Verification, TemplateView, TemplateList,
+        TemplateBody, PreviewBody, PreviewView, RenderedFrom,
     )),
     modifiers(&SecuritySchemes),
     tags(
         (name = "send", description = "Queue events for delivery"),
         (name = "operations", description = "Health and metrics"),
         (name = "audit", description = "Audit records and their hash chain"),
+        (name = "templates", description = "Email templates: versioned, checked, previewed"),
+        (name = "providers", description = "A tenant's own delivery providers (secrets write-only)"),
         (name = "admin", description = "Tenants and API keys (admin token)"),
     )
 )]

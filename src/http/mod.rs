@@ -9,8 +9,10 @@ mod docs;
 pub mod error;
 mod health;
 mod notifications;
+mod providers;
 mod queues;
 mod send;
+mod templates;
 
 pub use docs::ApiDoc;
 
@@ -49,6 +51,8 @@ pub struct AppState {
     pub rate_limits: Arc<crate::tenants::limits::RateLimits>,
     /// The delivery ledger.
     pub ledger: crate::ledger::Ledger,
+    /// Email templates, compiled.
+    pub templates: Arc<crate::channels::email::Templates>,
 }
 
 /// The whole API.
@@ -58,6 +62,8 @@ pub fn router(state: AppState) -> Router {
         .merge(admin::router())
         .merge(queues::router())
         .merge(notifications::router())
+        .merge(templates::router())
+        .merge(providers::router())
         .merge(health::router())
         .merge(docs::router())
         .fallback(not_found)

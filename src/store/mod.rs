@@ -5,14 +5,18 @@
 //! `migrations/sqlite`, applied by `herald migrate` and at start. The SQL is written once,
 //! with `$1`-style parameters in order, which both databases read the same way.
 
+mod providers;
 mod sql;
+mod templates;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use secrecy::{ExposeSecret, SecretString};
 use std::sync::Arc;
 
+pub use providers::ProviderStore;
 pub use sql::SqlStore;
+pub use templates::{NewTemplate, StoredTemplate, TemplateStore};
 
 use crate::domain::TenantId;
 
@@ -84,6 +88,9 @@ pub struct LedgerNotification {
     /// When its status last changed.
     #[serde(skip)]
     pub updated_at: DateTime<Utc>,
+    /// The template an email was rendered from.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub template: Option<RenderedFrom>,
 }
 
 /// One delivery of a notification: to one recipient, through one channel, to one target.
@@ -102,8 +109,23 @@ pub struct LedgerDelivery {
     pub attempts: u32,
     /// The last error, if an attempt failed.
     pub last_error: Option<String>,
+    /// What the provider last answered (an SMTP reply, say), when it said something.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reply: Option<String>,
     /// When it last changed.
     pub updated_at: DateTime<Utc>,
+}
+
+/// The template (and version) a message was rendered from.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RenderedFrom {
+    /// The template's name.
+    pub name: String,
+    /// The locale rendered (empty for the default).
+    pub locale: String,
+    /// The tenant's version, or none for a built-in template.
+    pub version: Option<i64>,
 }
 
 /// One write to the ledger.
@@ -196,7 +218,7 @@ pub enum StoreError {
 
 /// Where tenants and keys live.
 #[async_trait]
-pub trait Store: Send + Sync {
+pub trait Store: TemplateStore + ProviderStore + Send + Sync {
     /// Applies pending migrations.
     async fn migrate(&self) -> Result<(), StoreError>;
 

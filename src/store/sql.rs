@@ -21,7 +21,7 @@ static POSTGRES_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("migrations
 
 /// The store on a sqlx pool of database `DB`.
 pub struct SqlStore<DB: sqlx::Database> {
-    pool: Pool<DB>,
+    pub(super) pool: Pool<DB>,
 }
 
 impl SqlStore<Sqlite> {
@@ -62,7 +62,7 @@ impl SqlStore<Postgres> {
 
 /// The current time at the precision both databases keep (microseconds), so that what is
 /// answered after a write equals what is read back later.
-fn now() -> DateTime<Utc> {
+pub(super) fn now() -> DateTime<Utc> {
     use chrono::SubsecRound;
     Utc::now().trunc_subsecs(6)
 }
@@ -368,13 +368,14 @@ macro_rules! sql_store {
                 for replace in [false, true] {
                     let (notifications, deliveries) = latest_ledger_rows(records, replace);
                     let conflict = if replace {
-                        " ON CONFLICT (id) DO UPDATE SET status = excluded.status, updated_at = excluded.updated_at"
+                        " ON CONFLICT (id) DO UPDATE SET status = excluded.status, updated_at = excluded.updated_at, \
+                         template = COALESCE(excluded.template, notifications.template)"
                     } else {
                         " ON CONFLICT (id) DO NOTHING"
                     };
                     for chunk in notifications.chunks(LEDGER_ROWS_PER_STATEMENT) {
                         let mut insert = QueryBuilder::<$db>::new(
-                            "INSERT INTO notifications (id, tenant_id, kind, status, created_at, updated_at) ",
+                            "INSERT INTO notifications (id, tenant_id, kind, status, created_at, updated_at, template) ",
                         );
                         insert.push_values(chunk, |mut row, n| {
                             row.push_bind(n.id.clone())
@@ -382,7 +383,10 @@ macro_rules! sql_store {
                                 .push_bind(n.kind.clone())
                                 .push_bind(n.status.clone())
                                 .push_bind(n.created_at)
-                                .push_bind(n.updated_at);
+                                .push_bind(n.updated_at)
+                                .push_bind(n.template.as_ref().map(|t| {
+                                    serde_json::to_string(t).expect("a template reference serializes")
+                                }));
                         });
                         insert.push(conflict);
                         insert.build().execute(&mut *tx).await?;
@@ -390,14 +394,15 @@ macro_rules! sql_store {
                     let conflict = if replace {
                         " ON CONFLICT (notification_id, channel, recipient, target) DO UPDATE \
                          SET status = excluded.status, attempts = excluded.attempts, \
-                         last_error = excluded.last_error, updated_at = excluded.updated_at"
+                         last_error = excluded.last_error, reply = excluded.reply, \
+                         updated_at = excluded.updated_at"
                     } else {
                         " ON CONFLICT (notification_id, channel, recipient, target) DO NOTHING"
                     };
                     for chunk in deliveries.chunks(LEDGER_ROWS_PER_STATEMENT) {
                         let mut insert = QueryBuilder::<$db>::new(
                             "INSERT INTO deliveries (notification_id, channel, recipient, target, status, attempts, \
-                             last_error, updated_at) ",
+                             last_error, reply, updated_at) ",
                         );
                         insert.push_values(chunk, |mut row, (id, d)| {
                             row.push_bind(id.clone())
@@ -407,6 +412,7 @@ macro_rules! sql_store {
                                 .push_bind(d.status.clone())
                                 .push_bind(i32::try_from(d.attempts).unwrap_or(i32::MAX))
                                 .push_bind(d.last_error.clone())
+                                .push_bind(d.reply.clone())
                                 .push_bind(d.updated_at);
                         });
                         insert.push(conflict);
@@ -423,7 +429,7 @@ macro_rules! sql_store {
                 id: &str,
             ) -> Result<Option<(LedgerNotification, Vec<LedgerDelivery>)>, StoreError> {
                 let row = sqlx::query(
-                    "SELECT id, tenant_id, kind, status, created_at, updated_at FROM notifications \
+                    "SELECT id, tenant_id, kind, status, created_at, updated_at, template FROM notifications \
                      WHERE id = $1 AND tenant_id = $2",
                 )
                 .bind(id)
@@ -438,9 +444,13 @@ macro_rules! sql_store {
                     status: row.try_get("status")?,
                     created_at: row.try_get("created_at")?,
                     updated_at: row.try_get("updated_at")?,
+                    template: row
+                        .try_get::<Option<String>, _>("template")?
+                        .map(|t| serde_json::from_str(&t).map_err(|e| StoreError::Corrupt(e.to_string())))
+                        .transpose()?,
                 };
                 let rows = sqlx::query(
-                    "SELECT channel, recipient, target, status, attempts, last_error, updated_at \
+                    "SELECT channel, recipient, target, status, attempts, last_error, reply, updated_at \
                      FROM deliveries WHERE notification_id = $1 ORDER BY channel, recipient, target",
                 )
                 .bind(id)
@@ -456,6 +466,7 @@ macro_rules! sql_store {
                             status: row.try_get("status")?,
                             attempts: row.try_get::<i32, _>("attempts").map(|a| a.max(0) as u32)?,
                             last_error: row.try_get("last_error")?,
+                            reply: row.try_get("reply")?,
                             updated_at: row.try_get("updated_at")?,
                         })
                     })

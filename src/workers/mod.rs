@@ -9,7 +9,7 @@ mod handlers;
 mod outcome;
 
 pub use handlers::LogHandler;
-pub use outcome::Outcome;
+pub use outcome::{DeliveryOutcome, Outcome, RenderedFrom, Report};
 
 use crate::broker::{Broker, BrokerError, DeadLetterReason, Delivery, QueueSpec};
 use crate::domain::{Envelope, EnvelopeError, WireProperties};
@@ -211,6 +211,13 @@ impl WorkerPool {
             Outcome::Retry { error, .. } if attempt >= self.spec.max_attempts => Outcome::Failed {
                 error: format!("gave up after {attempt} attempts: {error}"),
             },
+            Outcome::PerDelivery(mut report) => {
+                for delivery in &mut report.deliveries {
+                    let outcome = std::mem::replace(&mut delivery.outcome, Outcome::Delivered);
+                    delivery.outcome = self.within_attempts(outcome, attempt);
+                }
+                Outcome::PerDelivery(report)
+            }
             other => other,
         }
     }
@@ -223,6 +230,9 @@ impl WorkerPool {
         failure: DeadLetterReason,
     ) -> Result<(), BrokerError> {
         match outcome {
+            Outcome::PerDelivery(report) => {
+                Box::pin(self.settle(delivery, &report.settlement(), failure)).await
+            }
             Outcome::Delivered => delivery.ack().await,
             Outcome::Retry { error, after } => {
                 let delay = after.unwrap_or_else(|| self.spec.retry_delay(delivery.attempt + 1));

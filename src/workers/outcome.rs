@@ -1,5 +1,6 @@
 //! The one outcome every message ends in.
 
+pub use crate::store::RenderedFrom;
 use std::time::Duration;
 
 /// What a handler made of one message. The pool turns it into exactly one settlement.
@@ -22,6 +23,103 @@ pub enum Outcome {
     },
     /// Too old to deliver: dead-lettered as expired.
     Expired,
+    /// The event went to several targets (one email per recipient, one push per device)
+    /// with an outcome each; the message is settled by [`Report::settlement`].
+    PerDelivery(Report),
+}
+
+/// The outcomes of an event's deliveries.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Report {
+    /// The channel they went through (`email`, `push`).
+    pub channel: &'static str,
+    /// Every delivery the event makes, including those done in earlier attempts, so that
+    /// the ledger can sum them up.
+    pub deliveries: Vec<DeliveryOutcome>,
+    /// The template the content was rendered from, if any.
+    pub template: Option<RenderedFrom>,
+}
+
+/// What became of one delivery: to one recipient, at one target.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeliveryOutcome {
+    /// The user or address it is for.
+    pub recipient: String,
+    /// Where it went: an address, a device token.
+    pub target: String,
+    /// Delivered, retry or failed (never `PerDelivery`).
+    pub outcome: Outcome,
+    /// The attempt that produced this outcome.
+    pub attempt: u32,
+    /// What the provider answered, kept in the ledger (an SMTP reply, say).
+    pub reply: Option<String>,
+}
+
+impl Report {
+    /// How the message as a whole is settled: retried while any delivery waits for a
+    /// retry (only those are attempted again), dead-lettered when every delivery failed
+    /// for good, acknowledged otherwise: the ledger keeps each delivery's fate.
+    pub fn settlement(&self) -> Outcome {
+        let errors = |wanted: fn(&Outcome) -> bool| {
+            self.deliveries
+                .iter()
+                .filter(|d| wanted(&d.outcome))
+                .filter_map(|d| match &d.outcome {
+                    Outcome::Retry { error, .. } | Outcome::Failed { error } => {
+                        Some(format!("{}: {error}", d.recipient))
+                    }
+                    _ => None,
+                })
+                .collect::<Vec<_>>()
+                .join("; ")
+        };
+        let retrying = self
+            .deliveries
+            .iter()
+            .filter_map(|d| match &d.outcome {
+                Outcome::Retry { after, .. } => Some(*after),
+                _ => None,
+            })
+            .collect::<Vec<_>>();
+        if !retrying.is_empty() {
+            return Outcome::Retry {
+                error: errors(|o| matches!(o, Outcome::Retry { .. })),
+                after: retrying.into_iter().flatten().max(),
+            };
+        }
+        let all_failed = !self.deliveries.is_empty()
+            && self
+                .deliveries
+                .iter()
+                .all(|d| matches!(d.outcome, Outcome::Failed { .. }));
+        if all_failed {
+            Outcome::Failed {
+                error: errors(|o| matches!(o, Outcome::Failed { .. })),
+            }
+        } else {
+            Outcome::Delivered
+        }
+    }
+
+    /// The notification's status the deliveries add up to.
+    pub fn status(&self) -> &'static str {
+        let count = |wanted: fn(&Outcome) -> bool| {
+            self.deliveries
+                .iter()
+                .filter(|d| wanted(&d.outcome))
+                .count()
+        };
+        let delivered = count(|o| matches!(o, Outcome::Delivered));
+        let waiting = count(|o| matches!(o, Outcome::Retry { .. }));
+        let failed = count(|o| matches!(o, Outcome::Failed { .. }));
+        match (delivered, waiting, failed) {
+            (_, 0, 0) => "delivered",
+            (0, 0, _) => "failed",
+            (_, 0, _) => "partially_delivered",
+            (0, _, _) => "queued",
+            _ => "processing",
+        }
+    }
 }
 
 impl Outcome {
@@ -47,6 +145,7 @@ impl Outcome {
             Outcome::Retry { .. } => "retry",
             Outcome::Failed { .. } => "failed",
             Outcome::Expired => "expired",
+            Outcome::PerDelivery(report) => report.settlement().label(),
         }
     }
 }

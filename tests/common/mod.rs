@@ -6,6 +6,8 @@
 
 #![allow(dead_code)] // Each test binary uses its own part of this module.
 
+pub mod smtp_relay;
+
 use figment::providers::Serialized;
 use herald::app::{Herald, Roles};
 use herald::config::{BrokerKind, Settings};
@@ -173,6 +175,50 @@ impl TestApp {
             .send()
             .await
             .expect("the request reaches Herald")
+    }
+
+    /// Sends `method` to `path` with the tenant's key (and `body` as JSON, if given);
+    /// answers the status and the JSON body (null when there is none).
+    pub async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<&serde_json::Value>,
+    ) -> (reqwest::StatusCode, serde_json::Value) {
+        let mut request = self
+            .client
+            .request(method, format!("{}{path}", self.address))
+            .bearer_auth(&self.key);
+        if let Some(body) = body {
+            request = request.json(body);
+        }
+        let response = request.send().await.expect("the request reaches Herald");
+        let status = response.status();
+        let text = response.text().await.unwrap();
+        let json = serde_json::from_str(&text).unwrap_or(serde_json::Value::Null);
+        (status, json)
+    }
+
+    /// The ledger's status of notification `id`, once `done` holds for it (or after 20 s).
+    pub async fn notification_when(
+        &self,
+        id: &str,
+        done: impl Fn(&serde_json::Value) -> bool,
+    ) -> serde_json::Value {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            let (_, status) = self
+                .call(
+                    reqwest::Method::GET,
+                    &format!("/v1/notifications/{id}"),
+                    None,
+                )
+                .await;
+            if done(&status) || tokio::time::Instant::now() >= deadline {
+                return status;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
 
     /// POSTs `body` to `path` as it is, with `content_type` if given.

@@ -1,57 +1,273 @@
-//! Email: render the template, then send one message per recipient. Until an SMTP relay
-//! is configured (the email issue brings the SMTP workers), messages go to the outbox:
-//! `.eml` files under `data/outbox/`.
+//! Email: render the tenant's template, then send one message per recipient, so that no
+//! recipient sees another, through the tenant's SMTP relay, else the configured one, else
+//! the file outbox (`.eml` files under `data/outbox/`).
+//!
+//! Each recipient ends in its own outcome: an SMTP 4xx or a lost connection is retried
+//! (only that recipient, on the message's next attempt), a 5xx fails that recipient for
+//! good, and the relay's reply lands in the delivery ledger.
 
+mod message;
 mod outbox;
-mod templates;
+mod plain_text;
+mod smtp;
+pub mod templates;
 
 pub use outbox::Outbox;
+pub use smtp::{RelayError, RelaySettings, Relays, Security, SendResult};
 pub use templates::{RenderError, Rendered, Templates};
 
-use crate::domain::{Envelope, Event};
-use crate::workers::{Handler, Outcome};
+use crate::channels::{OutboundLimit, TenantProviders};
+use crate::config::EmailSettings;
+use crate::domain::{EmailAddress, EmailNotification, Envelope, Event, TenantId};
+use crate::store::{Store, StoreError};
+use crate::workers::{DeliveryOutcome, Handler, Outcome, Report};
 use async_trait::async_trait;
+use futures_util::StreamExt;
+use lettre::message::Mailbox;
+use std::collections::HashMap;
+use std::sync::Arc;
+
+/// The ledger's channel name for email.
+const CHANNEL: &str = "email";
 
 /// The email queue's handler.
 pub struct EmailHandler {
-    templates: Templates,
+    templates: Arc<Templates>,
+    store: Arc<dyn Store>,
     outbox: Outbox,
+    relays: Relays,
+    /// The relay of tenants without their own.
+    relay: Option<RelaySettings>,
+    tenant_relays: TenantProviders,
+    default_from: Mailbox,
+    per_tenant: OutboundLimit,
+    per_relay: OutboundLimit,
+    parallel_recipients: usize,
+}
+
+/// Where a tenant's email goes.
+enum Route {
+    Relay(RelaySettings),
+    Outbox,
 }
 
 impl EmailHandler {
-    /// Renders built-in templates and writes to `outbox`.
-    pub fn new(outbox: Outbox) -> Self {
+    /// A handler rendering with `templates` and sending as `settings` say.
+    pub fn new(settings: &EmailSettings, templates: Arc<Templates>, store: Arc<dyn Store>) -> Self {
         EmailHandler {
-            templates: Templates::built_in(),
-            outbox,
+            templates,
+            outbox: Outbox::new(settings.outbox_dir.clone()),
+            relays: Relays::new(settings.pool_size, settings.timeout),
+            relay: settings.smtp.clone(),
+            tenant_relays: TenantProviders::new("smtp", store.clone()),
+            store,
+            default_from: settings
+                .from
+                .parse()
+                .expect("the configuration check parsed the sender"),
+            per_tenant: OutboundLimit::per_second(settings.rate_limits.per_tenant),
+            per_relay: OutboundLimit::per_second(settings.rate_limits.per_relay),
+            parallel_recipients: settings.parallel_recipients,
         }
+    }
+
+    async fn route(&self, tenant: &TenantId) -> Result<Route, String> {
+        let own = self
+            .tenant_relays
+            .get(tenant)
+            .await
+            .map_err(|e| e.to_string())?;
+        if let Some(json) = own {
+            return serde_json::from_str(&json)
+                .map(Route::Relay)
+                .map_err(|e| format!("the tenant's SMTP settings do not parse: {e}"));
+        }
+        Ok(self.relay.clone().map_or(Route::Outbox, Route::Relay))
+    }
+
+    /// What earlier attempts settled for good, by recipient: those are not sent again.
+    async fn settled(
+        &self,
+        tenant: &TenantId,
+        envelope: &Envelope,
+    ) -> Result<HashMap<String, DeliveryOutcome>, StoreError> {
+        let Some((_, deliveries)) = self
+            .store
+            .notification(tenant, &envelope.id.to_string())
+            .await?
+        else {
+            return Ok(HashMap::new());
+        };
+        Ok(deliveries
+            .into_iter()
+            .filter(|d| d.channel == CHANNEL)
+            .filter_map(|d| {
+                let outcome = match d.status.as_str() {
+                    "delivered" => Outcome::Delivered,
+                    "failed" => Outcome::failed(d.last_error.unwrap_or_default()),
+                    _ => return None,
+                };
+                let settled = DeliveryOutcome {
+                    recipient: d.recipient.clone(),
+                    target: d.target,
+                    outcome,
+                    attempt: d.attempts,
+                    reply: d.reply,
+                };
+                Some((d.recipient, settled))
+            })
+            .collect())
+    }
+
+    /// Sends the `index`th message of the event to `to`.
+    async fn send_one(
+        &self,
+        envelope: &Envelope,
+        index: usize,
+        from: &Mailbox,
+        to: &EmailAddress,
+        rendered: &Rendered,
+        route: &Route,
+    ) -> (Outcome, Option<String>) {
+        let tenant = envelope.event.tenant_id();
+        let built = to
+            .as_str()
+            .parse::<Mailbox>()
+            .map_err(|e| e.to_string())
+            .and_then(|to| {
+                message::build(&format!("{}.{index}", envelope.id), from, to, rendered)
+                    .map_err(|e| e.to_string())
+            });
+        let message = match built {
+            Ok(message) => message,
+            Err(e) => return (Outcome::failed(format!("building the message: {e}")), None),
+        };
+        match route {
+            Route::Outbox => match self.outbox.write(message).await {
+                Ok(file) => (
+                    Outcome::Delivered,
+                    Some(format!("written to the outbox as {file}")),
+                ),
+                Err(e) => (Outcome::retry(format!("writing to the outbox: {e}")), None),
+            },
+            Route::Relay(relay) => {
+                self.per_tenant.wait(tenant.as_str()).await;
+                self.per_relay.wait(&relay.address()).await;
+                match self.relays.send(relay, message).await {
+                    SendResult::Accepted(reply) => (Outcome::Delivered, Some(reply)),
+                    SendResult::Transient(reply) => (Outcome::retry(&reply), Some(reply)),
+                    SendResult::Permanent(reply) => (Outcome::failed(&reply), Some(reply)),
+                }
+            }
+        }
+    }
+
+    /// The outcome for one recipient: what an earlier attempt settled, else a send now.
+    async fn deliver_to(
+        &self,
+        envelope: &Envelope,
+        index: usize,
+        to: &EmailAddress,
+        earlier: Option<DeliveryOutcome>,
+        attempt: u32,
+        (from, rendered, route): (&Mailbox, &Rendered, &Route),
+    ) -> DeliveryOutcome {
+        if let Some(earlier) = earlier {
+            return earlier;
+        }
+        let (outcome, reply) = self
+            .send_one(envelope, index, from, to, rendered, route)
+            .await;
+        DeliveryOutcome {
+            recipient: to.as_str().to_owned(),
+            target: to.as_str().to_owned(),
+            outcome,
+            attempt,
+            reply,
+        }
+    }
+
+    async fn deliver(
+        &self,
+        envelope: &Envelope,
+        email: &EmailNotification,
+        attempt: u32,
+    ) -> Outcome {
+        let tenant = envelope.event.tenant_id();
+        let rendered = self
+            .templates
+            .render(
+                tenant,
+                email.template.as_str(),
+                email.locale.as_ref().map(|l| l.as_str()),
+                &email.data,
+                email.subject.as_deref(),
+            )
+            .await;
+        let (rendered, template) = match rendered {
+            Ok(rendered) => rendered,
+            Err(RenderError::Store(e)) => return Outcome::retry(e),
+            // The same data renders the same way every time: retrying cannot help.
+            Err(e) => return Outcome::failed(e),
+        };
+        let route = match self.route(tenant).await {
+            Ok(route) => route,
+            Err(e) => return Outcome::retry(e),
+        };
+        let from = match (&email.from, &route) {
+            (Some(from), _) => from.as_str().parse::<Mailbox>().ok(),
+            (
+                None,
+                Route::Relay(RelaySettings {
+                    from: Some(from), ..
+                }),
+            ) => from.parse().ok(),
+            _ => None,
+        }
+        .unwrap_or_else(|| self.default_from.clone());
+        let mut settled = if attempt > 1 {
+            match self.settled(tenant, envelope).await {
+                Ok(settled) => settled,
+                Err(e) => return Outcome::retry(e),
+            }
+        } else {
+            HashMap::new()
+        };
+        let sends: Vec<_> = email
+            .to
+            .as_slice()
+            .iter()
+            .enumerate()
+            .map(|(index, to)| {
+                let earlier = settled.remove(to.as_str());
+                self.deliver_to(
+                    envelope,
+                    index,
+                    to,
+                    earlier,
+                    attempt,
+                    (&from, &rendered, &route),
+                )
+            })
+            .collect();
+        let deliveries = futures_util::stream::iter(sends)
+            .buffered(self.parallel_recipients)
+            .collect()
+            .await;
+        Outcome::PerDelivery(Report {
+            channel: CHANNEL,
+            deliveries,
+            template: Some(template),
+        })
     }
 }
 
 #[async_trait]
 impl Handler for EmailHandler {
-    async fn handle(&self, envelope: &Envelope, _attempt: u32) -> Outcome {
-        let Event::Email(email) = &envelope.event else {
-            return Outcome::failed(format!("not an email event: {:?}", envelope.event.kind()));
-        };
-        let mut rendered = match self.templates.render(email.template.as_str(), &email.data) {
-            Ok(rendered) => rendered,
-            // The same data renders the same way every time: retrying cannot help.
-            Err(e) => return Outcome::failed(e),
-        };
-        if let Some(subject) = &email.subject {
-            rendered.subject.clone_from(subject);
+    async fn handle(&self, envelope: &Envelope, attempt: u32) -> Outcome {
+        match &envelope.event {
+            Event::Email(email) => self.deliver(envelope, email, attempt).await,
+            other => Outcome::failed(format!("not an email event: {:?}", other.kind())),
         }
-        for (index, to) in email.to.as_slice().iter().enumerate() {
-            let message_id = format!("{}.{index}", envelope.id);
-            if let Err(e) = self
-                .outbox
-                .write(&message_id, email.from.as_ref(), to, &rendered)
-                .await
-            {
-                return Outcome::retry(e);
-            }
-        }
-        Outcome::Delivered
     }
 }

@@ -1,0 +1,464 @@
+//! Email end to end: Herald renders templates and sends one message per recipient to a
+//! real SMTP relay (aiosmtpd), retries 4xx replies, fails 5xx ones for their recipient
+//! only, and keeps each recipient's fate in the ledger. Template authoring round trips
+//! through the API.
+
+mod common;
+
+use common::TestApp;
+use common::smtp_relay::SmtpRelay;
+use herald::app::Roles;
+use herald::config::BrokerKind;
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+
+/// Herald sending through `relay`, with quick retries.
+async fn herald_with(relay: &SmtpRelay) -> TestApp {
+    let overrides = relay.overrides();
+    let mut overrides: Vec<(&str, &str)> =
+        overrides.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    overrides.push(("queues.email.backoff", "[\"300ms\"]"));
+    TestApp::spawn(BrokerKind::Embedded, Roles::everything(), &overrides)
+        .await
+        .unwrap()
+}
+
+async fn send(app: &TestApp, event: Value) -> String {
+    let (status, body) = app
+        .call(Method::POST, "/v1/notifications/email", Some(&event))
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    body["id"].as_str().unwrap().to_owned()
+}
+
+fn header<'a>(message: &'a Value, name: &str) -> Vec<&'a str> {
+    message["headers"][name]
+        .as_array()
+        .map(|values| values.iter().map(|v| v.as_str().unwrap()).collect())
+        .unwrap_or_default()
+}
+
+fn part<'a>(message: &'a Value, content_type: &str) -> &'a str {
+    message["parts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["contentType"] == content_type)
+        .unwrap_or_else(|| panic!("no {content_type} part in {message}"))["body"]
+        .as_str()
+        .unwrap()
+}
+
+fn final_status(status: &Value) -> bool {
+    matches!(
+        status["status"].as_str(),
+        Some("delivered" | "partially_delivered" | "failed")
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_recipient_gets_its_own_rendered_message_with_proper_headers() {
+    let Some(relay) = SmtpRelay::start() else {
+        return;
+    };
+    let app = herald_with(&relay).await;
+    let id = send(
+        &app,
+        json!({
+            "to": ["ada@example.com", "bob@example.org"],
+            "template": "welcome",
+            // A line break in data must not reach a header.
+            "data": {"name": "Ada <3\r\nBcc: eve@evil.example"},
+        }),
+    )
+    .await;
+
+    let received = relay.wait_for(2).await;
+    assert_eq!(received.len(), 2, "one message per recipient");
+    let mut recipients = Vec::new();
+    for message in &received {
+        let rcpt: Vec<&str> = message["rcptTos"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r.as_str().unwrap())
+            .collect();
+        assert_eq!(rcpt.len(), 1, "each message has one envelope recipient");
+        assert_eq!(header(message, "to"), rcpt, "and names only that recipient");
+        recipients.push(rcpt[0].to_owned());
+        assert_eq!(
+            header(message, "from"),
+            ["Herald <no-reply@herald.localhost>"]
+        );
+        assert_eq!(
+            header(message, "subject"),
+            ["Welcome, Ada <3 Bcc: eve@evil.example!"]
+        );
+        assert!(header(message, "bcc").is_empty(), "no header was injected");
+        assert_eq!(header(message, "date").len(), 1);
+        let message_id = header(message, "message-id");
+        assert!(
+            message_id.len() == 1 && message_id[0].contains(&id),
+            "{message_id:?}"
+        );
+        assert_eq!(header(message, "mime-version"), ["1.0"]);
+        assert_eq!(message["contentType"], "multipart/alternative");
+        let html = part(message, "text/html");
+        assert!(
+            html.contains("Welcome, Ada &lt;3"),
+            "HTML is escaped: {html}"
+        );
+        assert!(html.contains("<!doctype html>"), "in the layout");
+        let text = part(message, "text/plain");
+        assert!(text.contains("Welcome, Ada <3"), "text is not: {text}");
+    }
+    recipients.sort();
+    assert_eq!(recipients, ["ada@example.com", "bob@example.org"]);
+
+    let status = app.notification_when(&id, final_status).await;
+    assert_eq!(status["status"], "delivered", "{status}");
+    assert_eq!(status["template"]["name"], "welcome");
+    for delivery in status["deliveries"].as_array().unwrap() {
+        assert_eq!(delivery["status"], "delivered");
+        assert!(
+            delivery["reply"].as_str().unwrap().starts_with("250"),
+            "the relay's reply is kept: {delivery}"
+        );
+    }
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_451_is_retried_and_delivered_on_the_next_attempt() {
+    let Some(relay) = SmtpRelay::start() else {
+        return;
+    };
+    let app = herald_with(&relay).await;
+    let id = send(
+        &app,
+        json!({"to": ["busy-1@example.com"], "template": "welcome", "data": {"name": "Ada"}}),
+    )
+    .await;
+    let status = app.notification_when(&id, final_status).await;
+    assert_eq!(status["status"], "delivered", "{status}");
+    let delivery = &status["deliveries"][0];
+    assert_eq!(delivery["attempts"], 2, "delivered on the second attempt");
+    assert_eq!(relay.received().len(), 1);
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_550_fails_its_recipient_for_good_and_the_others_are_delivered_once() {
+    let Some(relay) = SmtpRelay::start() else {
+        return;
+    };
+    let app = herald_with(&relay).await;
+    let id = send(
+        &app,
+        json!({
+            "to": ["ada@example.com", "reject-1@example.com", "busy-2@example.com"],
+            "template": "notification",
+            "data": {"title": "Hello", "body": "World"},
+        }),
+    )
+    .await;
+    let status = app.notification_when(&id, final_status).await;
+    assert_eq!(status["status"], "partially_delivered", "{status}");
+    let by_recipient = |address: &str| {
+        status["deliveries"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|d| d["recipient"] == address)
+            .unwrap()
+            .clone()
+    };
+    let rejected = by_recipient("reject-1@example.com");
+    assert_eq!(rejected["status"], "failed");
+    assert_eq!(rejected["attempts"], 1, "a 5xx is not retried");
+    let error = rejected["lastError"].as_str().unwrap();
+    assert!(
+        error.contains("550"),
+        "the reply is the last error: {error}"
+    );
+    assert_eq!(by_recipient("ada@example.com")["status"], "delivered");
+    assert_eq!(by_recipient("ada@example.com")["attempts"], 1);
+    let busy = by_recipient("busy-2@example.com");
+    assert_eq!(busy["status"], "delivered");
+    assert_eq!(busy["attempts"], 2);
+
+    // The retry went to the busy recipient only: ada got one message, not two.
+    let received = relay.received();
+    let to_ada = received
+        .iter()
+        .filter(|m| m["rcptTos"][0] == "ada@example.com")
+        .count();
+    assert_eq!(to_ada, 1, "a retry does not resend to delivered recipients");
+    assert_eq!(received.len(), 2);
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn templates_round_trip_through_the_api_and_a_send_renders_the_newest_version() {
+    let Some(relay) = SmtpRelay::start() else {
+        return;
+    };
+    let app = herald_with(&relay).await;
+    let path = "/v1/templates/order-shipped";
+
+    let (status, body) = app
+        .call(
+            Method::PUT,
+            path,
+            Some(&json!({
+                "subject": "Order {{orderId}} shipped",
+                "html": "<p>Your order <b>{{orderId}}</b> is on its way.</p>",
+                "sampleData": {"orderId": "A-1"},
+            })),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    assert_eq!(body["version"], 1);
+
+    let (status, body) = app.call(Method::GET, path, None).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body["subject"], "Order {{orderId}} shipped");
+    assert_eq!(body["versions"], json!([1]));
+
+    let (status, preview) = app
+        .call(Method::POST, &format!("{path}/preview"), Some(&json!({})))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{preview}");
+    assert_eq!(
+        preview["subject"], "Order A-1 shipped",
+        "sample data by default"
+    );
+    assert!(preview["html"].as_str().unwrap().contains("<b>A-1</b>"));
+    assert!(
+        preview["text"]
+            .as_str()
+            .unwrap()
+            .contains("Your order A-1 is on its way."),
+        "the text is derived from the HTML: {preview}"
+    );
+    assert!(relay.received().is_empty(), "a preview sends nothing");
+
+    let (status, body) = app
+        .call(
+            Method::PUT,
+            path,
+            Some(&json!({
+                "subject": "Shipped: {{orderId}}",
+                "html": "<p>Order {{orderId}} left the warehouse.</p>",
+                "text": "Order {{orderId}} left the warehouse.",
+            })),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["version"], 2);
+    assert_eq!(body["versions"], json!([1, 2]));
+    let (_, first) = app
+        .call(Method::GET, &format!("{path}?version=1"), None)
+        .await;
+    assert_eq!(first["subject"], "Order {{orderId}} shipped", "v1 is kept");
+
+    let id = send(
+        &app,
+        json!({"to": ["ada@example.com"], "template": "order-shipped", "data": {"orderId": "B-2"}}),
+    )
+    .await;
+    let received = relay.wait_for(1).await;
+    assert_eq!(header(&received[0], "subject"), ["Shipped: B-2"]);
+    assert_eq!(
+        part(&received[0], "text/plain")
+            .replace("\r\n", "\n")
+            .trim_end(),
+        "Order B-2 left the warehouse.\n\n--\nYou receive this email because of your account with us."
+    );
+    let status = app.notification_when(&id, final_status).await;
+    assert_eq!(
+        status["template"],
+        json!({"name": "order-shipped", "locale": "", "version": 2}),
+        "the send records the version it rendered"
+    );
+
+    let (status, _) = app.call(Method::DELETE, path, None).await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    let (status, _) = app.call(Method::GET, path, None).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let (status, _) = app
+        .call(Method::POST, &format!("{path}/preview"), Some(&json!({})))
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+
+    // A template that does not compile is refused with the part, line and column.
+    let (status, body) = app
+        .call(
+            Method::PUT,
+            "/v1/templates/broken",
+            Some(&json!({
+                "subject": "Fine",
+                "html": "<p>\n  {{#if ok}}\n  yes\n{{/each}}</p>",
+            })),
+        )
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    let detail = &body["error"]["details"][0];
+    assert_eq!(detail["field"], "html");
+    let message = detail["message"].as_str().unwrap();
+    assert!(message.contains("line 4, column"), "{message}");
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tenant_layout_partial_and_locale_shape_what_is_sent() {
+    let app = TestApp::spawn(BrokerKind::Embedded, Roles::api_only(), &[])
+        .await
+        .unwrap();
+    let put = |path: &'static str, body: Value| {
+        let app = &app;
+        async move {
+            let (status, body) = app.call(Method::PUT, path, Some(&body)).await;
+            assert!(status.is_success(), "{path}: {body}");
+        }
+    };
+    put(
+        "/v1/templates/layout",
+        json!({"html": "<main>{{{body}}}</main>{{> _sign}}", "text": "{{{body}}}\n-- {{> _sign}}"}),
+    )
+    .await;
+    put(
+        "/v1/templates/_sign",
+        json!({"html": "<i>Acme</i>", "text": "Acme"}),
+    )
+    .await;
+    put(
+        "/v1/templates/welcome",
+        json!({"subject": "Hello {{name}}", "html": "<p>Hello {{name}}</p>", "text": "Hello {{name}}"}),
+    )
+    .await;
+    put(
+        "/v1/templates/welcome",
+        json!({"locale": "fr", "subject": "Bonjour {{name}}", "html": "<p>Bonjour {{name}}</p>"}),
+    )
+    .await;
+
+    let preview = |locale: Option<&str>| {
+        let mut body = json!({"data": {"name": "Zoé"}});
+        if let Some(locale) = locale {
+            body["locale"] = json!(locale);
+        }
+        let app = &app;
+        async move {
+            let (status, preview) = app
+                .call(Method::POST, "/v1/templates/welcome/preview", Some(&body))
+                .await;
+            assert_eq!(status, StatusCode::OK, "{preview}");
+            preview
+        }
+    };
+    let default = preview(None).await;
+    assert_eq!(default["subject"], "Hello Zoé");
+    assert_eq!(default["html"], "<main><p>Hello Zoé</p></main><i>Acme</i>");
+    assert_eq!(default["text"], "Hello Zoé\n-- Acme");
+    let canadian = preview(Some("fr-CA")).await;
+    assert_eq!(canadian["subject"], "Bonjour Zoé", "fr-CA falls back to fr");
+    assert_eq!(canadian["template"]["locale"], "fr");
+    assert_eq!(preview(Some("de")).await["subject"], "Hello Zoé");
+
+    // A built-in template the tenant does not replace still renders, in the tenant's
+    // layout.
+    let (_, reset) = app
+        .call(
+            Method::POST,
+            "/v1/templates/password-reset/preview",
+            Some(&json!({"data": {"resetUrl": "https://x.example/r"}})),
+        )
+        .await;
+    assert!(
+        reset["html"].as_str().unwrap().starts_with("<main>"),
+        "{reset}"
+    );
+    assert_eq!(reset["template"]["version"], Value::Null);
+
+    // Data that does not fit the template is 422, naming what is missing.
+    let (status, body) = app
+        .call(
+            Method::POST,
+            "/v1/templates/welcome/preview",
+            Some(&json!({"data": {}})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    assert!(
+        body["error"]["details"][0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("name")
+    );
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tenants_own_relay_is_used_and_its_password_never_shown() {
+    let Some(relay) = SmtpRelay::start() else {
+        return;
+    };
+    // No relay in configuration: without the tenant's own, email would go to the outbox.
+    let app = TestApp::spawn(BrokerKind::Embedded, Roles::everything(), &[])
+        .await
+        .unwrap();
+    let settings = json!({
+        "host": "127.0.0.1",
+        "port": relay.port,
+        "security": "plain",
+        "username": "acme",
+        "password": "s3cret-password",
+        "from": "Acme <hello@acme.example>",
+    });
+    let (status, body) = app
+        .call(Method::PUT, "/v1/providers/smtp", Some(&settings))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["password"], "[redacted]");
+    let (_, shown) = app.call(Method::GET, "/v1/providers/smtp", None).await;
+    assert!(!shown.to_string().contains("s3cret"), "{shown}");
+    assert_eq!(shown["host"], "127.0.0.1");
+
+    let (status, body) = app
+        .call(
+            Method::PUT,
+            "/v1/providers/smtp",
+            Some(&json!({"host": "", "security": "sometimes"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+
+    // aiosmtpd offers no AUTH on a plain connection, so credentials are dropped here;
+    // the tenant's relay, sender and routing are what this checks.
+    let (status, _) = app.call(Method::DELETE, "/v1/providers/smtp", None).await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    let mut plain = settings.clone();
+    plain.as_object_mut().unwrap().remove("username");
+    plain.as_object_mut().unwrap().remove("password");
+    let (status, _) = app
+        .call(Method::PUT, "/v1/providers/smtp", Some(&plain))
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let id = send(
+        &app,
+        json!({"to": ["ada@example.com"], "template": "welcome", "data": {"name": "Ada"}}),
+    )
+    .await;
+    let received = relay.wait_for(1).await;
+    assert_eq!(received.len(), 1, "the tenant's relay got the message");
+    assert_eq!(header(&received[0], "from"), ["Acme <hello@acme.example>"]);
+    let status = app.notification_when(&id, final_status).await;
+    assert_eq!(status["status"], "delivered", "{status}");
+    let outbox = app.dir.path().join("outbox");
+    assert!(
+        std::fs::read_dir(&outbox).map_or(true, |mut d| d.next().is_none()),
+        "nothing went to the outbox"
+    );
+    app.stop().await;
+}

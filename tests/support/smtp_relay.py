@@ -1,0 +1,83 @@
+"""An SMTP relay for Herald's tests, on aiosmtpd (Debian: python3-aiosmtpd).
+
+It is not Herald's code: it speaks SMTP as a real relay does, and its answers depend on
+the recipient's local part, so that a test can ask for a refusal:
+
+  reject-...@  answers RCPT TO with 550 (a permanent failure),
+  busy-...@    answers RCPT TO with 451 the first time, then accepts (a transient one).
+
+Every accepted message is appended to <dir>/received.jsonl as {"mailFrom", "rcptTos",
+"data", "headers", "parts"}: the raw message, and what Python's own email parser reads in
+it (every header, decoded; each MIME part's type and decoded body). Prints "listening on <port>" once it accepts connections,
+and runs until its standard input closes.
+"""
+
+import argparse
+import asyncio
+import json
+import os
+import socket
+import sys
+from email import policy
+from email.parser import BytesParser
+
+from aiosmtpd.controller import Controller
+
+
+class Relay:
+    def __init__(self, directory):
+        self.path = os.path.join(directory, "received.jsonl")
+        self.refused_once = set()
+
+    async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
+        local = address.split("@", 1)[0]
+        if local.startswith("reject-"):
+            return f"550 5.1.1 <{address}>: Recipient address rejected: User unknown"
+        if local.startswith("busy-") and address not in self.refused_once:
+            self.refused_once.add(address)
+            return "451 4.3.0 Mailbox busy, try again later"
+        envelope.rcpt_tos.append(address)
+        return "250 2.1.5 OK"
+
+    async def handle_DATA(self, server, session, envelope):
+        message = BytesParser(policy=policy.default).parsebytes(envelope.content)
+        headers = {}
+        for name, value in message.items():
+            headers.setdefault(name.lower(), []).append(str(value))
+        parts = [
+            {"contentType": part.get_content_type(), "body": part.get_content()}
+            for part in message.walk()
+            if not part.is_multipart()
+        ]
+        record = {
+            "mailFrom": envelope.mail_from,
+            "rcptTos": envelope.rcpt_tos,
+            "data": envelope.content.decode("utf-8", errors="replace"),
+            "contentType": message.get_content_type(),
+            "headers": headers,
+            "parts": parts,
+        }
+        with open(self.path, "a", encoding="utf-8") as out:
+            out.write(json.dumps(record) + "\n")
+        return "250 2.0.0 Ok: queued"
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--dir", required=True)
+    args = parser.parse_args()
+    # aiosmtpd checks that it is up by connecting to its port, so it needs a real one.
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    controller = Controller(Relay(args.dir), hostname="127.0.0.1", port=port)
+    controller.start()
+    print(f"listening on {port}", flush=True)
+    try:
+        sys.stdin.read()
+    finally:
+        controller.stop()
+
+
+if __name__ == "__main__":
+    main()
