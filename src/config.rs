@@ -180,6 +180,10 @@ pub struct EmailSettings {
     pub timeout: Duration,
     /// Recipients one email event is sent to at once.
     pub parallel_recipients: usize,
+    /// A CA certificate (PEM) trusted for relays besides the system's, for a relay with a
+    /// certificate from a private CA.
+    #[serde(default)]
+    pub tls_ca_file: Option<PathBuf>,
     /// Outbound limits, in messages per second (0: none).
     pub rate_limits: EmailRateLimits,
 }
@@ -381,6 +385,11 @@ impl Settings {
             && let Err(e) = relay.check()
         {
             return invalid(&format!("email.smtp.{}", e.field), &e.message);
+        }
+        if let Some(file) = &self.email.tls_ca_file
+            && let Err(e) = crate::channels::email::read_ca_file(file)
+        {
+            return invalid("email.tls_ca_file", &e);
         }
         if self.email.pool_size == 0 {
             return invalid("email.pool_size", "must be at least 1");

@@ -462,3 +462,119 @@ async fn a_tenants_own_relay_is_used_and_its_password_never_shown() {
     );
     app.stop().await;
 }
+
+/// A CA and a certificate for `localhost` signed by it, as PEM files in `dir`: (ca, cert,
+/// key).
+fn test_certificates(dir: &std::path::Path) -> (String, String, String) {
+    let path = |name: &str| dir.join(name).display().to_string();
+    let openssl = |args: &[&str]| {
+        let status = std::process::Command::new("openssl")
+            .args(args)
+            .stderr(std::process::Stdio::null())
+            .status()
+            .expect("openssl runs");
+        assert!(status.success(), "openssl {args:?}");
+    };
+    openssl(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-days",
+        "1",
+        "-subj",
+        "/CN=Herald test CA",
+        "-keyout",
+        &path("ca.key"),
+        "-out",
+        &path("ca.pem"),
+    ]);
+    openssl(&[
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-subj",
+        "/CN=localhost",
+        "-keyout",
+        &path("relay.key"),
+        "-out",
+        &path("relay.csr"),
+    ]);
+    std::fs::write(
+        dir.join("relay.ext"),
+        "subjectAltName=DNS:localhost\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n",
+    )
+    .unwrap();
+    openssl(&[
+        "x509",
+        "-req",
+        "-in",
+        &path("relay.csr"),
+        "-CA",
+        &path("ca.pem"),
+        "-CAkey",
+        &path("ca.key"),
+        "-CAcreateserial",
+        "-days",
+        "1",
+        "-extfile",
+        &path("relay.ext"),
+        "-out",
+        &path("relay.pem"),
+    ]);
+    (path("ca.pem"), path("relay.pem"), path("relay.key"))
+}
+
+/// Sends one email through a relay that requires TLS (`security`: `starttls` or `tls`) and
+/// a login, trusting the relay's CA by configuration; answers what the relay received.
+async fn send_over_tls(security: &str) -> Option<Value> {
+    let certs = tempfile::TempDir::new().unwrap();
+    let (ca, cert, key) = test_certificates(certs.path());
+    let mut args = vec!["--cert", &cert, "--key", &key, "--auth", "herald:s3cret"];
+    if security == "tls" {
+        args.push("--implicit-tls");
+    }
+    let relay = SmtpRelay::start_with(&args)?;
+    let port = relay.port.to_string();
+    let overrides = [
+        ("email.smtp.host", "localhost"),
+        ("email.smtp.port", port.as_str()),
+        ("email.smtp.security", security),
+        ("email.smtp.username", "herald"),
+        ("email.smtp.password", "s3cret"),
+        ("email.tls_ca_file", ca.as_str()),
+    ];
+    let app = TestApp::spawn(BrokerKind::Embedded, Roles::everything(), &overrides)
+        .await
+        .unwrap();
+    let id = send(
+        &app,
+        json!({"to": ["ada@example.com"], "template": "welcome", "data": {"name": "Ada"}}),
+    )
+    .await;
+    let status = app.notification_when(&id, final_status).await;
+    assert_eq!(status["status"], "delivered", "{status}");
+    let received = relay.wait_for(1).await;
+    app.stop().await;
+    Some(received[0].clone())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn starttls_is_required_and_credentials_are_sent_over_it() {
+    let Some(received) = send_over_tls("starttls").await else {
+        return;
+    };
+    assert_eq!(received["tls"], true, "the message went over TLS");
+    assert_eq!(received["authUser"], "herald", "after logging in");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn implicit_tls_speaks_tls_from_the_first_byte() {
+    let Some(received) = send_over_tls("tls").await else {
+        return;
+    };
+    assert_eq!(received["tls"], true);
+    assert_eq!(received["authUser"], "herald");
+}

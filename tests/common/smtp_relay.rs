@@ -30,9 +30,14 @@ fn python() -> Option<&'static str> {
 }
 
 impl SmtpRelay {
-    /// Starts a relay; `None` (with a message) when aiosmtpd is missing outside CI. In CI
-    /// its absence is a failure.
+    /// Starts a plain relay; `None` (with a message) when aiosmtpd is missing outside CI.
+    /// In CI its absence is a failure.
     pub fn start() -> Option<SmtpRelay> {
+        Self::start_with(&[])
+    }
+
+    /// Starts a relay with the script's extra `args` (`--cert`, `--implicit-tls`, `--auth`).
+    pub fn start_with(args: &[&str]) -> Option<SmtpRelay> {
         let Some(python) = python() else {
             let message = "aiosmtpd is not installed (apt-get install python3-aiosmtpd)";
             if std::env::var("CI").is_ok_and(|v| v == "true" || v == "1") {
@@ -47,6 +52,7 @@ impl SmtpRelay {
             .arg(script)
             .arg("--dir")
             .arg(dir.path())
+            .args(args)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .spawn()

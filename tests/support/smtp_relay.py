@@ -1,5 +1,8 @@
 """An SMTP relay for Herald's tests, on aiosmtpd (Debian: python3-aiosmtpd).
 
+With --cert and --key it offers STARTTLS and requires it (or, with --implicit-tls, speaks
+TLS from the first byte); with --auth USER:PASSWORD it requires that login, over TLS.
+
 It is not Herald's code: it speaks SMTP as a real relay does, and its answers depend on
 the recipient's local part, so that a test can ask for a refusal:
 
@@ -17,11 +20,14 @@ import asyncio
 import json
 import os
 import socket
+import ssl
+import warnings
 import sys
 from email import policy
 from email.parser import BytesParser
 
 from aiosmtpd.controller import Controller
+from aiosmtpd.smtp import AuthResult, LoginPassword
 
 
 class Relay:
@@ -50,6 +56,9 @@ class Relay:
             if not part.is_multipart()
         ]
         record = {
+            "authUser": session.auth_data if session.authenticated else None,
+            "tls": session.ssl is not None
+            or server.transport.get_extra_info("ssl_object") is not None,
             "mailFrom": envelope.mail_from,
             "rcptTos": envelope.rcpt_tos,
             "data": envelope.content.decode("utf-8", errors="replace"),
@@ -65,12 +74,42 @@ class Relay:
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--dir", required=True)
+    parser.add_argument("--cert")
+    parser.add_argument("--key")
+    parser.add_argument("--implicit-tls", action="store_true")
+    parser.add_argument("--auth")
     args = parser.parse_args()
+    options = {}
+    if args.cert:
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        context.load_cert_chain(args.cert, args.key)
+        if args.implicit_tls:
+            options["ssl_context"] = context
+        else:
+            options["tls_context"] = context
+            options["require_starttls"] = True
+    if args.auth:
+        user, password = args.auth.split(":", 1)
+
+        def authenticate(server, session, envelope, mechanism, auth_data):
+            ok = (
+                isinstance(auth_data, LoginPassword)
+                and auth_data.login.decode() == user
+                and auth_data.password.decode() == password
+            )
+            return AuthResult(success=ok, auth_data=user if ok else None)
+
+        options["authenticator"] = authenticate
+        options["auth_required"] = True
+        # aiosmtpd counts only STARTTLS as TLS for AUTH; an implicit-TLS connection is TLS
+        # from the first byte, so AUTH may be offered at once.
+        options["auth_require_tls"] = not args.implicit_tls
+        warnings.filterwarnings("ignore", message="Requiring AUTH while not requiring TLS")
     # aiosmtpd checks that it is up by connecting to its port, so it needs a real one.
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    controller = Controller(Relay(args.dir), hostname="127.0.0.1", port=port)
+    controller = Controller(Relay(args.dir), hostname="127.0.0.1", port=port, **options)
     controller.start()
     print(f"listening on {port}", flush=True)
     try:

@@ -13,7 +13,7 @@ mod smtp;
 pub mod templates;
 
 pub use outbox::Outbox;
-pub use smtp::{RelayError, RelaySettings, Relays, Security, SendResult};
+pub use smtp::{RelayError, RelaySettings, Relays, Security, SendResult, read_ca_file};
 pub use templates::{RenderError, Rendered, Templates};
 
 use crate::channels::{OutboundLimit, TenantProviders};
@@ -57,7 +57,14 @@ impl EmailHandler {
         EmailHandler {
             templates,
             outbox: Outbox::new(settings.outbox_dir.clone()),
-            relays: Relays::new(settings.pool_size, settings.timeout),
+            relays: Relays::new(
+                settings.pool_size,
+                settings.timeout,
+                settings
+                    .tls_ca_file
+                    .as_deref()
+                    .and_then(|file| read_ca_file(file).ok()),
+            ),
             relay: settings.smtp.clone(),
             tenant_relays: TenantProviders::new("smtp", store.clone()),
             store,

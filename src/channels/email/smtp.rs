@@ -3,7 +3,7 @@
 
 use lettre::transport::smtp::PoolConfig;
 use lettre::transport::smtp::authentication::Credentials;
-use lettre::transport::smtp::client::{Tls, TlsParameters};
+use lettre::transport::smtp::client::{Certificate, Tls, TlsParameters};
 use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
@@ -166,19 +166,31 @@ pub enum SendResult {
     Permanent(String),
 }
 
+/// Reads a PEM CA certificate file, checking that it parses.
+pub fn read_ca_file(path: &std::path::Path) -> Result<Vec<u8>, String> {
+    let pem = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    Certificate::from_pem(&pem)
+        .map_err(|e| format!("{} is not a PEM certificate: {e}", path.display()))?;
+    Ok(pem)
+}
+
 /// One pooled transport per relay, made on first use.
 pub struct Relays {
     pool_size: u32,
     timeout: Duration,
+    /// A CA trusted besides the system's, as PEM.
+    extra_ca: Option<Vec<u8>>,
     transports: Mutex<HashMap<RelayIdentity, Arc<AsyncSmtpTransport<Tokio1Executor>>>>,
 }
 
 impl Relays {
-    /// Transports keeping up to `pool_size` connections each, with `timeout` per exchange.
-    pub fn new(pool_size: u32, timeout: Duration) -> Self {
+    /// Transports keeping up to `pool_size` connections each, with `timeout` per exchange,
+    /// trusting `extra_ca` (PEM) besides the system's CAs.
+    pub fn new(pool_size: u32, timeout: Duration, extra_ca: Option<Vec<u8>>) -> Self {
         Relays {
             pool_size,
             timeout,
+            extra_ca,
             transports: Mutex::new(HashMap::new()),
         }
     }
@@ -195,7 +207,14 @@ impl Relays {
         let tls = match relay.security {
             Security::Plain => Tls::None,
             Security::Starttls | Security::Tls => {
-                let parameters = TlsParameters::new(relay.host.clone())
+                let mut parameters = TlsParameters::builder(relay.host.clone());
+                if let Some(pem) = &self.extra_ca {
+                    let ca =
+                        Certificate::from_pem(pem).map_err(|e| format!("the extra CA: {e}"))?;
+                    parameters = parameters.add_root_certificate(ca);
+                }
+                let parameters = parameters
+                    .build_rustls()
                     .map_err(|e| format!("TLS for {}: {e}", relay.host))?;
                 if relay.security == Security::Tls {
                     Tls::Wrapper(parameters)

@@ -1,0 +1,234 @@
+//! The email bench: messages per second that Herald's email worker delivers into Postfix's
+//! `smtp-sink`, against the rate Postfix's own load generator `smtp-source` reaches on the
+//! same sink in the same run.
+//!
+//! Run: `cargo bench --bench email` (needs Debian's `postfix` package for `smtp-sink` and
+//! `smtp-source`). `HERALD_BENCH_EMAILS` sets the message count (default 20,000),
+//! `HERALD_BENCH_SESSIONS` the SMTP connections on both sides (default 32). With
+//! `HERALD_BENCH_RABBITMQ_URL` set, the queue is RabbitMQ instead of the embedded broker.
+//!
+//! Herald runs in this process: the events are queued first (not timed), then the email
+//! worker pool starts and the clock runs until every message has been handled. Each
+//! message is rendered from the built-in `welcome` template, in the built-in layout, and
+//! sent as its own SMTP transaction, as in production; the delivery ledger records every
+//! recipient. Two shapes are measured: events of 10 recipients, and events of one.
+
+use herald::app::{Herald, Roles};
+use herald::broker::Publication;
+use herald::config::Settings;
+use herald::domain::{Envelope, Event, EventKind};
+use herald::shutdown::Shutdown;
+use herald::telemetry::QueueOutcomeLabels;
+use serde_json::json;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn env_or(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// A port nobody listens on.
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+fn postfix_tool(name: &str) -> String {
+    let path = format!("/usr/sbin/{name}");
+    if !Path::new(&path).exists() {
+        eprintln!(
+            "{name} is missing: apt-get install postfix (it brings smtp-sink and smtp-source)"
+        );
+        std::process::exit(2);
+    }
+    path
+}
+
+/// Starts `smtp-sink` on `port`; it accepts every message and keeps nothing.
+fn start_sink(port: u16) -> Child {
+    let child = Command::new(postfix_tool("smtp-sink"))
+        // It must drop root privileges to run as root.
+        .args(["-u", "nobody", &format!("127.0.0.1:{port}"), "1024"])
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("smtp-sink starts");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "smtp-sink did not listen");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child
+}
+
+/// `smtp-source` sending `count` messages of `size` bytes over `sessions` connections that
+/// it keeps open (`-d`), as Herald keeps its pooled ones. Answers messages per second.
+fn smtp_source(port: u16, count: usize, sessions: usize, size: usize) -> f64 {
+    let started = Instant::now();
+    let status = Command::new(postfix_tool("smtp-source"))
+        .args(["-d", "-s", &sessions.to_string(), "-m", &count.to_string()])
+        .args(["-l", &size.to_string()])
+        .args(["-f", "no-reply@herald.localhost", "-t", "ada@example.com"])
+        .arg(format!("127.0.0.1:{port}"))
+        .status()
+        .expect("smtp-source runs");
+    assert!(status.success(), "smtp-source failed");
+    count as f64 / started.elapsed().as_secs_f64()
+}
+
+fn settings(dir: &Path, port: u16, sessions: usize) -> Settings {
+    use figment::providers::Serialized;
+    let mut figment = Settings::figment(Path::new("/nonexistent"))
+        .merge(Serialized::default(
+            "broker.embedded.path",
+            dir.join("broker.db").display().to_string(),
+        ))
+        .merge(Serialized::default(
+            "database.url",
+            format!("sqlite://{}", dir.join("herald.db").display()),
+        ))
+        .merge(Serialized::default("email.smtp.host", "127.0.0.1"))
+        .merge(Serialized::default("email.smtp.port", port))
+        .merge(Serialized::default("email.smtp.security", "plain"))
+        .merge(Serialized::default("email.pool_size", sessions))
+        .merge(Serialized::default("queues.email.concurrency", sessions))
+        .merge(Serialized::default("queues.email.max_length", 10_000_000));
+    if let Ok(url) = std::env::var("HERALD_BENCH_RABBITMQ_URL") {
+        figment = figment
+            .merge(Serialized::default("broker.kind", "rabbitmq"))
+            .merge(Serialized::default("broker.rabbitmq.url", url))
+            .merge(Serialized::default(
+                "broker.prefix",
+                format!("bench{}.", uuid::Uuid::now_v7().simple()),
+            ));
+    } else {
+        figment = figment.merge(Serialized::default("broker.kind", "embedded"));
+    }
+    Settings::from_figment(figment).expect("bench settings are valid")
+}
+
+/// Queues `events` email events of `recipients` recipients each (not timed).
+async fn fill_queue(herald: &Herald, events: usize, recipients: usize) {
+    let exchange = herald.topology.queue(EventKind::Email).exchange.clone();
+    for start in (0..events).step_by(500) {
+        let publications = (start..(start + 500).min(events))
+            .map(|i| {
+                let to: Vec<String> = (0..recipients)
+                    .map(|r| format!("user{i}.{r}@example.com"))
+                    .collect();
+                let payload = json!({
+                    "tenantId": "bench", "to": to, "template": "welcome",
+                    "data": {"name": format!("User {i}")},
+                });
+                let event = Event::parse(EventKind::Email, &payload).expect("a valid email event");
+                let envelope = Envelope::new(event);
+                Publication {
+                    exchange: exchange.clone(),
+                    routing_key: envelope.event.routing_key().to_owned(),
+                    message_id: envelope.id.to_string(),
+                    body: envelope.to_bytes().into(),
+                }
+            })
+            .collect();
+        for result in herald.broker.publish_all(publications).await {
+            result.expect("the queue takes the event");
+        }
+    }
+}
+
+fn handled(herald: &Herald, outcome: &str) -> u64 {
+    let queue = herald
+        .topology
+        .queue(EventKind::Email)
+        .configured_name
+        .clone();
+    herald
+        .metrics
+        .handled
+        .get_or_create(&QueueOutcomeLabels {
+            queue,
+            outcome: outcome.to_owned(),
+        })
+        .get()
+}
+
+/// Herald's email worker draining `messages` messages in events of `recipients`; answers
+/// messages per second.
+async fn herald_rate(port: u16, messages: usize, recipients: usize, sessions: usize) -> f64 {
+    let dir = tempfile::TempDir::new().unwrap();
+    let herald = Herald::start(settings(dir.path(), port, sessions))
+        .await
+        .expect("Herald starts");
+    let events = messages / recipients;
+    fill_queue(&herald, events, recipients).await;
+    let shutdown = Shutdown::new();
+    let roles = Roles {
+        api: false,
+        queues: vec![EventKind::Email],
+    };
+    let started = Instant::now();
+    let running = tokio::spawn(herald.clone().run(roles, None, shutdown.clone()));
+    let done = |h: &Herald| handled(h, "delivered") + handled(h, "failed") + handled(h, "retry");
+    while done(&herald) < events as u64 {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let elapsed = started.elapsed();
+    let failed = handled(&herald, "failed") + handled(&herald, "retry");
+    shutdown.raise();
+    running.await.unwrap().unwrap();
+    assert_eq!(failed, 0, "every message reaches the sink");
+    (events * recipients) as f64 / elapsed.as_secs_f64()
+}
+
+/// Peak resident memory of this process, in MB.
+fn peak_rss_mb() -> Option<f64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let kb: f64 = status
+        .lines()
+        .find(|l| l.starts_with("VmHWM:"))?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()?;
+    Some(kb / 1024.0)
+}
+
+fn main() {
+    let messages = env_or("HERALD_BENCH_EMAILS", 20_000);
+    let sessions = env_or("HERALD_BENCH_SESSIONS", 32);
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let port = free_port();
+    let mut sink = start_sink(port);
+    // Herald's welcome message in its layout is about 1.6 KB on the wire.
+    let size = 1600;
+    println!(
+        "email bench: {messages} messages into smtp-sink, {sessions} SMTP connections each side"
+    );
+    let baseline = smtp_source(port, messages, sessions, size);
+    println!("  smtp-source (Postfix's load client)       {baseline:>9.0} msgs/s");
+    let broker = if std::env::var("HERALD_BENCH_RABBITMQ_URL").is_ok() {
+        "RabbitMQ"
+    } else {
+        "embedded broker"
+    };
+    for recipients in [10, 1] {
+        let rate = runtime.block_on(herald_rate(port, messages, recipients, sessions));
+        println!(
+            "  Herald, {recipients:>2} recipient(s) per event ({broker}) {rate:>9.0} msgs/s   ratio {:.2} × (target 0.8 ×)",
+            rate / baseline
+        );
+    }
+    // smtp-source again, so that a drift of the machine during the run shows.
+    let again = smtp_source(port, messages, sessions, size);
+    println!("  smtp-source again                         {again:>9.0} msgs/s");
+    if let Some(rss) = peak_rss_mb() {
+        println!("  peak RSS of the bench process (Herald in it): {rss:.1} MB");
+    }
+    let _ = sink.kill();
+    let _ = sink.wait();
+}
