@@ -888,6 +888,7 @@ fn free_port() -> std::io::Result<u16> {
 
 /// A client that holds one keep-alive connection (each sender gets its own).
 fn http_client() -> reqwest::Client {
+    herald::channels::tls::install_default_provider();
     reqwest::Client::builder()
         .no_proxy()
         .tcp_nodelay(true)

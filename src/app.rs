@@ -116,6 +116,7 @@ fn handler_for(kind: EventKind, herald: &Herald) -> Arc<dyn Handler> {
 impl Herald {
     /// Opens the store (applying its migrations) and the broker.
     pub async fn start(settings: Settings) -> Result<Herald, StartError> {
+        crate::channels::tls::install_default_provider();
         let store = store::open(&settings.database.url).await?;
         let topology = Topology::from_settings(&settings);
         let broker = open_broker(&settings, &topology).await?;

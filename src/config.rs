@@ -387,7 +387,7 @@ impl Settings {
             return invalid(&format!("email.smtp.{}", e.field), &e.message);
         }
         if let Some(file) = &self.email.tls_ca_file
-            && let Err(e) = crate::channels::email::read_ca_file(file)
+            && let Err(e) = crate::channels::tls::read_ca_file(file)
         {
             return invalid("email.tls_ca_file", &e);
         }

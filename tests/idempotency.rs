@@ -131,7 +131,7 @@ async fn one_key_holds_across_instances_sharing_postgres() {
         dirs.push(dir);
     }
     let key = common::tenant_key(&instances[0].0, "1").await;
-    let client = reqwest::Client::new();
+    let client = common::http_client();
     let sends = (0..20).map(|i| {
         let url = format!("{}/v1/audit/events", instances[i % 2].1);
         let (client, key) = (client.clone(), key.clone());

@@ -202,7 +202,7 @@ async fn a_rabbitmq_restart_loses_no_accepted_event() {
     let (address, serving) = common::serve(&herald, Roles::api_only(), &shutdown).await;
 
     // A steady stream of sends from 4 clients while the broker goes away and comes back.
-    let client = reqwest::Client::new();
+    let client = common::http_client();
     let sending = Arc::new(std::sync::atomic::AtomicBool::new(true));
     let mut senders = Vec::new();
     for _ in 0..4 {

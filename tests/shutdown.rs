@@ -121,7 +121,7 @@ async fn the_binary_serves_on_defaults_and_exits_cleanly_on_sigterm() {
         })
         .await
     );
-    let response = reqwest::Client::new()
+    let response = common::http_client()
         .post(format!("http://{address}/v1/notifications/email"))
         .bearer_auth(&key)
         .json(&{

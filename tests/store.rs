@@ -40,6 +40,7 @@ store_suite!(
     retention_removes_what_is_past_its_age_and_keeps_the_rest,
     templates_keep_every_version_per_locale_and_tenant,
     provider_settings_are_replaced_and_removed_per_tenant,
+    a_device_token_belongs_to_one_user_at_a_time,
 );
 
 async fn open(url: &str) -> Arc<dyn Store> {
@@ -422,4 +423,55 @@ async fn provider_settings_are_replaced_and_removed_per_tenant(store: Arc<dyn St
     assert!(store.delete_provider(&acme, "smtp").await.unwrap());
     assert!(!store.delete_provider(&acme, "smtp").await.unwrap());
     assert_eq!(store.provider(&acme, "smtp").await.unwrap(), None);
+}
+
+async fn a_device_token_belongs_to_one_user_at_a_time(store: Arc<dyn Store>) {
+    let (acme, other) = (tenant("acme"), tenant("other"));
+    let first = store
+        .register_device(&acme, "u1", "ios", "tok-a")
+        .await
+        .unwrap();
+    assert_eq!(
+        (first.user_id.as_str(), first.platform.as_str()),
+        ("u1", "ios")
+    );
+    store
+        .register_device(&acme, "u1", "web", "tok-w")
+        .await
+        .unwrap();
+    store
+        .register_device(&other, "u1", "ios", "tok-a")
+        .await
+        .unwrap();
+    // Registered again for u2: it moves.
+    let moved = store
+        .register_device(&acme, "u2", "ios", "tok-a")
+        .await
+        .unwrap();
+    assert_eq!(moved.user_id, "u2");
+    assert_eq!(moved.created_at, first.created_at);
+    let tokens = |devices: Vec<herald::store::Device>| {
+        devices.into_iter().map(|d| d.token).collect::<Vec<_>>()
+    };
+    assert_eq!(tokens(store.devices(&acme, "u1").await.unwrap()), ["tok-w"]);
+    assert_eq!(tokens(store.devices(&acme, "u2").await.unwrap()), ["tok-a"]);
+    assert_eq!(
+        tokens(store.devices(&other, "u1").await.unwrap()),
+        ["tok-a"],
+        "another tenant's registry is its own"
+    );
+    let mobile = store
+        .devices_of(&acme, &["u1", "u2", "u3"], &["ios", "android"])
+        .await
+        .unwrap();
+    assert_eq!(tokens(mobile), ["tok-a"]);
+    assert!(
+        !store
+            .remove_device(&acme, "tok-a", Some("u1"))
+            .await
+            .unwrap(),
+        "u1 no longer holds it"
+    );
+    assert!(store.remove_device(&acme, "tok-a", None).await.unwrap());
+    assert!(store.devices(&acme, "u2").await.unwrap().is_empty());
 }

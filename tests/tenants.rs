@@ -223,7 +223,7 @@ async fn a_revoked_key_is_refused_within_a_second_by_every_instance_on_one_postg
     );
     let (herald_a, a) = instance(&database, dir_a.path(), &shutdown).await;
     let (_herald_b, b) = instance(&database, dir_b.path(), &shutdown).await;
-    let client = reqwest::Client::new();
+    let client = common::http_client();
     let admin = Admin {
         client: &client,
         address: &a,

@@ -3,6 +3,7 @@
 pub mod email;
 mod limits;
 mod providers;
+pub mod tls;
 
 pub use limits::OutboundLimit;
 pub use providers::TenantProviders;

@@ -5,6 +5,7 @@
 //! `migrations/sqlite`, applied by `herald migrate` and at start. The SQL is written once,
 //! with `$1`-style parameters in order, which both databases read the same way.
 
+mod devices;
 mod providers;
 mod sql;
 mod templates;
@@ -14,6 +15,7 @@ use chrono::{DateTime, Utc};
 use secrecy::{ExposeSecret, SecretString};
 use std::sync::Arc;
 
+pub use devices::{Device, DeviceStore};
 pub use providers::ProviderStore;
 pub use sql::SqlStore;
 pub use templates::{NewTemplate, StoredTemplate, TemplateStore};
@@ -218,7 +220,7 @@ pub enum StoreError {
 
 /// Where tenants and keys live.
 #[async_trait]
-pub trait Store: TemplateStore + ProviderStore + Send + Sync {
+pub trait Store: TemplateStore + ProviderStore + DeviceStore + Send + Sync {
     /// Applies pending migrations.
     async fn migrate(&self) -> Result<(), StoreError>;
 

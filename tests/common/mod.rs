@@ -16,6 +16,12 @@ use std::path::Path;
 use std::time::Duration;
 use tempfile::TempDir;
 
+/// An HTTP client for talking to Herald (rustls needs its provider chosen first).
+pub fn http_client() -> reqwest::Client {
+    herald::channels::tls::install_default_provider();
+    reqwest::Client::new()
+}
+
 /// The RabbitMQ the tests use.
 pub fn rabbitmq_url() -> String {
     std::env::var("HERALD_TEST_RABBITMQ_URL")
@@ -157,7 +163,7 @@ impl TestApp {
         let (address, running) = serve(&herald, roles, &shutdown).await;
         Some(TestApp {
             address,
-            client: reqwest::Client::new(),
+            client: http_client(),
             herald,
             dir,
             key,

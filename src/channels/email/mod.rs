@@ -13,7 +13,7 @@ mod smtp;
 pub mod templates;
 
 pub use outbox::Outbox;
-pub use smtp::{RelayError, RelaySettings, Relays, Security, SendResult, read_ca_file};
+pub use smtp::{RelayError, RelaySettings, Relays, Security, SendResult};
 pub use templates::{RenderError, Rendered, Templates};
 
 use crate::channels::{OutboundLimit, TenantProviders};
@@ -63,7 +63,7 @@ impl EmailHandler {
                 settings
                     .tls_ca_file
                     .as_deref()
-                    .and_then(|file| read_ca_file(file).ok()),
+                    .and_then(|file| crate::channels::tls::read_ca_file(file).ok()),
             ),
             relay: settings.smtp.clone(),
             tenant_relays: TenantProviders::new("smtp", store.clone()),
