@@ -157,9 +157,47 @@ fn handled(herald: &Herald, outcome: &str) -> u64 {
         .get()
 }
 
+/// CPU time this process has used, and the machine's busy and total time, in clock ticks.
+fn cpu_ticks() -> (u64, u64, u64) {
+    let own = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    // Fields after the command name: utime and stime are the 12th and 13th.
+    let after_name = own.rsplit(')').next().unwrap_or("");
+    let fields: Vec<u64> = after_name
+        .split_whitespace()
+        .map(|f| f.parse().unwrap_or(0))
+        .collect();
+    let own = fields.get(11).copied().unwrap_or(0) + fields.get(12).copied().unwrap_or(0);
+    let machine = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    let all: Vec<u64> = machine
+        .lines()
+        .next()
+        .unwrap_or("")
+        .split_whitespace()
+        .skip(1)
+        .map(|f| f.parse().unwrap_or(0))
+        .collect();
+    let total: u64 = all.iter().sum();
+    let idle = all.get(3).copied().unwrap_or(0) + all.get(4).copied().unwrap_or(0);
+    (own, total - idle, total)
+}
+
+/// The cores busy between two readings of [`cpu_ticks`]: Herald's (this process) and the
+/// machine's.
+fn cores_busy(before: (u64, u64, u64), after: (u64, u64, u64), cores: f64) -> (f64, f64) {
+    let total = (after.2 - before.2).max(1) as f64;
+    let herald = (after.0 - before.0) as f64 / total * cores;
+    let machine = (after.1 - before.1) as f64 / total * cores;
+    (herald, machine)
+}
+
 /// Herald's email worker draining `messages` messages in events of `recipients`; answers
 /// messages per second.
-async fn herald_rate(port: u16, messages: usize, recipients: usize, sessions: usize) -> f64 {
+async fn herald_rate(
+    port: u16,
+    messages: usize,
+    recipients: usize,
+    sessions: usize,
+) -> (f64, String) {
     let dir = tempfile::TempDir::new().unwrap();
     let herald = Herald::start(settings(dir.path(), port, sessions))
         .await
@@ -172,17 +210,23 @@ async fn herald_rate(port: u16, messages: usize, recipients: usize, sessions: us
         queues: vec![EventKind::Email],
     };
     let started = Instant::now();
+    let ticks = cpu_ticks();
     let running = tokio::spawn(herald.clone().run(roles, None, shutdown.clone()));
     let done = |h: &Herald| handled(h, "delivered") + handled(h, "failed") + handled(h, "retry");
     while done(&herald) < events as u64 {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     let elapsed = started.elapsed();
+    let cores = std::thread::available_parallelism().map_or(1.0, |n| n.get() as f64);
+    let (herald_cores, machine_cores) = cores_busy(ticks, cpu_ticks(), cores);
+    let cpu = format!(
+        "    cpu: Herald {herald_cores:.2} cores, the machine {machine_cores:.2} of {cores} (the rest is smtp-sink and the kernel)"
+    );
     let failed = handled(&herald, "failed") + handled(&herald, "retry");
     shutdown.raise();
     running.await.unwrap().unwrap();
     assert_eq!(failed, 0, "every message reaches the sink");
-    (events * recipients) as f64 / elapsed.as_secs_f64()
+    ((events * recipients) as f64 / elapsed.as_secs_f64(), cpu)
 }
 
 /// Peak resident memory of this process, in MB.
@@ -217,11 +261,12 @@ fn main() {
         "embedded broker"
     };
     for recipients in [10, 1] {
-        let rate = runtime.block_on(herald_rate(port, messages, recipients, sessions));
+        let (rate, cpu) = runtime.block_on(herald_rate(port, messages, recipients, sessions));
         println!(
             "  Herald, {recipients:>2} recipient(s) per event ({broker}) {rate:>9.0} msgs/s   ratio {:.2} × (target 0.8 ×)",
             rate / baseline
         );
+        println!("{cpu}");
     }
     // smtp-source again, so that a drift of the machine during the run shows.
     let again = smtp_source(port, messages, sessions, size);
