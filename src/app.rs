@@ -6,6 +6,7 @@ use crate::broker::amqp::AmqpBroker;
 use crate::broker::embedded::EmbeddedBroker;
 use crate::broker::{Broker, BrokerError, Topology};
 use crate::channels::email::{EmailHandler, Templates};
+use crate::channels::push::PushHandler;
 use crate::config::{BrokerKind, Settings};
 use crate::domain::EventKind;
 use crate::http::{self, AppState};
@@ -99,7 +100,7 @@ pub async fn open_broker(
     })
 }
 
-/// The handler of each queue. Chat and push only log until their channel workers arrive.
+/// The handler of each queue. Chat only logs until the real-time channel arrives.
 fn handler_for(kind: EventKind, herald: &Herald) -> Arc<dyn Handler> {
     let store = herald.tenancy.store();
     match kind {
@@ -108,8 +109,9 @@ fn handler_for(kind: EventKind, herald: &Herald) -> Arc<dyn Handler> {
             herald.templates.clone(),
             store.clone(),
         )),
+        EventKind::Push => Arc::new(PushHandler::new(&herald.settings.push, store.clone())),
         EventKind::Audit => Arc::new(AuditHandler::start(store.clone())),
-        EventKind::Chat | EventKind::Push => Arc::new(LogHandler),
+        EventKind::Chat => Arc::new(LogHandler),
     }
 }
 

@@ -31,6 +31,8 @@ pub struct Settings {
     pub broker: BrokerSettings,
     /// Email delivery.
     pub email: EmailSettings,
+    /// Push delivery (APNs and FCM).
+    pub push: PushSettings,
     /// How long stored data is kept.
     pub retention: RetentionSettings,
     /// Settings shared by every worker pool.
@@ -196,6 +198,69 @@ pub struct EmailRateLimits {
     pub per_tenant: u32,
     /// Per relay (host and port), over all tenants.
     pub per_relay: u32,
+}
+
+/// Push delivery through APNs and FCM.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PushSettings {
+    /// Where pushes go (as JSON lines) when the tenant has no provider for the device.
+    pub outbox: PathBuf,
+    /// How long one request to a provider may take.
+    #[serde(with = "humantime_serde")]
+    pub timeout: Duration,
+    /// Devices of one notification sent to at once.
+    pub parallel_devices: usize,
+    /// How long a tenant's credentials that a provider refused stay refused without
+    /// asking the provider again (unless the tenant sets new ones).
+    #[serde(with = "humantime_serde")]
+    pub refused_credentials_for: Duration,
+    /// A CA certificate (PEM) trusted for providers besides the system's.
+    #[serde(default)]
+    pub tls_ca_file: Option<PathBuf>,
+    /// APNs.
+    pub apns: ApnsSettings,
+    /// FCM.
+    pub fcm: FcmSettings,
+    /// Outbound limits, in pushes per second (0: none).
+    pub rate_limits: PushRateLimits,
+}
+
+/// APNs endpoints and the credentials of tenants without their own.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApnsSettings {
+    /// The production endpoint.
+    pub url: String,
+    /// The sandbox (development) endpoint.
+    pub sandbox_url: String,
+    /// Credentials for tenants without their own.
+    #[serde(default)]
+    pub credentials: Option<crate::channels::push::ApnsCredentials>,
+}
+
+/// FCM endpoints and the service account of tenants without their own.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FcmSettings {
+    /// The FCM HTTP v1 API's base URL.
+    pub url: String,
+    /// Google's OAuth2 token endpoint; when unset, the service account's `token_uri`.
+    #[serde(default)]
+    pub token_url: Option<String>,
+    /// A service account JSON file for tenants without their own.
+    #[serde(default)]
+    pub service_account_file: Option<PathBuf>,
+}
+
+/// Outbound push limits, in pushes per second; 0 means no limit.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PushRateLimits {
+    /// Per tenant and provider.
+    pub per_tenant: u32,
+    /// Per provider (APNs, FCM), over all tenants.
+    pub per_provider: u32,
 }
 
 /// How long stored data is kept.
@@ -390,6 +455,33 @@ impl Settings {
             && let Err(e) = crate::channels::tls::read_ca_file(file)
         {
             return invalid("email.tls_ca_file", &e);
+        }
+        if let Some(file) = &self.push.tls_ca_file
+            && let Err(e) = crate::channels::tls::read_ca_file(file)
+        {
+            return invalid("push.tls_ca_file", &e);
+        }
+        if let Some(credentials) = &self.push.apns.credentials
+            && let Err(e) = credentials.check()
+        {
+            return invalid(&format!("push.apns.credentials.{}", e.field), &e.message);
+        }
+        if let Some(file) = &self.push.fcm.service_account_file
+            && let Err(e) = crate::channels::push::FcmCredentials::read_file(file)
+        {
+            return invalid("push.fcm.service_account_file", &e);
+        }
+        for (key, url) in [
+            ("push.apns.url", &self.push.apns.url),
+            ("push.apns.sandbox_url", &self.push.apns.sandbox_url),
+            ("push.fcm.url", &self.push.fcm.url),
+        ] {
+            if !(url.starts_with("https://") || url.starts_with("http://")) {
+                return invalid(key, "must be an http(s) URL");
+            }
+        }
+        if self.push.parallel_devices == 0 {
+            return invalid("push.parallel_devices", "must be at least 1");
         }
         if self.email.pool_size == 0 {
             return invalid("email.pool_size", "must be at least 1");

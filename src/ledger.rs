@@ -9,7 +9,7 @@
 
 use crate::domain::{Envelope, Event};
 use crate::store::{LedgerDelivery, LedgerNotification, LedgerRecord, Store};
-use crate::workers::{Outcome, Report};
+use crate::workers::{DeliveryOutcome, Outcome, Report};
 use chrono::{DateTime, SubsecRound, Utc};
 use std::sync::Arc;
 use tokio::sync::{mpsc, oneshot};
@@ -91,29 +91,72 @@ fn record(
 }
 
 /// A record of each delivery's own outcome.
+///
+/// The acceptance recorded one row per recipient before the targets were known (a push's
+/// devices, say); each such row is rewritten as the sum of that recipient's targets, so
+/// that no row stays `queued` once the event has an outcome.
 fn reported(envelope: &Envelope, report: &Report) -> LedgerRecord {
     let now = Utc::now().trunc_subsecs(6);
     let mut notification = notification(envelope, report.status(), now);
     notification.template.clone_from(&report.template);
-    LedgerRecord {
-        notification,
-        deliveries: report
+    let mut rows: Vec<LedgerDelivery> = report
+        .deliveries
+        .iter()
+        .map(|d| {
+            let (status, error) = status_of(&d.outcome);
+            LedgerDelivery {
+                recipient: d.recipient.clone(),
+                channel: report.channel.to_owned(),
+                target: d.target.clone(),
+                status: status.to_owned(),
+                attempts: d.attempt,
+                last_error: error.map(str::to_owned),
+                reply: d.reply.clone(),
+                updated_at: now,
+            }
+        })
+        .collect();
+    for (channel, recipient, target) in deliveries(&envelope.event) {
+        let written = |r: &LedgerDelivery| {
+            r.channel == channel && r.recipient == recipient && r.target == target
+        };
+        if rows.iter().any(written) {
+            continue;
+        }
+        let targets: Vec<&DeliveryOutcome> = report
             .deliveries
             .iter()
-            .map(|d| {
-                let (status, error) = status_of(&d.outcome);
-                LedgerDelivery {
-                    recipient: d.recipient.clone(),
-                    channel: report.channel.to_owned(),
-                    target: d.target.clone(),
-                    status: status.to_owned(),
-                    attempts: d.attempt,
-                    last_error: error.map(str::to_owned),
-                    reply: d.reply.clone(),
-                    updated_at: now,
-                }
-            })
-            .collect(),
+            .filter(|d| d.recipient == recipient)
+            .collect();
+        let summary = Report {
+            channel: report.channel,
+            deliveries: targets.iter().map(|d| (*d).clone()).collect(),
+            template: None,
+        };
+        // A recipient is reached when any of its targets is.
+        let status = match summary.status() {
+            "delivered" | "partially_delivered" | "processing" => "delivered",
+            "queued" => "queued",
+            _ => "failed",
+        };
+        rows.push(LedgerDelivery {
+            recipient,
+            channel: channel.to_owned(),
+            target,
+            status: status.to_owned(),
+            attempts: targets.iter().map(|d| d.attempt).max().unwrap_or(0),
+            last_error: match summary.settlement() {
+                Outcome::Retry { error, .. } | Outcome::Failed { error } => Some(error),
+                _ if targets.is_empty() => Some("no delivery was made for this recipient".into()),
+                _ => None,
+            },
+            reply: None,
+            updated_at: now,
+        });
+    }
+    LedgerRecord {
+        notification,
+        deliveries: rows,
         replace: true,
     }
 }

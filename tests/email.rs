@@ -463,75 +463,11 @@ async fn a_tenants_own_relay_is_used_and_its_password_never_shown() {
     app.stop().await;
 }
 
-/// A CA and a certificate for `localhost` signed by it, as PEM files in `dir`: (ca, cert,
-/// key).
-fn test_certificates(dir: &std::path::Path) -> (String, String, String) {
-    let path = |name: &str| dir.join(name).display().to_string();
-    let openssl = |args: &[&str]| {
-        let status = std::process::Command::new("openssl")
-            .args(args)
-            .stderr(std::process::Stdio::null())
-            .status()
-            .expect("openssl runs");
-        assert!(status.success(), "openssl {args:?}");
-    };
-    openssl(&[
-        "req",
-        "-x509",
-        "-newkey",
-        "rsa:2048",
-        "-nodes",
-        "-days",
-        "1",
-        "-subj",
-        "/CN=Herald test CA",
-        "-keyout",
-        &path("ca.key"),
-        "-out",
-        &path("ca.pem"),
-    ]);
-    openssl(&[
-        "req",
-        "-newkey",
-        "rsa:2048",
-        "-nodes",
-        "-subj",
-        "/CN=localhost",
-        "-keyout",
-        &path("relay.key"),
-        "-out",
-        &path("relay.csr"),
-    ]);
-    std::fs::write(
-        dir.join("relay.ext"),
-        "subjectAltName=DNS:localhost\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n",
-    )
-    .unwrap();
-    openssl(&[
-        "x509",
-        "-req",
-        "-in",
-        &path("relay.csr"),
-        "-CA",
-        &path("ca.pem"),
-        "-CAkey",
-        &path("ca.key"),
-        "-CAcreateserial",
-        "-days",
-        "1",
-        "-extfile",
-        &path("relay.ext"),
-        "-out",
-        &path("relay.pem"),
-    ]);
-    (path("ca.pem"), path("relay.pem"), path("relay.key"))
-}
-
 /// Sends one email through a relay that requires TLS (`security`: `starttls` or `tls`) and
 /// a login, trusting the relay's CA by configuration; answers what the relay received.
 async fn send_over_tls(security: &str) -> Option<Value> {
     let certs = tempfile::TempDir::new().unwrap();
-    let (ca, cert, key) = test_certificates(certs.path());
+    let (ca, cert, key) = common::keys::test_certificates(certs.path());
     let mut args = vec!["--cert", &cert, "--key", &key, "--auth", "herald:s3cret"];
     if security == "tls" {
         args.push("--implicit-tls");

@@ -110,6 +110,11 @@ impl NotificationId {
         NotificationId(uuid::Uuid::now_v7())
     }
 
+    /// The UUID itself.
+    pub fn as_uuid(&self) -> uuid::Uuid {
+        self.0
+    }
+
     /// Parses an id from its hyphenated form.
     pub fn parse(raw: &str) -> Result<Self, String> {
         uuid::Uuid::parse_str(raw)

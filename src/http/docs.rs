@@ -3,6 +3,7 @@
 use super::AppState;
 use super::admin::{self, CreatedKey, CreatedTenant, KeyList, NewTenant};
 use super::audit::{self, AuditItem, AuditPage};
+use super::devices::{self, DeviceBody, DeviceList};
 use super::error::{ErrorBody, ErrorDetail};
 use super::health::{self, BrokerHealthBody};
 use super::notifications::{self, NotificationStatus};
@@ -18,7 +19,7 @@ use crate::domain::{
     PushNotification,
 };
 use crate::store::{ApiKeyInfo, Tenant};
-use crate::store::{LedgerDelivery, LedgerNotification, RenderedFrom};
+use crate::store::{Device, LedgerDelivery, LedgerNotification, RenderedFrom};
 use axum::response::Html;
 use axum::routing::get;
 use axum::{Json, Router};
@@ -40,6 +41,9 @@ use utoipa::OpenApi;
         audit::query, audit::verify,
         templates::list, templates::put, templates::show, templates::delete, templates::preview,
         providers::put_smtp, providers::get_smtp, providers::delete_smtp,
+        providers::put_apns, providers::get_apns, providers::delete_apns,
+        providers::put_fcm, providers::get_fcm, providers::delete_fcm,
+        devices::register, devices::list, devices::remove,
     ),
     components(schemas(
         ChatMessage, PushNotification, EmailNotification, AuditEvent, MessageType, ConversationType,
@@ -47,7 +51,7 @@ use utoipa::OpenApi;
         BrokerHealthBody, Tenant, ApiKeyInfo, CreatedKey, CreatedTenant, KeyList, NewTenant,
         QueueStats, DeadLetterBody, DeadLetters, Replayed, NotificationStatus, LedgerNotification,
         LedgerDelivery, AuditItem, AuditPage, Verification, TemplateView, TemplateList,
-        TemplateBody, PreviewBody, PreviewView, RenderedFrom,
+        TemplateBody, PreviewBody, PreviewView, RenderedFrom, Device, DeviceBody, DeviceList,
     )),
     modifiers(&SecuritySchemes),
     tags(
@@ -55,6 +59,7 @@ use utoipa::OpenApi;
         (name = "operations", description = "Health and metrics"),
         (name = "audit", description = "Audit records and their hash chain"),
         (name = "templates", description = "Email templates: versioned, checked, previewed"),
+        (name = "devices", description = "Where each user's pushes go"),
         (name = "providers", description = "A tenant's own delivery providers (secrets write-only)"),
         (name = "admin", description = "Tenants and API keys (admin token)"),
     )

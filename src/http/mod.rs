@@ -5,6 +5,7 @@ mod admin;
 mod audit;
 mod auth;
 mod body;
+mod devices;
 mod docs;
 pub mod error;
 mod health;
@@ -64,6 +65,7 @@ pub fn router(state: AppState) -> Router {
         .merge(notifications::router())
         .merge(templates::router())
         .merge(providers::router())
+        .merge(devices::router())
         .merge(health::router())
         .merge(docs::router())
         .fallback(not_found)

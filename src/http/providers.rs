@@ -1,11 +1,12 @@
-//! A tenant's delivery provider settings: its own SMTP relay (and, with the push channel,
-//! its APNs and FCM credentials). Secrets are write-only: answers show them redacted.
+//! A tenant's delivery provider settings: its own SMTP relay, APNs key and FCM service
+//! account. Secrets are write-only: answers show them redacted.
 
 use super::AppState;
 use super::auth::Authenticated;
 use super::body::JsonBody;
 use super::error::{ApiError, ErrorBody};
 use crate::channels::email::RelaySettings;
+use crate::channels::push::{ApnsCredentials, FcmCredentials};
 use crate::domain::parse::{FieldError, FieldErrors};
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -15,13 +16,58 @@ use serde_json::Value;
 
 /// The provider routes.
 pub fn router() -> Router<AppState> {
-    Router::new().route(
-        "/v1/providers/smtp",
-        put(put_smtp).get(get_smtp).delete(delete_smtp),
-    )
+    Router::new()
+        .route(
+            "/v1/providers/smtp",
+            put(put_smtp).get(get_smtp).delete(delete_smtp),
+        )
+        .route(
+            "/v1/providers/apns",
+            put(put_apns).get(get_apns).delete(delete_apns),
+        )
+        .route(
+            "/v1/providers/fcm",
+            put(put_fcm).get(get_fcm).delete(delete_fcm),
+        )
 }
 
 const SMTP: &str = "smtp";
+const APNS: &str = "apns";
+const FCM: &str = "fcm";
+
+/// Reads the tenant's stored settings of `provider` as `T`.
+async fn stored<T: serde::de::DeserializeOwned>(
+    state: &AppState,
+    tenant: &crate::domain::TenantId,
+    provider: &str,
+) -> Result<T, ApiError> {
+    let stored = state.tenancy.store().provider(tenant, provider).await?;
+    let (json, _) = stored
+        .ok_or_else(|| ApiError::NotFound(format!("{} settings", provider.to_uppercase())))?;
+    serde_json::from_str(&json)
+        .map_err(|e| ApiError::Internal(anyhow::anyhow!("stored {provider} settings: {e}")))
+}
+
+/// Removes the tenant's settings of `provider`.
+async fn remove(
+    state: &AppState,
+    tenant: &crate::domain::TenantId,
+    provider: &str,
+) -> Result<StatusCode, ApiError> {
+    if state
+        .tenancy
+        .store()
+        .delete_provider(tenant, provider)
+        .await?
+    {
+        Ok(StatusCode::NO_CONTENT)
+    } else {
+        Err(ApiError::NotFound(format!(
+            "{} settings",
+            provider.to_uppercase()
+        )))
+    }
+}
 
 fn invalid(field: &str, message: impl Into<String>) -> ApiError {
     ApiError::Validation(FieldErrors(vec![FieldError {
@@ -58,10 +104,7 @@ pub async fn get_smtp(
     State(state): State<AppState>,
     Authenticated(tenant): Authenticated,
 ) -> Result<Json<Value>, ApiError> {
-    let stored = state.tenancy.store().provider(&tenant, SMTP).await?;
-    let (json, _) = stored.ok_or_else(|| ApiError::NotFound("SMTP settings".into()))?;
-    let relay: RelaySettings = serde_json::from_str(&json)
-        .map_err(|e| ApiError::Internal(anyhow::anyhow!("stored SMTP settings: {e}")))?;
+    let relay: RelaySettings = stored(&state, &tenant, SMTP).await?;
     Ok(Json(relay.redacted()))
 }
 
@@ -72,9 +115,93 @@ pub async fn delete_smtp(
     State(state): State<AppState>,
     Authenticated(tenant): Authenticated,
 ) -> Result<StatusCode, ApiError> {
-    if state.tenancy.store().delete_provider(&tenant, SMTP).await? {
-        Ok(StatusCode::NO_CONTENT)
-    } else {
-        Err(ApiError::NotFound("SMTP settings".into()))
-    }
+    remove(&state, &tenant, SMTP).await
+}
+
+/// Sets the tenant's APNs key (token authentication) and app. Answers them with the key
+/// redacted.
+#[utoipa::path(put, path = "/v1/providers/apns", tag = "providers", security(("api_key" = [])),
+    request_body(content = Object, description = "`keyId`, `teamId`, `topic` (the bundle id), `privateKey` (the .p8 file's contents), `environment` (`production` or `sandbox`)"),
+    responses((status = 200, body = Object), (status = 401, body = ErrorBody), (status = 422, body = ErrorBody)))]
+pub async fn put_apns(
+    State(state): State<AppState>,
+    Authenticated(tenant): Authenticated,
+    JsonBody(body): JsonBody,
+) -> Result<Json<Value>, ApiError> {
+    let credentials: ApnsCredentials =
+        serde_json::from_value(body).map_err(|e| invalid("", e.to_string()))?;
+    credentials
+        .check()
+        .map_err(|e| invalid(e.field, e.message))?;
+    state
+        .tenancy
+        .store()
+        .put_provider(&tenant, APNS, &credentials.to_stored().to_string())
+        .await?;
+    Ok(Json(credentials.redacted()))
+}
+
+/// The tenant's APNs settings, key redacted.
+#[utoipa::path(get, path = "/v1/providers/apns", tag = "providers", security(("api_key" = [])),
+    responses((status = 200, body = Object), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub async fn get_apns(
+    State(state): State<AppState>,
+    Authenticated(tenant): Authenticated,
+) -> Result<Json<Value>, ApiError> {
+    let credentials: ApnsCredentials = stored(&state, &tenant, APNS).await?;
+    Ok(Json(credentials.redacted()))
+}
+
+/// Removes the tenant's APNs settings: its iOS pushes use the configured ones again.
+#[utoipa::path(delete, path = "/v1/providers/apns", tag = "providers", security(("api_key" = [])),
+    responses((status = 204), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub async fn delete_apns(
+    State(state): State<AppState>,
+    Authenticated(tenant): Authenticated,
+) -> Result<StatusCode, ApiError> {
+    remove(&state, &tenant, APNS).await
+}
+
+/// Sets the tenant's FCM service account: the JSON file Google issues, as it is. Answers
+/// it with the key redacted.
+#[utoipa::path(put, path = "/v1/providers/fcm", tag = "providers", security(("api_key" = [])),
+    request_body(content = Object, description = "A Google service account JSON: `project_id`, `client_email`, `private_key`, optional `token_uri`"),
+    responses((status = 200, body = Object), (status = 401, body = ErrorBody), (status = 422, body = ErrorBody)))]
+pub async fn put_fcm(
+    State(state): State<AppState>,
+    Authenticated(tenant): Authenticated,
+    JsonBody(body): JsonBody,
+) -> Result<Json<Value>, ApiError> {
+    let credentials: FcmCredentials =
+        serde_json::from_value(body).map_err(|e| invalid("", e.to_string()))?;
+    credentials
+        .check()
+        .map_err(|e| invalid(e.field, e.message))?;
+    state
+        .tenancy
+        .store()
+        .put_provider(&tenant, FCM, &credentials.to_stored().to_string())
+        .await?;
+    Ok(Json(credentials.redacted()))
+}
+
+/// The tenant's FCM service account, key redacted.
+#[utoipa::path(get, path = "/v1/providers/fcm", tag = "providers", security(("api_key" = [])),
+    responses((status = 200, body = Object), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub async fn get_fcm(
+    State(state): State<AppState>,
+    Authenticated(tenant): Authenticated,
+) -> Result<Json<Value>, ApiError> {
+    let credentials: FcmCredentials = stored(&state, &tenant, FCM).await?;
+    Ok(Json(credentials.redacted()))
+}
+
+/// Removes the tenant's FCM service account.
+#[utoipa::path(delete, path = "/v1/providers/fcm", tag = "providers", security(("api_key" = [])),
+    responses((status = 204), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub async fn delete_fcm(
+    State(state): State<AppState>,
+    Authenticated(tenant): Authenticated,
+) -> Result<StatusCode, ApiError> {
+    remove(&state, &tenant, FCM).await
 }

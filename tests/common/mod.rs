@@ -6,6 +6,8 @@
 
 #![allow(dead_code)] // Each test binary uses its own part of this module.
 
+pub mod keys;
+pub mod push_providers;
 pub mod smtp_relay;
 
 use figment::providers::Serialized;
@@ -89,6 +91,10 @@ pub fn settings(
         .merge(Serialized::default(
             "email.outbox_dir",
             dir.join("outbox").display().to_string(),
+        ))
+        .merge(Serialized::default(
+            "push.outbox",
+            dir.join("outbox/push.jsonl").display().to_string(),
         ));
     figment = match broker {
         BrokerKind::Embedded => figment.merge(Serialized::default("broker.kind", "embedded")),

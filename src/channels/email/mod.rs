@@ -16,10 +16,10 @@ pub use outbox::Outbox;
 pub use smtp::{RelayError, RelaySettings, Relays, Security, SendResult};
 pub use templates::{RenderError, Rendered, Templates};
 
-use crate::channels::{OutboundLimit, TenantProviders};
+use crate::channels::{OutboundLimit, TenantProviders, settled_deliveries};
 use crate::config::EmailSettings;
 use crate::domain::{EmailAddress, EmailNotification, Envelope, Event, TenantId};
-use crate::store::{Store, StoreError};
+use crate::store::Store;
 use crate::workers::{DeliveryOutcome, Handler, Outcome, Report};
 use async_trait::async_trait;
 use futures_util::StreamExt;
@@ -90,40 +90,6 @@ impl EmailHandler {
                 .map_err(|e| format!("the tenant's SMTP settings do not parse: {e}"));
         }
         Ok(self.relay.clone().map_or(Route::Outbox, Route::Relay))
-    }
-
-    /// What earlier attempts settled for good, by recipient: those are not sent again.
-    async fn settled(
-        &self,
-        tenant: &TenantId,
-        envelope: &Envelope,
-    ) -> Result<HashMap<String, DeliveryOutcome>, StoreError> {
-        let Some((_, deliveries)) = self
-            .store
-            .notification(tenant, &envelope.id.to_string())
-            .await?
-        else {
-            return Ok(HashMap::new());
-        };
-        Ok(deliveries
-            .into_iter()
-            .filter(|d| d.channel == CHANNEL)
-            .filter_map(|d| {
-                let outcome = match d.status.as_str() {
-                    "delivered" => Outcome::Delivered,
-                    "failed" => Outcome::failed(d.last_error.unwrap_or_default()),
-                    _ => return None,
-                };
-                let settled = DeliveryOutcome {
-                    recipient: d.recipient.clone(),
-                    target: d.target,
-                    outcome,
-                    attempt: d.attempts,
-                    reply: d.reply,
-                };
-                Some((d.recipient, settled))
-            })
-            .collect())
     }
 
     /// Sends the `index`th message of the event to `to`.
@@ -233,7 +199,7 @@ impl EmailHandler {
         }
         .unwrap_or_else(|| self.default_from.clone());
         let mut settled = if attempt > 1 {
-            match self.settled(tenant, envelope).await {
+            match settled_deliveries(self.store.as_ref(), tenant, envelope, CHANNEL).await {
                 Ok(settled) => settled,
                 Err(e) => return Outcome::retry(e),
             }
@@ -246,7 +212,8 @@ impl EmailHandler {
             .iter()
             .enumerate()
             .map(|(index, to)| {
-                let earlier = settled.remove(to.as_str());
+                let address = to.as_str().to_owned();
+                let earlier = settled.remove(&(address.clone(), address));
                 self.deliver_to(
                     envelope,
                     index,

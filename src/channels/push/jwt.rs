@@ -73,8 +73,13 @@ impl SigningKey {
                 .map_err(|e| format!("signing: {e}"))?,
             SigningKey::Rs256(key) => {
                 let mut signature = vec![0; key.public().modulus_len()];
-                key.sign(&RSA_PKCS1_SHA256, &rng, signing_input.as_bytes(), &mut signature)
-                    .map_err(|e| format!("signing: {e}"))?;
+                key.sign(
+                    &RSA_PKCS1_SHA256,
+                    &rng,
+                    signing_input.as_bytes(),
+                    &mut signature,
+                )
+                .map_err(|e| format!("signing: {e}"))?;
                 signature
             }
         };

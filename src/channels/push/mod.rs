@@ -1,0 +1,433 @@
+//! Push: every recipient's registered devices, each through its provider: iOS devices
+//! through APNs, Android and web devices through FCM (`push.mobile` goes to iOS and
+//! Android, `push.web` to web devices). Credentials are the tenant's own, else the
+//! configured ones; a device whose provider has neither gets the outbox
+//! (`data/outbox/push.jsonl`).
+//!
+//! Each device ends in its own outcome, in the ledger: a token the provider calls
+//! unregistered or invalid is removed from the registry and not retried; 429 and 5xx are
+//! retried (only those devices) after the provider's `Retry-After`; credentials the
+//! provider refuses fail the tenant's pushes at once, without asking the provider again,
+//! until the tenant sets new ones or `push.refused_credentials_for` passes.
+
+mod apns;
+mod credentials;
+mod fcm;
+mod jwt;
+mod outbox;
+
+pub use credentials::{ApnsCredentials, ApnsEnvironment, CredentialError, FcmCredentials};
+
+use crate::channels::{OutboundLimit, TenantProviders, settled_deliveries};
+use crate::config::PushSettings;
+use crate::domain::{Envelope, Event, Platform, PushNotification, TenantId};
+use crate::store::{Device, Store};
+use crate::workers::{DeliveryOutcome, Handler, Outcome, Report};
+use apns::ApnsClient;
+use async_trait::async_trait;
+use fcm::FcmClient;
+use futures_util::StreamExt;
+use outbox::PushOutbox;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// The ledger's channel name for push.
+const CHANNEL: &str = "push";
+
+/// What a provider made of one push to one device.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PushResult {
+    /// Accepted, with what the provider said.
+    Delivered(String),
+    /// Refused for now: try again, after `after` if the provider said when.
+    Retry {
+        /// What the provider said.
+        error: String,
+        /// Its `Retry-After`.
+        after: Option<Duration>,
+    },
+    /// The token is no longer (or never was) valid: it leaves the registry.
+    Unregistered(String),
+    /// Refused for good (a bad payload, say).
+    Failed(String),
+    /// The provider refused the credentials themselves.
+    RefusedCredentials(String),
+}
+
+/// A `Retry-After` header in seconds (the only form providers use).
+fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
+    headers
+        .get(reqwest::header::RETRY_AFTER)?
+        .to_str()
+        .ok()?
+        .trim()
+        .parse::<u64>()
+        .ok()
+        .map(Duration::from_secs)
+}
+
+/// A provider, for limits and messages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Provider {
+    Apns,
+    Fcm,
+}
+
+impl Provider {
+    fn name(self) -> &'static str {
+        match self {
+            Provider::Apns => "apns",
+            Provider::Fcm => "fcm",
+        }
+    }
+}
+
+/// Where one device's push goes.
+enum Route {
+    Apns(Arc<ApnsClient>, String),
+    Fcm(Arc<FcmClient>, String),
+    Outbox,
+    /// The credentials could not be used: why.
+    Broken(String),
+}
+
+/// The push queue's handler.
+pub struct PushHandler {
+    settings: PushSettings,
+    store: Arc<dyn Store>,
+    /// For FCM and Google's token endpoint.
+    http: reqwest::Client,
+    /// TLS for APNs, which speaks HTTP/2 only.
+    apns_tls: Arc<rustls::ClientConfig>,
+    tenant_apns: TenantProviders,
+    tenant_fcm: TenantProviders,
+    global_apns: Option<ApnsCredentials>,
+    global_fcm: Option<FcmCredentials>,
+    apns_clients: Mutex<HashMap<String, Arc<ApnsClient>>>,
+    fcm_clients: Mutex<HashMap<String, Arc<FcmClient>>>,
+    /// Credentials (by fingerprint) a provider refused, until when.
+    refused: Mutex<HashMap<String, (Instant, String)>>,
+    outbox: PushOutbox,
+    per_tenant: OutboundLimit,
+    per_provider: OutboundLimit,
+}
+
+impl PushHandler {
+    /// A handler sending as `settings` say.
+    pub fn new(settings: &PushSettings, store: Arc<dyn Store>) -> Self {
+        let extra_ca = settings
+            .tls_ca_file
+            .as_deref()
+            .and_then(|file| crate::channels::tls::read_ca_file(file).ok());
+        let tls = crate::channels::tls::client_config(extra_ca.as_deref(), &[b"h2", b"http/1.1"])
+            .expect("the configuration check read the extra CA");
+        let http = reqwest::Client::builder()
+            .tls_backend_preconfigured((*tls).clone())
+            .timeout(settings.timeout)
+            .build()
+            .expect("the HTTP client builds");
+        let apns_tls = crate::channels::tls::client_config(extra_ca.as_deref(), &[b"h2"])
+            .expect("the configuration check read the extra CA");
+        PushHandler {
+            global_apns: settings.apns.credentials.clone(),
+            global_fcm: settings
+                .fcm
+                .service_account_file
+                .as_deref()
+                .and_then(|file| FcmCredentials::read_file(file).ok()),
+            tenant_apns: TenantProviders::new("apns", store.clone()),
+            tenant_fcm: TenantProviders::new("fcm", store.clone()),
+            store,
+            http,
+            apns_tls,
+            apns_clients: Mutex::new(HashMap::new()),
+            fcm_clients: Mutex::new(HashMap::new()),
+            refused: Mutex::new(HashMap::new()),
+            outbox: PushOutbox::new(settings.outbox.clone()),
+            per_tenant: OutboundLimit::per_second(settings.rate_limits.per_tenant),
+            per_provider: OutboundLimit::per_second(settings.rate_limits.per_provider),
+            settings: settings.clone(),
+        }
+    }
+
+    /// The route for a tenant's devices of `provider`.
+    async fn route(&self, tenant: &TenantId, provider: Provider) -> Route {
+        let own = match provider {
+            Provider::Apns => self.tenant_apns.get(tenant).await,
+            Provider::Fcm => self.tenant_fcm.get(tenant).await,
+        };
+        let own = match own {
+            Ok(own) => own,
+            Err(e) => return Route::Broken(format!("reading the tenant's credentials: {e}")),
+        };
+        match provider {
+            Provider::Apns => {
+                let credentials = match own {
+                    Some(json) => match serde_json::from_str::<ApnsCredentials>(&json) {
+                        Ok(credentials) => credentials,
+                        Err(e) => return Route::Broken(format!("stored APNs credentials: {e}")),
+                    },
+                    None => match &self.global_apns {
+                        Some(credentials) => credentials.clone(),
+                        None => return Route::Outbox,
+                    },
+                };
+                let fingerprint = credentials.fingerprint();
+                let mut clients = self.apns_clients.lock().expect("never poisoned");
+                if let Some(client) = clients.get(&fingerprint) {
+                    return Route::Apns(client.clone(), fingerprint);
+                }
+                let apns = &self.settings.apns;
+                // A client of its own per credential: one HTTP/2 connection to Apple that
+                // every push of these credentials is multiplexed over.
+                let http = reqwest::Client::builder()
+                    .tls_backend_preconfigured((*self.apns_tls).clone())
+                    .http2_prior_knowledge()
+                    .timeout(self.settings.timeout)
+                    .build();
+                let http = match http {
+                    Ok(http) => http,
+                    Err(e) => return Route::Broken(format!("the APNs client: {e}")),
+                };
+                match ApnsClient::new(credentials, &apns.url, &apns.sandbox_url, http) {
+                    Ok(client) => {
+                        let client = Arc::new(client);
+                        clients.insert(fingerprint.clone(), client.clone());
+                        Route::Apns(client, fingerprint)
+                    }
+                    Err(e) => Route::Broken(format!("APNs credentials: {e}")),
+                }
+            }
+            Provider::Fcm => {
+                let credentials = match own {
+                    Some(json) => match serde_json::from_str::<FcmCredentials>(&json) {
+                        Ok(credentials) => credentials,
+                        Err(e) => return Route::Broken(format!("stored FCM credentials: {e}")),
+                    },
+                    None => match &self.global_fcm {
+                        Some(credentials) => credentials.clone(),
+                        None => return Route::Outbox,
+                    },
+                };
+                let fingerprint = credentials.fingerprint();
+                let mut clients = self.fcm_clients.lock().expect("never poisoned");
+                if let Some(client) = clients.get(&fingerprint) {
+                    return Route::Fcm(client.clone(), fingerprint);
+                }
+                let fcm = &self.settings.fcm;
+                match FcmClient::new(
+                    credentials,
+                    &fcm.url,
+                    fcm.token_url.as_deref(),
+                    self.http.clone(),
+                ) {
+                    Ok(client) => {
+                        let client = Arc::new(client);
+                        clients.insert(fingerprint.clone(), client.clone());
+                        Route::Fcm(client, fingerprint)
+                    }
+                    Err(e) => Route::Broken(format!("FCM credentials: {e}")),
+                }
+            }
+        }
+    }
+
+    /// Why credentials are refused, while they are.
+    fn refused(&self, fingerprint: &str) -> Option<String> {
+        let mut refused = self.refused.lock().expect("never poisoned");
+        match refused.get(fingerprint) {
+            Some((until, why)) if Instant::now() < *until => Some(why.clone()),
+            Some(_) => {
+                refused.remove(fingerprint);
+                None
+            }
+            None => None,
+        }
+    }
+
+    fn refuse(&self, fingerprint: &str, why: &str) {
+        let until = Instant::now() + self.settings.refused_credentials_for;
+        self.refused
+            .lock()
+            .expect("never poisoned")
+            .insert(fingerprint.to_owned(), (until, why.to_owned()));
+    }
+
+    /// Sends the push to one device; answers its outcome and what the provider said.
+    async fn push_to(
+        &self,
+        envelope: &Envelope,
+        push: &PushNotification,
+        device: &Device,
+        routes: &HashMap<&'static str, Route>,
+    ) -> (Outcome, Option<String>) {
+        let tenant = envelope.event.tenant_id();
+        let provider = if device.platform == "ios" {
+            Provider::Apns
+        } else {
+            Provider::Fcm
+        };
+        let route = &routes[provider.name()];
+        let (result, fingerprint) = match route {
+            Route::Broken(why) => return (Outcome::failed(why), None),
+            Route::Outbox => {
+                return match self.outbox.write(envelope, push, device).await {
+                    Ok(()) => (Outcome::Delivered, Some("written to the outbox".into())),
+                    Err(e) => (
+                        Outcome::retry(format!("writing the push outbox: {e}")),
+                        None,
+                    ),
+                };
+            }
+            Route::Apns(_, fingerprint) | Route::Fcm(_, fingerprint) => {
+                if let Some(why) = self.refused(fingerprint) {
+                    return (Outcome::failed(refusal(provider, &why)), Some(why));
+                }
+                self.per_tenant
+                    .wait(&format!("{}:{}", provider.name(), tenant.as_str()))
+                    .await;
+                self.per_provider.wait(provider.name()).await;
+                let result = match route {
+                    Route::Apns(client, _) => {
+                        // The same id on every attempt, so that Apple can tell a repeat.
+                        let apns_id =
+                            uuid::Uuid::new_v5(&envelope.id.as_uuid(), device.token.as_bytes());
+                        client.send(&device.token, push, &apns_id.to_string()).await
+                    }
+                    Route::Fcm(client, _) => client.send(&device.token, push).await,
+                    _ => unreachable!("matched above"),
+                };
+                (result, fingerprint)
+            }
+        };
+        match result {
+            PushResult::Delivered(reply) => (Outcome::Delivered, Some(reply)),
+            PushResult::Retry { error, after } => (
+                Outcome::Retry {
+                    error: error.clone(),
+                    after,
+                },
+                Some(error),
+            ),
+            PushResult::Failed(error) => (Outcome::failed(&error), Some(error)),
+            PushResult::Unregistered(said) => {
+                let removed = self
+                    .store
+                    .remove_device(tenant, &device.token, Some(&device.user_id))
+                    .await;
+                let note = match removed {
+                    Ok(_) => "the token was removed from the registry".to_owned(),
+                    Err(e) => format!("removing the token failed: {e}"),
+                };
+                (Outcome::failed(format!("{said}; {note}")), Some(said))
+            }
+            PushResult::RefusedCredentials(said) => {
+                tracing::error!(%tenant, provider = provider.name(), reply = %said, "the provider refused the tenant's credentials");
+                self.refuse(fingerprint, &said);
+                (Outcome::failed(refusal(provider, &said)), Some(said))
+            }
+        }
+    }
+
+    async fn deliver(&self, envelope: &Envelope, push: &PushNotification, attempt: u32) -> Outcome {
+        let tenant = envelope.event.tenant_id();
+        let users: Vec<&str> = push
+            .recipient_ids
+            .as_slice()
+            .iter()
+            .map(|u| u.as_str())
+            .collect();
+        let platforms: &[&str] = match push.platform {
+            Platform::Mobile => &["ios", "android"],
+            Platform::Web => &["web"],
+        };
+        let devices = match self.store.devices_of(tenant, &users, platforms).await {
+            Ok(devices) => devices,
+            Err(e) => return Outcome::retry(format!("reading the device registry: {e}")),
+        };
+        let mut settled = if attempt > 1 {
+            match settled_deliveries(self.store.as_ref(), tenant, envelope, CHANNEL).await {
+                Ok(settled) => settled,
+                Err(e) => return Outcome::retry(e),
+            }
+        } else {
+            HashMap::new()
+        };
+        let mut routes = HashMap::new();
+        for provider in [Provider::Apns, Provider::Fcm] {
+            routes.insert(provider.name(), self.route(tenant, provider).await);
+        }
+        let sends: Vec<_> = devices
+            .iter()
+            .map(|device| {
+                let earlier = settled.remove(&(device.user_id.clone(), device.token.clone()));
+                self.device_outcome(envelope, push, device, earlier, attempt, &routes)
+            })
+            .collect();
+        let mut deliveries: Vec<DeliveryOutcome> = futures_util::stream::iter(sends)
+            .buffer_unordered(self.settings.parallel_devices)
+            .collect()
+            .await;
+        // A recipient without a device for this platform is accounted for too.
+        for user in users {
+            if !devices.iter().any(|d| d.user_id == user) {
+                deliveries.push(DeliveryOutcome {
+                    recipient: user.to_owned(),
+                    target: String::new(),
+                    outcome: Outcome::failed(format!(
+                        "no {} device registered",
+                        push.platform.as_str()
+                    )),
+                    attempt,
+                    reply: None,
+                });
+            }
+        }
+        Outcome::PerDelivery(Report {
+            channel: CHANNEL,
+            deliveries,
+            template: None,
+        })
+    }
+
+    async fn device_outcome(
+        &self,
+        envelope: &Envelope,
+        push: &PushNotification,
+        device: &Device,
+        earlier: Option<DeliveryOutcome>,
+        attempt: u32,
+        routes: &HashMap<&'static str, Route>,
+    ) -> DeliveryOutcome {
+        if let Some(earlier) = earlier {
+            return earlier;
+        }
+        let (outcome, reply) = self.push_to(envelope, push, device, routes).await;
+        DeliveryOutcome {
+            recipient: device.user_id.clone(),
+            target: device.token.clone(),
+            outcome,
+            attempt,
+            reply,
+        }
+    }
+}
+
+fn refusal(provider: Provider, said: &str) -> String {
+    format!(
+        "{} refused the tenant's credentials ({said}); set new ones with PUT /v1/providers/{}",
+        provider.name().to_uppercase(),
+        provider.name()
+    )
+}
+
+#[async_trait]
+impl Handler for PushHandler {
+    async fn handle(&self, envelope: &Envelope, attempt: u32) -> Outcome {
+        match &envelope.event {
+            Event::Push(push) => self.deliver(envelope, push, attempt).await,
+            other => Outcome::failed(format!("not a push event: {:?}", other.kind())),
+        }
+    }
+}
