@@ -108,19 +108,30 @@ pub struct ApnsStandIn {
 
 struct ApnsState {
     log: Log,
+    /// Whether headers, bodies and claims are kept (the bench keeps only what it counts).
+    details: bool,
+    accepted: AtomicUsize,
     /// The key ids and public points of the keys it accepts, and their team.
     keys: Mutex<HashMap<String, (Vec<u8>, String)>>,
     connections: AtomicUsize,
 }
 
 impl ApnsStandIn {
-    /// Starts the stand-in.
+    /// Starts the stand-in, keeping every request whole.
     pub async fn start() -> ApnsStandIn {
+        Self::start_keeping(true).await
+    }
+
+    /// Starts the stand-in; without `details` it keeps only each request's token, time
+    /// and status.
+    pub async fn start_keeping(details: bool) -> ApnsStandIn {
         herald::channels::tls::install_default_provider();
         let certificates = tempfile::TempDir::new().unwrap();
         let (ca_file, cert, key) = super::keys::test_certificates(certificates.path());
         let state = Arc::new(ApnsState {
             log: Log::default(),
+            details,
+            accepted: AtomicUsize::new(0),
             keys: Mutex::new(HashMap::new()),
             connections: AtomicUsize::new(0),
         });
@@ -192,6 +203,11 @@ impl ApnsStandIn {
         self.state.log.received.lock().unwrap().clone()
     }
 
+    /// How many pushes it accepted (200) so far.
+    pub fn accepted(&self) -> usize {
+        self.state.accepted.load(Ordering::SeqCst)
+    }
+
     /// How many connections clients opened.
     pub fn connections(&self) -> usize {
         self.state.connections.load(Ordering::SeqCst)
@@ -241,11 +257,26 @@ async fn apns_push(
             _ => (200, None),
         }
     };
+    if status == 200 {
+        state.accepted.fetch_add(1, Ordering::SeqCst);
+    }
+    let details = state.details;
     state.log.record(Received {
         token,
-        headers: headers_of(&headers),
-        body: serde_json::from_slice(&body).unwrap_or(Value::Null),
-        claims: checked.map(|(_, claims)| claims).unwrap_or(Value::Null),
+        headers: if details {
+            headers_of(&headers)
+        } else {
+            HashMap::new()
+        },
+        body: if details {
+            serde_json::from_slice(&body).unwrap_or(Value::Null)
+        } else {
+            Value::Null
+        },
+        claims: match checked {
+            Some((_, claims)) if details => claims,
+            _ => Value::Null,
+        },
         at,
         status,
     });
