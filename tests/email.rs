@@ -514,3 +514,34 @@ async fn implicit_tls_speaks_tls_from_the_first_byte() {
     assert_eq!(received["tls"], true);
     assert_eq!(received["authUser"], "herald");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn outbound_email_keeps_to_the_relays_rate_limit() {
+    let Some(relay) = SmtpRelay::start() else {
+        return;
+    };
+    let overrides = relay.overrides();
+    let mut overrides: Vec<(&str, &str)> =
+        overrides.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    overrides.push(("email.rate_limits.per_relay", "4"));
+    let app = TestApp::spawn(BrokerKind::Embedded, Roles::everything(), &overrides)
+        .await
+        .unwrap();
+    let to: Vec<String> = (0..8).map(|i| format!("user{i}@example.com")).collect();
+    let started = std::time::Instant::now();
+    let id = send(
+        &app,
+        json!({"to": to, "template": "welcome", "data": {"name": "Ada"}}),
+    )
+    .await;
+    let status = app.notification_when(&id, final_status).await;
+    assert_eq!(status["status"], "delivered", "{status}");
+    assert_eq!(relay.received().len(), 8);
+    // 8 messages at 4 a second, with no burst: the last leaves about 1.75 s after the first.
+    let took = started.elapsed();
+    assert!(
+        took >= std::time::Duration::from_millis(1500),
+        "sent within {took:?}"
+    );
+    app.stop().await;
+}

@@ -29,15 +29,21 @@ struct PushRig {
 }
 
 async fn rig() -> PushRig {
+    rig_with(&[]).await
+}
+
+/// The rig with more settings.
+async fn rig_with(extra: &[(&str, &str)]) -> PushRig {
     let apns = ApnsStandIn::start().await;
     let fcm = FcmStandIn::start().await;
-    let overrides = [
+    let mut overrides = vec![
         ("push.apns.url", apns.url.as_str()),
         ("push.apns.sandbox_url", apns.url.as_str()),
         ("push.tls_ca_file", apns.ca_file.as_str()),
         ("push.fcm.url", fcm.url.as_str()),
         ("queues.push.backoff", "[\"100ms\"]"),
     ];
+    overrides.extend_from_slice(extra);
     let app = TestApp::spawn(BrokerKind::Embedded, Roles::everything(), &overrides)
         .await
         .unwrap();
@@ -539,4 +545,28 @@ async fn without_providers_pushes_go_to_the_outbox_and_devices_move_between_user
         .await;
     assert_eq!(status, StatusCode::NOT_FOUND);
     app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn outbound_pushes_keep_to_the_tenants_rate_limit() {
+    let rig = rig_with(&[("push.rate_limits.per_tenant", "5")]).await;
+    for i in 0..10 {
+        register(&rig.app, &format!("u{i}"), "ios", &format!("ios-{i}")).await;
+    }
+    let everyone: Vec<String> = (0..10).map(|i| format!("u{i}")).collect();
+    let id = send(
+        &rig.app,
+        json!({"recipientIds": everyone, "title": "A", "body": "B"}),
+    )
+    .await;
+    let status = rig.app.notification_when(&id, settled).await;
+    assert_eq!(status["status"], "delivered", "{status}");
+    let times: Vec<_> = rig.apns.received().iter().map(|r| r.at).collect();
+    let spread = *times.iter().max().unwrap() - *times.iter().min().unwrap();
+    // 10 pushes at 5 a second, with no burst: the last goes out about 1.8 s after the first.
+    assert!(
+        spread >= Duration::from_millis(1500),
+        "sent within {spread:?}"
+    );
+    rig.app.stop().await;
 }

@@ -3,6 +3,7 @@
 
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use std::num::NonZeroU32;
+use std::time::Duration;
 
 /// A limit in messages per second per key; `0` is no limit.
 pub struct OutboundLimit {
@@ -10,11 +11,15 @@ pub struct OutboundLimit {
 }
 
 impl OutboundLimit {
-    /// `per_second` messages a second for each key, with no burst beyond it.
+    /// `per_second` messages a second for each key, evenly spaced: a provider that counts
+    /// per second never sees a burst above the rate.
     pub fn per_second(per_second: u32) -> Self {
+        let quota = NonZeroU32::new(per_second).and_then(|rate| {
+            Quota::with_period(Duration::from_secs(1) / rate.get())
+                .map(|quota| quota.allow_burst(NonZeroU32::MIN))
+        });
         OutboundLimit {
-            limiter: NonZeroU32::new(per_second)
-                .map(|rate| RateLimiter::keyed(Quota::per_second(rate))),
+            limiter: quota.map(RateLimiter::keyed),
         }
     }
 
