@@ -11,12 +11,14 @@ use crate::config::{BrokerKind, Settings};
 use crate::domain::EventKind;
 use crate::http::{self, AppState};
 use crate::ledger::Ledger;
+use crate::realtime::chat::ChatHandler;
+use crate::realtime::{Realtime, RealtimeError};
 use crate::shutdown::Shutdown;
 use crate::store::{self, StoreError};
 use crate::telemetry::Metrics;
 use crate::tenants::Tenancy;
 use crate::tenants::limits::RateLimits;
-use crate::workers::{Handler, LogHandler, WorkerPool};
+use crate::workers::{Handler, WorkerPool};
 use std::sync::Arc;
 use tokio::net::TcpListener;
 
@@ -66,6 +68,8 @@ pub struct Herald {
     pub ledger: Ledger,
     /// Email templates, built-in and tenants' own, compiled.
     pub templates: Arc<Templates>,
+    /// Real-time delivery over WebSocket.
+    pub realtime: Arc<Realtime>,
 }
 
 /// Why Herald could not start.
@@ -77,6 +81,9 @@ pub enum StartError {
     /// The store could not be opened or migrated.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// Real-time delivery could not start.
+    #[error(transparent)]
+    Realtime(#[from] RealtimeError),
 }
 
 /// Opens the configured broker: the embedded one creates its file and schema, RabbitMQ is
@@ -100,7 +107,7 @@ pub async fn open_broker(
     })
 }
 
-/// The handler of each queue. Chat only logs until the real-time channel arrives.
+/// The handler of each queue.
 fn handler_for(kind: EventKind, herald: &Herald) -> Arc<dyn Handler> {
     let store = herald.tenancy.store();
     match kind {
@@ -111,7 +118,7 @@ fn handler_for(kind: EventKind, herald: &Herald) -> Arc<dyn Handler> {
         )),
         EventKind::Push => Arc::new(PushHandler::new(&herald.settings.push, store.clone())),
         EventKind::Audit => Arc::new(AuditHandler::start(store.clone())),
-        EventKind::Chat => Arc::new(LogHandler),
+        EventKind::Chat => Arc::new(ChatHandler::new(herald.realtime.clone())),
     }
 }
 
@@ -128,6 +135,7 @@ impl Herald {
             metrics: Arc::new(Metrics::new()),
             ledger: Ledger::start(store.clone()),
             templates: Arc::new(Templates::new(store.clone())),
+            realtime: Realtime::start(&settings, store.clone()).await?,
             tenancy: Arc::new(Tenancy::new(store)),
             rate_limits: Arc::new(RateLimits::new(&settings.rate_limits)),
             settings: Arc::new(settings),
@@ -150,6 +158,7 @@ impl Herald {
             rate_limits: self.rate_limits.clone(),
             ledger: self.ledger.clone(),
             templates: self.templates.clone(),
+            realtime: self.realtime.clone(),
         })
     }
 

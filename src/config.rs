@@ -33,6 +33,8 @@ pub struct Settings {
     pub email: EmailSettings,
     /// Push delivery (APNs and FCM).
     pub push: PushSettings,
+    /// Real-time delivery over WebSocket.
+    pub realtime: RealtimeSettings,
     /// How long stored data is kept.
     pub retention: RetentionSettings,
     /// Settings shared by every worker pool.
@@ -263,6 +265,27 @@ pub struct PushRateLimits {
     pub per_provider: u32,
 }
 
+/// Real-time delivery over WebSocket.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RealtimeSettings {
+    /// The topic exchange instances tell each other about users' news on (RabbitMQ).
+    pub exchange: String,
+    /// The lifetime of a token when the request names none.
+    #[serde(with = "humantime_serde")]
+    pub token_ttl: Duration,
+    /// The longest lifetime a token may be given.
+    #[serde(with = "humantime_serde")]
+    pub token_ttl_max: Duration,
+    /// How often a connection is pinged; one silent for three of these is closed.
+    #[serde(with = "humantime_serde")]
+    pub heartbeat: Duration,
+    /// How long a client may take to accept a frame before it is disconnected (to catch up
+    /// by replay when it reconnects).
+    #[serde(with = "humantime_serde")]
+    pub send_timeout: Duration,
+}
+
 /// How long stored data is kept.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -273,6 +296,10 @@ pub struct RetentionSettings {
     /// Delivery-ledger entries older than this are removed.
     #[serde(with = "humantime_serde")]
     pub ledger: Duration,
+    /// Users' real-time events (what reconnecting clients replay) older than this are
+    /// removed.
+    #[serde(with = "humantime_serde")]
+    pub realtime: Duration,
     /// How often the retention job runs.
     #[serde(with = "humantime_serde")]
     pub every: Duration,
@@ -479,6 +506,12 @@ impl Settings {
             if !(url.starts_with("https://") || url.starts_with("http://")) {
                 return invalid(key, "must be an http(s) URL");
             }
+        }
+        if self.realtime.heartbeat.is_zero() || self.realtime.send_timeout.is_zero() {
+            return invalid(
+                "realtime.heartbeat",
+                "heartbeat and send_timeout must be longer than zero",
+            );
         }
         if self.push.parallel_devices == 0 {
             return invalid("push.parallel_devices", "must be at least 1");

@@ -7,7 +7,8 @@
 //! delivered, retried with backoff, dead-lettered, or expired. [`app`] wires these together
 //! from [`config`]; [`shutdown`] stops them gracefully and [`telemetry`] reports on them.
 //! [`tenants`] tells which tenant a request's API key is for, from the [`store`]
-//! (PostgreSQL or SQLite); [`channels`] deliver.
+//! (PostgreSQL or SQLite); [`channels`] deliver, and [`realtime`] carries chat and in-app
+//! events to connected users over WebSocket.
 
 pub mod app;
 pub mod audit;
@@ -18,6 +19,7 @@ pub mod domain;
 pub mod http;
 pub mod idempotency;
 pub mod ledger;
+pub mod realtime;
 pub mod retention;
 pub mod shutdown;
 pub mod store;

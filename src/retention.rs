@@ -1,5 +1,5 @@
-//! The retention job: removes audit records, ledger entries and idempotency keys past
-//! their configured age. Deletes are idempotent, so every instance may run it.
+//! The retention job: removes audit records, ledger entries, idempotency keys and users'
+//! real-time events past their configured age. Deletes are idempotent, so every instance may run it.
 
 use crate::config::RetentionSettings;
 use crate::idempotency;
@@ -17,6 +17,8 @@ pub struct Removed {
     pub notifications: u64,
     /// Idempotency keys.
     pub idempotency_keys: u64,
+    /// Users' real-time events.
+    pub realtime_events: u64,
 }
 
 fn before(age: std::time::Duration) -> chrono::DateTime<Utc> {
@@ -33,6 +35,9 @@ pub async fn run_once(
         notifications: store.delete_ledger_before(before(retention.ledger)).await?,
         idempotency_keys: store
             .delete_idempotency_keys_before(before(idempotency::RETENTION))
+            .await?,
+        realtime_events: store
+            .delete_realtime_events_before(before(retention.realtime))
             .await?,
     })
 }

@@ -41,6 +41,7 @@ store_suite!(
     templates_keep_every_version_per_locale_and_tenant,
     provider_settings_are_replaced_and_removed_per_tenant,
     a_device_token_belongs_to_one_user_at_a_time,
+    chat_messages_are_stored_once_numbered_per_conversation_and_logged_per_recipient,
 );
 
 async fn open(url: &str) -> Arc<dyn Store> {
@@ -286,6 +287,13 @@ async fn retention_removes_what_is_past_its_age_and_keeps_the_rest(store: Arc<dy
     use std::time::Duration;
     store.append_audit(&[audit("old", "acme")]).await.unwrap();
     store
+        .append_events(
+            &tenant("acme"),
+            &[("ada", "notification:new", "{}".to_owned())],
+        )
+        .await
+        .unwrap();
+    store
         .write_ledger(&[ledger_record("delivered", 1, true)])
         .await
         .unwrap();
@@ -302,6 +310,7 @@ async fn retention_removes_what_is_past_its_age_and_keeps_the_rest(store: Arc<dy
     let keep_a_year = RetentionSettings {
         audit: Duration::from_secs(365 * 86_400),
         ledger: Duration::from_secs(30 * 86_400),
+        realtime: Duration::from_secs(86_400),
         every: Duration::from_secs(3600),
     };
     let removed = herald::retention::run_once(store.as_ref(), &keep_a_year)
@@ -316,6 +325,7 @@ async fn retention_removes_what_is_past_its_age_and_keeps_the_rest(store: Arc<dy
     let keep_nothing = RetentionSettings {
         audit: Duration::from_millis(1),
         ledger: Duration::from_millis(1),
+        realtime: Duration::from_millis(1),
         ..keep_a_year
     };
     let removed = herald::retention::run_once(store.as_ref(), &keep_nothing)
@@ -323,6 +333,7 @@ async fn retention_removes_what_is_past_its_age_and_keeps_the_rest(store: Arc<dy
         .unwrap();
     assert_eq!(removed.audit_records, 1);
     assert_eq!(removed.notifications, 1);
+    assert_eq!(removed.realtime_events, 1);
     assert_eq!(
         removed.idempotency_keys, 0,
         "idempotency keys are kept 24 hours"
@@ -474,4 +485,93 @@ async fn a_device_token_belongs_to_one_user_at_a_time(store: Arc<dyn Store>) {
     );
     assert!(store.remove_device(&acme, "tok-a", None).await.unwrap());
     assert!(store.devices(&acme, "u2").await.unwrap().is_empty());
+}
+
+async fn chat_messages_are_stored_once_numbered_per_conversation_and_logged_per_recipient(
+    store: Arc<dyn Store>,
+) {
+    let acme = tenant("acme");
+    let chat = |id: &'static str, conversation: &'static str| herald::store::NewChat {
+        message_id: id,
+        conversation_id: conversation,
+        sender_id: "ada",
+        recipients: vec!["bob", "cy"],
+        payload: serde_json::json!({"messageId": id, "content": "hi"}),
+    };
+    assert_eq!(
+        store.record_chat(&acme, &chat("m1", "c1")).await.unwrap(),
+        Some(1)
+    );
+    assert_eq!(
+        store.record_chat(&acme, &chat("m2", "c1")).await.unwrap(),
+        Some(2)
+    );
+    assert_eq!(
+        store.record_chat(&acme, &chat("m3", "c2")).await.unwrap(),
+        Some(1)
+    );
+    assert_eq!(
+        store.record_chat(&acme, &chat("m2", "c1")).await.unwrap(),
+        None,
+        "a redelivered message is stored once"
+    );
+    assert_eq!(
+        store.record_chat(&acme, &chat("m4", "c1")).await.unwrap(),
+        Some(3)
+    );
+    let bob = store.events_after(&acme, "bob", 0, 100).await.unwrap();
+    let sequences: Vec<(String, i64)> = bob
+        .iter()
+        .map(|e| {
+            let payload: serde_json::Value = serde_json::from_str(&e.payload).unwrap();
+            (
+                payload["messageId"].as_str().unwrap().to_owned(),
+                payload["sequence"].as_i64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        sequences,
+        [
+            ("m1".into(), 1),
+            ("m2".into(), 2),
+            ("m3".into(), 1),
+            ("m4".into(), 3)
+        ]
+    );
+    assert!(bob.windows(2).all(|w| w[0].cursor < w[1].cursor));
+    assert!(bob.iter().all(|e| e.kind == "message:new"));
+    let after = store
+        .events_after(&acme, "bob", bob[1].cursor, 100)
+        .await
+        .unwrap();
+    assert_eq!(after.len(), 2, "a cursor resumes after what it names");
+    assert!(
+        store
+            .events_after(&tenant("other"), "bob", 0, 100)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+
+    assert_eq!(store.acknowledged(&acme, "bob").await.unwrap(), 0);
+    store
+        .acknowledge(&acme, "bob", bob[2].cursor)
+        .await
+        .unwrap();
+    store
+        .acknowledge(&acme, "bob", bob[0].cursor)
+        .await
+        .unwrap();
+    assert_eq!(
+        store.acknowledged(&acme, "bob").await.unwrap(),
+        bob[2].cursor,
+        "an acknowledgement never moves back"
+    );
+    let key = store.realtime_key(&[1; 32]).await.unwrap();
+    assert_eq!(
+        store.realtime_key(&[2; 32]).await.unwrap(),
+        key,
+        "the first key stays"
+    );
 }

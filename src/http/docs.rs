@@ -9,6 +9,7 @@ use super::health::{self, BrokerHealthBody};
 use super::notifications::{self, NotificationStatus};
 use super::providers;
 use super::queues::{self, DeadLetterBody, DeadLetters, Replayed};
+use super::realtime::{self, IssuedToken, TokenRequest};
 use super::send::{self, Accepted, Batch, BatchAccepted};
 use super::templates::{self, PreviewBody, PreviewView, TemplateBody, TemplateList, TemplateView};
 use crate::audit::Verification;
@@ -43,7 +44,7 @@ use utoipa::OpenApi;
         providers::put_smtp, providers::get_smtp, providers::delete_smtp,
         providers::put_apns, providers::get_apns, providers::delete_apns,
         providers::put_fcm, providers::get_fcm, providers::delete_fcm,
-        devices::register, devices::list, devices::remove,
+        devices::register, devices::list, devices::remove, realtime::issue, realtime::connect,
     ),
     components(schemas(
         ChatMessage, PushNotification, EmailNotification, AuditEvent, MessageType, ConversationType,
@@ -52,6 +53,7 @@ use utoipa::OpenApi;
         QueueStats, DeadLetterBody, DeadLetters, Replayed, NotificationStatus, LedgerNotification,
         LedgerDelivery, AuditItem, AuditPage, Verification, TemplateView, TemplateList,
         TemplateBody, PreviewBody, PreviewView, RenderedFrom, Device, DeviceBody, DeviceList,
+        TokenRequest, IssuedToken,
     )),
     modifiers(&SecuritySchemes),
     tags(
@@ -59,6 +61,7 @@ use utoipa::OpenApi;
         (name = "operations", description = "Health and metrics"),
         (name = "audit", description = "Audit records and their hash chain"),
         (name = "templates", description = "Email templates: versioned, checked, previewed"),
+        (name = "realtime", description = "WebSocket delivery of chat and in-app events"),
         (name = "devices", description = "Where each user's pushes go"),
         (name = "providers", description = "A tenant's own delivery providers (secrets write-only)"),
         (name = "admin", description = "Tenants and API keys (admin token)"),

@@ -12,6 +12,7 @@ mod health;
 mod notifications;
 mod providers;
 mod queues;
+mod realtime;
 mod send;
 mod templates;
 
@@ -54,6 +55,8 @@ pub struct AppState {
     pub ledger: crate::ledger::Ledger,
     /// Email templates, compiled.
     pub templates: Arc<crate::channels::email::Templates>,
+    /// Real-time delivery.
+    pub realtime: Arc<crate::realtime::Realtime>,
 }
 
 /// The whole API.
@@ -66,6 +69,7 @@ pub fn router(state: AppState) -> Router {
         .merge(templates::router())
         .merge(providers::router())
         .merge(devices::router())
+        .merge(realtime::router())
         .merge(health::router())
         .merge(docs::router())
         .fallback(not_found)

@@ -7,6 +7,7 @@
 
 mod devices;
 mod providers;
+mod realtime;
 mod sql;
 mod templates;
 
@@ -17,6 +18,7 @@ use std::sync::Arc;
 
 pub use devices::{Device, DeviceStore};
 pub use providers::ProviderStore;
+pub use realtime::{NewChat, RealtimeStore, StoredEvent};
 pub use sql::SqlStore;
 pub use templates::{NewTemplate, StoredTemplate, TemplateStore};
 
@@ -220,7 +222,7 @@ pub enum StoreError {
 
 /// Where tenants and keys live.
 #[async_trait]
-pub trait Store: TemplateStore + ProviderStore + DeviceStore + Send + Sync {
+pub trait Store: TemplateStore + ProviderStore + DeviceStore + RealtimeStore + Send + Sync {
     /// Applies pending migrations.
     async fn migrate(&self) -> Result<(), StoreError>;
 

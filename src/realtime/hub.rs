@@ -1,0 +1,179 @@
+//! The connections this instance holds, by user, and the bus that tells instances which
+//! users have news. A poke carries no event: the connection reads the user's log from its
+//! cursor, so that events arrive in order and exactly once whatever the bus does.
+
+use async_trait::async_trait;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, Weak};
+use tokio::sync::Notify;
+
+/// The bus key of a user: `user.{tenantId}.{userId}`, with the characters that a topic
+/// exchange treats specially escaped.
+pub fn user_key(tenant: &str, user: &str) -> String {
+    let escape = |s: &str| {
+        let mut out = String::with_capacity(s.len());
+        for c in s.chars() {
+            match c {
+                '.' | '*' | '#' | '%' => out.push_str(&format!("%{:02X}", c as u32)),
+                c => out.push(c),
+            }
+        }
+        out
+    };
+    format!("user.{}.{}", escape(tenant), escape(user))
+}
+
+/// Tells the instances holding a user's connections that the user has news.
+#[async_trait]
+pub trait UserBus: Send + Sync {
+    /// Starts receiving pokes for `key` on this instance.
+    async fn bind(&self, key: &str);
+    /// Stops receiving them.
+    async fn unbind(&self, key: &str);
+    /// Pokes `key` on every instance bound to it.
+    async fn poke(&self, key: &str);
+}
+
+/// One connection's doorbell.
+pub struct Doorbell {
+    /// Rung when the user has news; a ring with nobody waiting is kept for the next wait.
+    pub notify: Notify,
+}
+
+/// The connections of this instance.
+pub struct Hub {
+    connections: Mutex<HashMap<String, Vec<Arc<Doorbell>>>>,
+    bus: Mutex<Option<Arc<dyn UserBus>>>,
+}
+
+/// A connection's place in the hub; leaving drops it.
+pub struct Membership {
+    hub: Weak<Hub>,
+    key: String,
+    doorbell: Arc<Doorbell>,
+}
+
+impl Membership {
+    /// The connection's doorbell.
+    pub fn doorbell(&self) -> &Doorbell {
+        &self.doorbell
+    }
+}
+
+impl Drop for Membership {
+    fn drop(&mut self) {
+        if let Some(hub) = self.hub.upgrade() {
+            hub.leave(&self.key, &self.doorbell);
+        }
+    }
+}
+
+impl Hub {
+    /// An empty hub; [`Hub::set_bus`] connects it to the other instances.
+    pub fn new() -> Arc<Self> {
+        Arc::new(Hub {
+            connections: Mutex::new(HashMap::new()),
+            bus: Mutex::new(None),
+        })
+    }
+
+    /// The bus pokes travel over.
+    pub fn set_bus(&self, bus: Arc<dyn UserBus>) {
+        *self.bus.lock().expect("never poisoned") = Some(bus);
+    }
+
+    fn bus(&self) -> Option<Arc<dyn UserBus>> {
+        self.bus.lock().expect("never poisoned").clone()
+    }
+
+    /// Adds a connection of the user with bus key `key`.
+    pub async fn join(self: &Arc<Self>, key: String) -> Membership {
+        let doorbell = Arc::new(Doorbell {
+            notify: Notify::new(),
+        });
+        let first = {
+            let mut connections = self.connections.lock().expect("never poisoned");
+            let list = connections.entry(key.clone()).or_default();
+            list.push(doorbell.clone());
+            list.len() == 1
+        };
+        if first && let Some(bus) = self.bus() {
+            bus.bind(&key).await;
+        }
+        Membership {
+            hub: Arc::downgrade(self),
+            key,
+            doorbell,
+        }
+    }
+
+    fn leave(&self, key: &str, doorbell: &Arc<Doorbell>) {
+        let last = {
+            let mut connections = self.connections.lock().expect("never poisoned");
+            let Some(list) = connections.get_mut(key) else {
+                return;
+            };
+            list.retain(|d| !Arc::ptr_eq(d, doorbell));
+            let empty = list.is_empty();
+            if empty {
+                connections.remove(key);
+            }
+            empty
+        };
+        if last && let Some(bus) = self.bus() {
+            let key = key.to_owned();
+            tokio::spawn(async move { bus.unbind(&key).await });
+        }
+    }
+
+    /// Rings every local connection of `key`.
+    pub fn ring(&self, key: &str) {
+        let connections = self.connections.lock().expect("never poisoned");
+        for doorbell in connections.get(key).into_iter().flatten() {
+            doorbell.notify.notify_one();
+        }
+    }
+
+    /// How many connections this instance holds.
+    pub fn connection_count(&self) -> usize {
+        self.connections
+            .lock()
+            .expect("never poisoned")
+            .values()
+            .map(Vec::len)
+            .sum()
+    }
+
+    /// Pokes the user of `key` wherever it is connected.
+    pub async fn poke(&self, key: &str) {
+        match self.bus() {
+            Some(bus) => bus.poke(key).await,
+            None => self.ring(key),
+        }
+    }
+}
+
+/// The bus of a single process (the embedded broker): a poke rings local connections.
+pub struct LocalBus {
+    hub: Weak<Hub>,
+}
+
+impl LocalBus {
+    /// A bus ringing `hub`'s connections.
+    pub fn new(hub: &Arc<Hub>) -> Self {
+        LocalBus {
+            hub: Arc::downgrade(hub),
+        }
+    }
+}
+
+#[async_trait]
+impl UserBus for LocalBus {
+    async fn bind(&self, _key: &str) {}
+    async fn unbind(&self, _key: &str) {}
+    async fn poke(&self, key: &str) {
+        if let Some(hub) = self.hub.upgrade() {
+            hub.ring(key);
+        }
+    }
+}

@@ -1,0 +1,106 @@
+//! Real time: chat messages and in-app events to connected users over WebSocket, across
+//! instances, with replay for users who were offline.
+//!
+//! Every event for a user is first appended to the user's log in the store (kept
+//! `retention.realtime`); the instances holding that user's connections are then poked
+//! over a bus (RabbitMQ: an exclusive queue per instance bound per connected user; the
+//! embedded broker: in process). A poked connection reads the log from its cursor, so a
+//! client gets each event once and in order, and one that reconnects with its cursor (or
+//! that acknowledged one) first gets exactly what it missed.
+
+mod amqp_bus;
+pub mod chat;
+mod hub;
+pub mod socket;
+mod tokens;
+
+pub use hub::{Hub, LocalBus, UserBus, user_key};
+pub use tokens::{TokenError, TokenKey};
+
+use crate::config::{BrokerKind, RealtimeSettings, Settings};
+use crate::domain::TenantId;
+use crate::store::{Store, StoreError};
+use chrono::{DateTime, Utc};
+use secrecy::ExposeSecret;
+use std::sync::Arc;
+
+/// Real-time delivery in this process.
+pub struct Realtime {
+    /// The connections held here.
+    pub hub: Arc<Hub>,
+    store: Arc<dyn Store>,
+    key: TokenKey,
+    settings: RealtimeSettings,
+}
+
+/// Why real time could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum RealtimeError {
+    /// The token key could not be read or made.
+    #[error("the real-time token key: {0}")]
+    Store(#[from] StoreError),
+    /// The bus could not be set up on RabbitMQ.
+    #[error("the real-time bus on RabbitMQ: {0}")]
+    Bus(#[from] lapin::Error),
+}
+
+impl Realtime {
+    /// Reads (or makes) the token key and connects the bus the broker calls for.
+    pub async fn start(
+        settings: &Settings,
+        store: Arc<dyn Store>,
+    ) -> Result<Arc<Realtime>, RealtimeError> {
+        let mut candidate = [0u8; 32];
+        getrandom::fill(&mut candidate).expect("the system has randomness");
+        let key = TokenKey::new(&store.realtime_key(&candidate).await?);
+        let hub = Hub::new();
+        let bus: Arc<dyn UserBus> = match settings.broker.kind {
+            BrokerKind::Embedded => Arc::new(LocalBus::new(&hub)),
+            BrokerKind::Rabbitmq => {
+                let exchange = format!("{}{}", settings.broker.prefix, settings.realtime.exchange);
+                Arc::new(
+                    amqp_bus::AmqpBus::start(
+                        settings.broker.rabbitmq.url.expose_secret(),
+                        &exchange,
+                        &hub,
+                    )
+                    .await?,
+                )
+            }
+        };
+        hub.set_bus(bus);
+        Ok(Arc::new(Realtime {
+            hub,
+            store,
+            key,
+            settings: settings.realtime.clone(),
+        }))
+    }
+
+    /// Its settings.
+    pub fn settings(&self) -> &RealtimeSettings {
+        &self.settings
+    }
+
+    /// The store its logs live in.
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.store
+    }
+
+    /// A token opening a socket for `user` of `tenant` until `expires`.
+    pub fn issue(&self, tenant: &TenantId, user: &str, expires: DateTime<Utc>) -> String {
+        self.key.issue(tenant, user, expires)
+    }
+
+    /// The tenant and user of a genuine, current token.
+    pub fn check(&self, token: &str) -> Result<(TenantId, String), TokenError> {
+        self.key.check(token)
+    }
+
+    /// Tells `users`' connections, wherever they are, that their logs have news.
+    pub async fn poke(&self, tenant: &TenantId, users: &[&str]) {
+        for user in users {
+            self.hub.poke(&user_key(tenant.as_str(), user)).await;
+        }
+    }
+}

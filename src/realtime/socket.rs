@@ -1,0 +1,185 @@
+//! One WebSocket session: replay from the cursor, then live events, read from the user's
+//! log whenever the user's doorbell rings.
+//!
+//! Frames to the client are JSON: `{"type": "message:new", "cursor": "42", "data": {...}}`,
+//! with `{"type": "ready", "cursor": ...}` once the replay is done. From the client:
+//! `{"type": "ack", "cursor": "42"}` records what it has, `{"type": "ping"}` is answered
+//! with `pong`. A client that does not take a frame within `realtime.send_timeout`, or is
+//! silent for three heartbeats, is disconnected: memory per connection stays one batch of
+//! the log, and the client catches up by replay when it comes back.
+
+use super::{Realtime, user_key};
+use crate::domain::TenantId;
+use axum::extract::ws::{Message, WebSocket};
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{Value, json};
+use std::sync::Arc;
+use std::time::Instant;
+
+/// Events read from the log at a time.
+const BATCH: i64 = 256;
+
+/// Why a session ended.
+#[derive(Debug)]
+enum End {
+    /// The client closed it or went away.
+    Closed,
+    /// The client did not keep up or went silent.
+    Dropped(&'static str),
+    /// The store failed.
+    Store(String),
+}
+
+type Sink = futures_util::stream::SplitSink<WebSocket, Message>;
+
+/// Sends a message within `timeout`.
+async fn send(sink: &mut Sink, message: Message, timeout: std::time::Duration) -> Result<(), End> {
+    match tokio::time::timeout(timeout, sink.send(message)).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(_)) => Err(End::Closed),
+        Err(_) => Err(End::Dropped("the client did not keep up")),
+    }
+}
+
+fn text(frame: Value) -> Message {
+    Message::Text(frame.to_string().into())
+}
+
+/// Runs the session of `user` of `tenant` on `socket`, from `since` (else from what the
+/// user acknowledged last).
+pub async fn run(
+    realtime: Arc<Realtime>,
+    tenant: TenantId,
+    user: String,
+    since: Option<i64>,
+    socket: WebSocket,
+) {
+    match session(&realtime, &tenant, &user, since, socket).await {
+        End::Dropped(why) => tracing::info!(%tenant, user, why, "real-time connection dropped"),
+        End::Store(e) => {
+            tracing::warn!(%tenant, user, error = %e, "real-time connection ended on a store error")
+        }
+        End::Closed => {}
+    }
+}
+
+async fn session(
+    realtime: &Arc<Realtime>,
+    tenant: &TenantId,
+    user: &str,
+    since: Option<i64>,
+    socket: WebSocket,
+) -> End {
+    let (mut sink, mut stream) = socket.split();
+    // Join before reading the log: a poke from now on is not missed.
+    let membership = realtime.hub.join(user_key(tenant.as_str(), user)).await;
+    let store = realtime.store().clone();
+    let settings = realtime.settings().clone();
+    let mut cursor = match since {
+        Some(cursor) => cursor,
+        None => match store.acknowledged(tenant, user).await {
+            Ok(cursor) => cursor,
+            Err(e) => return End::Store(e.to_string()),
+        },
+    };
+    let mut heartbeat = tokio::time::interval(settings.heartbeat);
+    heartbeat.tick().await;
+    let mut last_heard = Instant::now();
+    let mut ready = false;
+    loop {
+        // Everything in the log past the cursor, in order.
+        loop {
+            let events = match store.events_after(tenant, user, cursor, BATCH).await {
+                Ok(events) => events,
+                Err(e) => return End::Store(e.to_string()),
+            };
+            let full = events.len() as i64 == BATCH;
+            for event in events {
+                let data: Value = serde_json::from_str(&event.payload).unwrap_or(Value::Null);
+                let frame =
+                    json!({"type": event.kind, "cursor": event.cursor.to_string(), "data": data});
+                if let Err(end) = send(&mut sink, text(frame), settings.send_timeout).await {
+                    return end;
+                }
+                cursor = event.cursor;
+            }
+            if !full {
+                break;
+            }
+        }
+        if !ready {
+            ready = true;
+            let frame = json!({"type": "ready", "cursor": cursor.to_string()});
+            if let Err(end) = send(&mut sink, text(frame), settings.send_timeout).await {
+                return end;
+            }
+        }
+        tokio::select! {
+            _ = membership.doorbell().notify.notified() => {}
+            _ = heartbeat.tick() => {
+                if last_heard.elapsed() > settings.heartbeat * 3 {
+                    return End::Dropped("the client went silent");
+                }
+                let ping = Message::Ping(Vec::new().into());
+                if let Err(end) = send(&mut sink, ping, settings.send_timeout).await {
+                    return end;
+                }
+            }
+            message = stream.next() => {
+                last_heard = Instant::now();
+                match message {
+                    None | Some(Err(_)) | Some(Ok(Message::Close(_))) => return End::Closed,
+                    Some(Ok(Message::Text(frame))) => {
+                        if let Some(answer) = client_frame(realtime, tenant, user, &frame).await
+                            && let Err(end) = send(&mut sink, text(answer), settings.send_timeout).await
+                        {
+                            return end;
+                        }
+                    }
+                    Some(Ok(_)) => {}
+                }
+            }
+        }
+    }
+}
+
+/// Handles a frame from the client; answers a frame to send back, if any.
+async fn client_frame(
+    realtime: &Realtime,
+    tenant: &TenantId,
+    user: &str,
+    text: &str,
+) -> Option<Value> {
+    let frame: Value = match serde_json::from_str(text) {
+        Ok(frame) => frame,
+        Err(_) => return Some(json!({"type": "error", "message": "frames must be JSON objects"})),
+    };
+    match frame["type"].as_str() {
+        Some("ack") => {
+            let cursor = match &frame["cursor"] {
+                Value::String(s) => s.parse::<i64>().ok(),
+                Value::Number(n) => n.as_i64(),
+                _ => None,
+            };
+            let Some(cursor) = cursor else {
+                return Some(
+                    json!({"type": "error", "message": "ack needs the cursor of a frame"}),
+                );
+            };
+            match realtime.store().acknowledge(tenant, user, cursor).await {
+                Ok(()) => None,
+                Err(e) => {
+                    tracing::warn!(error = %e, "recording an acknowledgement failed");
+                    Some(
+                        json!({"type": "error", "message": "the acknowledgement was not recorded; send it again"}),
+                    )
+                }
+            }
+        }
+        Some("ping") => Some(json!({"type": "pong"})),
+        other => Some(json!({
+            "type": "error",
+            "message": format!("unknown frame type {:?}; expected ack or ping", other.unwrap_or("")),
+        })),
+    }
+}

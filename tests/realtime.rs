@@ -1,0 +1,381 @@
+//! Real time end to end, with a real WebSocket client (tokio-tungstenite): tokens, chat
+//! delivery across two instances on RabbitMQ, replay after being offline, order within a
+//! conversation, and slow clients.
+
+mod common;
+
+use common::TestApp;
+use futures_util::{SinkExt, StreamExt};
+use herald::app::{Herald, Roles};
+use herald::config::BrokerKind;
+use herald::shutdown::Shutdown;
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+use std::time::Duration;
+use tokio_tungstenite::tungstenite::Message;
+
+type Socket =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// A token for `user`, from the API of `app`.
+async fn token(app: &TestApp, user: &str) -> String {
+    let (status, body) = app
+        .call(
+            Method::POST,
+            "/v1/realtime/tokens",
+            Some(&json!({"userId": user, "ttlSeconds": 300})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    body["token"].as_str().unwrap().to_owned()
+}
+
+/// Opens `user`'s socket on the instance at `address` with `token`, from `since`.
+async fn open(address: &str, token: &str, since: Option<&str>) -> Socket {
+    let mut url = format!(
+        "{}/v1/realtime?token={token}",
+        address.replacen("http", "ws", 1)
+    );
+    if let Some(since) = since {
+        url.push_str(&format!("&since={since}"));
+    }
+    let (socket, _) = tokio_tungstenite::connect_async(url)
+        .await
+        .expect("the socket opens");
+    socket
+}
+
+/// The next JSON frame (pings are answered by the client itself), within 10 s.
+async fn next(socket: &mut Socket) -> Value {
+    loop {
+        let message = tokio::time::timeout(Duration::from_secs(10), socket.next())
+            .await
+            .expect("a frame within 10 s")
+            .expect("the socket stays open")
+            .expect("a frame");
+        if let Message::Text(text) = message {
+            return serde_json::from_str(&text).unwrap();
+        }
+    }
+}
+
+/// Frames up to and including `ready`.
+async fn until_ready(socket: &mut Socket) -> Vec<Value> {
+    let mut frames = Vec::new();
+    loop {
+        let frame = next(socket).await;
+        if frame["type"] == "ready" {
+            return frames;
+        }
+        frames.push(frame);
+    }
+}
+
+/// No frame arrives within `wait`.
+async fn quiet(socket: &mut Socket, wait: Duration) -> bool {
+    loop {
+        match tokio::time::timeout(wait, socket.next()).await {
+            Err(_) => return true,
+            Ok(Some(Ok(Message::Text(text)))) => {
+                eprintln!("unexpected frame: {text}");
+                return false;
+            }
+            Ok(Some(Ok(_))) => continue,
+            Ok(_) => return true,
+        }
+    }
+}
+
+fn chat(id: &str, conversation: &str, recipients: &[&str], content: &str) -> Value {
+    json!({
+        "messageId": id, "conversationId": conversation, "senderId": "ada",
+        "recipientIds": recipients, "content": content, "messageType": "text",
+        "timestamp": "2026-11-23T10:00:00Z",
+    })
+}
+
+async fn post(app: &TestApp, message: &Value) {
+    let (status, body) = app
+        .call(Method::POST, "/v1/chat/messages", Some(message))
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forged_and_expired_tokens_are_refused_before_the_upgrade() {
+    let app = TestApp::spawn(BrokerKind::Embedded, Roles::api_only(), &[])
+        .await
+        .unwrap();
+    let good = token(&app, "bob").await;
+    let url = |token: &str| {
+        format!(
+            "{}/v1/realtime?token={token}",
+            app.address.replacen("http", "ws", 1)
+        )
+    };
+    for bad in [
+        good.replace('.', ".x"),
+        "not-a-token".to_owned(),
+        String::new(),
+    ] {
+        let refused = tokio_tungstenite::connect_async(url(&bad)).await;
+        match refused {
+            Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
+                assert_eq!(response.status(), 401)
+            }
+            other => panic!("a bad token opened a socket: {:?}", other.map(|_| ())),
+        }
+    }
+    let (status, body) = app
+        .call(
+            Method::POST,
+            "/v1/realtime/tokens",
+            Some(&json!({"userId": "bob", "ttlSeconds": 1})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED);
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    match tokio_tungstenite::connect_async(url(body["token"].as_str().unwrap())).await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
+            assert_eq!(response.status(), 401)
+        }
+        other => panic!("an expired token opened a socket: {:?}", other.map(|_| ())),
+    }
+    let (status, _) = app
+        .call(
+            Method::POST,
+            "/v1/realtime/tokens",
+            Some(&json!({"ttlSeconds": 0})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    let mut socket = open(&app.address, &good, None).await;
+    assert!(until_ready(&mut socket).await.is_empty());
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_offline_recipient_replays_exactly_what_it_missed_in_order_then_live_events() {
+    let app = TestApp::spawn(BrokerKind::Embedded, Roles::everything(), &[])
+        .await
+        .unwrap();
+    let bob = token(&app, "bob").await;
+    // Two sockets of one user (two tabs) each get every event.
+    let mut socket = open(&app.address, &bob, None).await;
+    let mut tab = open(&app.address, &bob, None).await;
+    until_ready(&mut socket).await;
+    until_ready(&mut tab).await;
+    post(&app, &chat("m0", "c1", &["bob"], "before")).await;
+    let first = next(&mut socket).await;
+    assert_eq!(first["type"], "message:new");
+    assert_eq!(first["data"]["content"], "before");
+    assert_eq!(next(&mut tab).await["data"]["content"], "before");
+    let cursor = first["cursor"].as_str().unwrap().to_owned();
+    drop(socket);
+    drop(tab);
+
+    for (i, content) in ["one", "two", "three"].iter().enumerate() {
+        post(&app, &chat(&format!("m{}", i + 1), "c1", &["bob"], content)).await;
+    }
+    // Let the worker store them while bob is away.
+    let stored = common::eventually(Duration::from_secs(10), || async {
+        let store = app.herald.tenancy.store();
+        let tenant = herald::domain::TenantId::parse("1").unwrap();
+        store
+            .events_after(&tenant, "bob", 0, 10)
+            .await
+            .unwrap()
+            .len()
+            == 4
+    })
+    .await;
+    assert!(stored);
+
+    let mut socket = open(&app.address, &bob, Some(&cursor)).await;
+    let missed = until_ready(&mut socket).await;
+    let contents: Vec<&str> = missed
+        .iter()
+        .map(|f| f["data"]["content"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        contents,
+        ["one", "two", "three"],
+        "exactly what it missed, in order"
+    );
+    let sequences: Vec<i64> = missed
+        .iter()
+        .map(|f| f["data"]["sequence"].as_i64().unwrap())
+        .collect();
+    assert_eq!(sequences, [2, 3, 4]);
+    post(&app, &chat("m4", "c1", &["bob"], "live")).await;
+    assert_eq!(next(&mut socket).await["data"]["content"], "live");
+    // A redelivered message id is not delivered twice.
+    post(&app, &chat("m4", "c1", &["bob"], "live")).await;
+    assert!(quiet(&mut socket, Duration::from_millis(800)).await);
+
+    // Acknowledge up to "two": a socket opened without a cursor resumes after it.
+    let two = missed[1]["cursor"].as_str().unwrap();
+    socket
+        .send(Message::Text(
+            json!({"type": "ack", "cursor": two}).to_string().into(),
+        ))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    drop(socket);
+    let mut socket = open(&app.address, &bob, None).await;
+    let replayed: Vec<String> = until_ready(&mut socket)
+        .await
+        .iter()
+        .map(|f| f["data"]["content"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(replayed, ["three", "live"]);
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn order_within_a_conversation_holds_under_concurrent_sends() {
+    let app = TestApp::spawn(BrokerKind::Embedded, Roles::everything(), &[])
+        .await
+        .unwrap();
+    let mut bob = open(&app.address, &token(&app, "bob").await, None).await;
+    let mut cy = open(&app.address, &token(&app, "cy").await, None).await;
+    until_ready(&mut bob).await;
+    until_ready(&mut cy).await;
+    let sends: Vec<_> = (0..40)
+        .map(|i| {
+            let message = chat(&format!("m{i}"), "group-1", &["bob", "cy"], &format!("{i}"));
+            let app = &app;
+            async move { post(app, &message).await }
+        })
+        .collect();
+    futures_util::future::join_all(sends).await;
+    let mut orders = Vec::new();
+    for socket in [&mut bob, &mut cy] {
+        let mut order = Vec::new();
+        for _ in 0..40 {
+            let frame = next(socket).await;
+            order.push((
+                frame["data"]["sequence"].as_i64().unwrap(),
+                frame["data"]["messageId"].as_str().unwrap().to_owned(),
+            ));
+        }
+        let sequences: Vec<i64> = order.iter().map(|(s, _)| *s).collect();
+        assert_eq!(
+            sequences,
+            (1..=40).collect::<Vec<_>>(),
+            "in conversation order"
+        );
+        orders.push(order);
+    }
+    assert_eq!(orders[0], orders[1], "every participant sees one order");
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_client_is_disconnected_without_holding_back_others() {
+    let overrides = [("realtime.send_timeout", "500ms")];
+    let app = TestApp::spawn(BrokerKind::Embedded, Roles::everything(), &overrides)
+        .await
+        .unwrap();
+    let mut slow = open(&app.address, &token(&app, "slow").await, None).await;
+    let mut quick = open(&app.address, &token(&app, "quick").await, None).await;
+    until_ready(&mut slow).await;
+    until_ready(&mut quick).await;
+    // The slow client stops reading; large messages fill the socket's buffers (on
+    // loopback they take several megabytes).
+    let big = "x".repeat(60_000);
+    for i in 0..250 {
+        post(&app, &chat(&format!("s{i}"), "c-slow", &["slow"], &big)).await;
+    }
+    post(&app, &chat("q1", "c-quick", &["quick"], "still here")).await;
+    assert_eq!(next(&mut quick).await["data"]["content"], "still here");
+    let dropped = common::eventually(Duration::from_secs(15), || async {
+        app.herald.realtime.hub.connection_count() == 1
+    })
+    .await;
+    assert!(dropped, "the slow client was disconnected");
+    // It catches up by replay: everything is there, from the start.
+    let mut again = open(&app.address, &token(&app, "slow").await, Some("0")).await;
+    assert_eq!(until_ready(&mut again).await.len(), 250);
+    app.stop().await;
+}
+
+/// Herald on RabbitMQ and the given PostgreSQL, sharing `prefix` with other instances.
+async fn instance(
+    database: &str,
+    prefix: &str,
+    roles: Roles,
+) -> Option<(Herald, String, Shutdown)> {
+    if !common::rabbitmq_available() {
+        return None;
+    }
+    let dir = tempfile::TempDir::new().unwrap();
+    let settings = common::settings(
+        BrokerKind::Rabbitmq,
+        dir.path(),
+        prefix,
+        &[("database.url", database)],
+    );
+    let herald = Herald::start(settings).await.expect("Herald starts");
+    let shutdown = Shutdown::new();
+    let (address, _) = common::serve(&herald, roles, &shutdown).await;
+    std::mem::forget(dir);
+    Some((herald, address, shutdown))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_posted_to_one_instance_reaches_its_recipient_on_another_once() {
+    let Some(database) = common::fresh_postgres_database().await else {
+        return;
+    };
+    let prefix = common::unique_prefix();
+    let Some((a, a_address, a_stop)) = instance(&database, &prefix, Roles::everything()).await
+    else {
+        return;
+    };
+    let Some((b, b_address, b_stop)) = instance(&database, &prefix, Roles::api_only()).await else {
+        return;
+    };
+    let key = common::tenant_key(&a, "1").await;
+    let client = common::http_client();
+    let issued: Value = client
+        .post(format!("{b_address}/v1/realtime/tokens"))
+        .bearer_auth(&key)
+        .json(&json!({"userId": "bob"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    // Bob is connected to B; the message is posted to A, whose worker stores and fans it
+    // out.
+    let mut socket = open(&b_address, issued["token"].as_str().unwrap(), None).await;
+    until_ready(&mut socket).await;
+    let response = client
+        .post(format!("{a_address}/v1/chat/messages"))
+        .bearer_auth(&key)
+        .json(&chat("x1", "c1", &["bob"], "across instances"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 202);
+    let frame = next(&mut socket).await;
+    assert_eq!(frame["type"], "message:new");
+    assert_eq!(frame["data"]["content"], "across instances");
+    assert!(
+        quiet(&mut socket, Duration::from_secs(1)).await,
+        "delivered once"
+    );
+    assert_eq!(
+        a.realtime.hub.connection_count(),
+        0,
+        "A holds no connection of bob's"
+    );
+    drop(socket);
+    a_stop.raise();
+    b_stop.raise();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    common::delete_rabbitmq_topology(&b.topology).await;
+}
