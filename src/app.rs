@@ -116,7 +116,11 @@ fn handler_for(kind: EventKind, herald: &Herald) -> Arc<dyn Handler> {
             herald.templates.clone(),
             store.clone(),
         )),
-        EventKind::Push => Arc::new(PushHandler::new(&herald.settings.push, store.clone())),
+        EventKind::Push => Arc::new(PushHandler::new(
+            &herald.settings.push,
+            store.clone(),
+            herald.realtime.clone(),
+        )),
         EventKind::Audit => Arc::new(AuditHandler::start(store.clone())),
         EventKind::Chat => Arc::new(ChatHandler::new(herald.realtime.clone())),
     }

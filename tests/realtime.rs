@@ -379,3 +379,179 @@ async fn a_message_posted_to_one_instance_reaches_its_recipient_on_another_once(
     tokio::time::sleep(Duration::from_millis(300)).await;
     common::delete_rabbitmq_topology(&b.topology).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_receipt_reaches_the_sender() {
+    let app = TestApp::spawn(BrokerKind::Embedded, Roles::everything(), &[])
+        .await
+        .unwrap();
+    let mut ada = open(&app.address, &token(&app, "ada").await, None).await;
+    let mut bob = open(&app.address, &token(&app, "bob").await, None).await;
+    until_ready(&mut ada).await;
+    until_ready(&mut bob).await;
+    post(&app, &chat("r1", "c1", &["bob", "cy"], "read me")).await;
+    assert_eq!(next(&mut bob).await["data"]["messageId"], "r1");
+    // Bob reads it from his socket.
+    bob.send(Message::Text(
+        json!({"type": "read", "messageId": "r1"})
+            .to_string()
+            .into(),
+    ))
+    .await
+    .unwrap();
+    let receipt = next(&mut ada).await;
+    assert_eq!(receipt["type"], "message:read");
+    assert_eq!(receipt["data"]["userId"], "bob");
+    assert_eq!(receipt["data"]["messageId"], "r1");
+    // Cy reads it over HTTP.
+    let (status, body) = app
+        .call(
+            Method::POST,
+            "/v1/chat/messages/r1/read",
+            Some(&json!({"userId": "cy"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["recorded"], true);
+    assert_eq!(next(&mut ada).await["data"]["userId"], "cy");
+    let (_, again) = app
+        .call(
+            Method::POST,
+            "/v1/chat/messages/r1/read",
+            Some(&json!({"userId": "cy"})),
+        )
+        .await;
+    assert_eq!(again["recorded"], false, "a second read is not sent again");
+    assert!(quiet(&mut ada, Duration::from_millis(500)).await);
+    let (status, _) = app
+        .call(
+            Method::POST,
+            "/v1/chat/messages/r1/read",
+            Some(&json!({"userId": "eve"})),
+        )
+        .await;
+    assert_eq!(
+        status,
+        StatusCode::FORBIDDEN,
+        "eve was not sent the message"
+    );
+    let (status, _) = app
+        .call(
+            Method::POST,
+            "/v1/chat/messages/nope/read",
+            Some(&json!({"userId": "bob"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn presence_is_sent_to_subscribers_and_a_dead_connection_is_noticed() {
+    let app = TestApp::spawn(
+        BrokerKind::Embedded,
+        Roles::api_only(),
+        &[("realtime.heartbeat", "300ms")],
+    )
+    .await
+    .unwrap();
+    let mut watcher = open(&app.address, &token(&app, "watcher").await, None).await;
+    until_ready(&mut watcher).await;
+    watcher
+        .send(Message::Text(
+            json!({"type": "presence:subscribe", "userIds": ["bob"]})
+                .to_string()
+                .into(),
+        ))
+        .await
+        .unwrap();
+    let initial = next(&mut watcher).await;
+    assert_eq!(initial["type"], "user:presence");
+    assert_eq!(
+        initial["data"],
+        json!({"userId": "bob", "online": false, "lastSeen": null})
+    );
+
+    // Bob connects, and then stops answering (a dead network: no pongs).
+    let bob = open(&app.address, &token(&app, "bob").await, None).await;
+    let online = next(&mut watcher).await;
+    assert_eq!(online["data"]["online"], true, "{online}");
+    let (_, now) = app
+        .call(Method::GET, "/v1/presence?userIds=bob,nobody", None)
+        .await;
+    assert_eq!(now["users"][0]["online"], true);
+    assert_eq!(
+        now["users"][1],
+        json!({"userId": "nobody", "online": false, "lastSeen": null})
+    );
+
+    // Three silent heartbeats later the connection is closed and bob is offline.
+    let offline = next(&mut watcher).await;
+    assert_eq!(offline["data"]["online"], false, "{offline}");
+    assert!(offline["data"]["lastSeen"].is_string());
+    let (_, now) = app
+        .call(Method::GET, "/v1/presence?userIds=bob", None)
+        .await;
+    assert_eq!(now["users"][0]["online"], false);
+    drop(bob);
+    let (status, _) = app.call(Method::GET, "/v1/presence", None).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_app_notifications_are_kept_and_each_change_is_sent_live() {
+    let app = TestApp::spawn(BrokerKind::Embedded, Roles::everything(), &[])
+        .await
+        .unwrap();
+    let mut bob = open(&app.address, &token(&app, "bob").await, None).await;
+    until_ready(&mut bob).await;
+    let push = |title: &str| json!({"recipientIds": ["bob"], "title": title, "body": "In the app", "inApp": true});
+    let (status, sent) = app
+        .call(Method::POST, "/v1/notifications/push", Some(&push("First")))
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+    let id = sent["id"].as_str().unwrap().to_owned();
+    let new = next(&mut bob).await;
+    assert_eq!(new["type"], "notification:new");
+    assert_eq!(new["data"]["title"], "First");
+    assert_eq!(new["data"]["id"], id.as_str());
+    let (_, inbox) = app.call(Method::GET, "/v1/users/bob/inbox", None).await;
+    assert_eq!(inbox["unread"], 1);
+    assert_eq!(inbox["items"][0]["notification"]["title"], "First");
+
+    let (status, _) = app
+        .call(
+            Method::POST,
+            &format!("/v1/users/bob/inbox/{id}/read"),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    assert_eq!(next(&mut bob).await["type"], "notification:read");
+    let (_, inbox) = app.call(Method::GET, "/v1/users/bob/inbox", None).await;
+    assert_eq!(inbox["unread"], 0);
+    assert!(inbox["items"][0]["readAt"].is_string());
+
+    let (status, _) = app
+        .call(Method::DELETE, &format!("/v1/users/bob/inbox/{id}"), None)
+        .await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    assert_eq!(next(&mut bob).await["type"], "notification:deleted");
+    let (status, _) = app
+        .call(Method::DELETE, &format!("/v1/users/bob/inbox/{id}"), None)
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+
+    for title in ["Second", "Third"] {
+        app.call(Method::POST, "/v1/notifications/push", Some(&push(title)))
+            .await;
+        assert_eq!(next(&mut bob).await["type"], "notification:new");
+    }
+    let (status, _) = app.call(Method::DELETE, "/v1/users/bob/inbox", None).await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    assert_eq!(next(&mut bob).await["type"], "notification:cleared");
+    let (_, inbox) = app.call(Method::GET, "/v1/users/bob/inbox", None).await;
+    assert_eq!(inbox["items"], json!([]));
+    app.stop().await;
+}

@@ -6,10 +6,11 @@ use super::audit::{self, AuditItem, AuditPage};
 use super::devices::{self, DeviceBody, DeviceList};
 use super::error::{ErrorBody, ErrorDetail};
 use super::health::{self, BrokerHealthBody};
+use super::inbox::{self, InboxList, InboxView};
 use super::notifications::{self, NotificationStatus};
 use super::providers;
 use super::queues::{self, DeadLetterBody, DeadLetters, Replayed};
-use super::realtime::{self, IssuedToken, TokenRequest};
+use super::realtime::{self, IssuedToken, PresenceList, PresenceView, ReadView, TokenRequest};
 use super::send::{self, Accepted, Batch, BatchAccepted};
 use super::templates::{self, PreviewBody, PreviewView, TemplateBody, TemplateList, TemplateView};
 use crate::audit::Verification;
@@ -45,6 +46,7 @@ use utoipa::OpenApi;
         providers::put_apns, providers::get_apns, providers::delete_apns,
         providers::put_fcm, providers::get_fcm, providers::delete_fcm,
         devices::register, devices::list, devices::remove, realtime::issue, realtime::connect,
+        realtime::read, realtime::presence, inbox::list, inbox::mark_read, inbox::remove, inbox::clear,
     ),
     components(schemas(
         ChatMessage, PushNotification, EmailNotification, AuditEvent, MessageType, ConversationType,
@@ -53,7 +55,7 @@ use utoipa::OpenApi;
         QueueStats, DeadLetterBody, DeadLetters, Replayed, NotificationStatus, LedgerNotification,
         LedgerDelivery, AuditItem, AuditPage, Verification, TemplateView, TemplateList,
         TemplateBody, PreviewBody, PreviewView, RenderedFrom, Device, DeviceBody, DeviceList,
-        TokenRequest, IssuedToken,
+        TokenRequest, IssuedToken, ReadView, PresenceList, PresenceView, InboxView, InboxList,
     )),
     modifiers(&SecuritySchemes),
     tags(

@@ -9,6 +9,7 @@ mod devices;
 mod docs;
 pub mod error;
 mod health;
+mod inbox;
 mod notifications;
 mod providers;
 mod queues;
@@ -70,6 +71,7 @@ pub fn router(state: AppState) -> Router {
         .merge(providers::router())
         .merge(devices::router())
         .merge(realtime::router())
+        .merge(inbox::router())
         .merge(health::router())
         .merge(docs::router())
         .fallback(not_found)

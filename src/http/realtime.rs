@@ -8,6 +8,7 @@ use super::error::{ApiError, ErrorBody};
 use crate::domain::UserId;
 use crate::domain::parse::{FieldError, FieldErrors, Fields};
 use crate::realtime::socket;
+use crate::store::ReadReceipt;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::ws::WebSocketUpgrade;
 use axum::extract::{Query, State};
@@ -24,6 +25,121 @@ pub fn router() -> Router<AppState> {
     Router::new()
         .route("/v1/realtime/tokens", post(issue))
         .route("/v1/realtime", get(connect))
+        .route("/v1/chat/messages/{message_id}/read", post(read))
+        .route("/v1/presence", get(presence))
+}
+
+/// A read receipt as answered.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ReadView {
+    /// The message.
+    pub message_id: String,
+    /// Who read it.
+    pub user_id: String,
+    /// Whether this request recorded it (false: it was read before).
+    pub recorded: bool,
+}
+
+/// Records that a recipient read a message; the sender's connections get `message:read`.
+#[utoipa::path(post, path = "/v1/chat/messages/{messageId}/read", tag = "realtime", security(("api_key" = [])),
+    params(("messageId" = String, Path, description = "The message")),
+    request_body(content = Object, description = "`{userId}`: the recipient who read it"),
+    responses((status = 200, body = ReadView), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
+        (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)))]
+pub async fn read(
+    State(state): State<AppState>,
+    Authenticated(tenant): Authenticated,
+    axum::extract::Path(message_id): axum::extract::Path<String>,
+    JsonBody(body): JsonBody,
+) -> Result<Json<ReadView>, ApiError> {
+    let mut fields = Fields::of(&body)?;
+    let user = fields.required::<UserId>("userId");
+    let user = fields.finish(|| user)?;
+    let receipt = state
+        .realtime
+        .read(&tenant, &message_id, user.as_str())
+        .await?;
+    let recorded = match receipt {
+        ReadReceipt::UnknownMessage => {
+            return Err(ApiError::NotFound(format!("message {message_id}")));
+        }
+        ReadReceipt::NotARecipient => {
+            return Err(ApiError::Forbidden(format!(
+                "{user} is not a recipient of message {message_id}"
+            )));
+        }
+        ReadReceipt::Recorded { .. } => true,
+        ReadReceipt::AlreadyRead => false,
+    };
+    Ok(Json(ReadView {
+        message_id,
+        user_id: user.as_str().to_owned(),
+        recorded,
+    }))
+}
+
+/// The query of `GET /v1/presence`.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[serde(rename_all = "camelCase")]
+pub struct PresenceParams {
+    /// Comma-separated user ids (at most 1000).
+    user_ids: Option<String>,
+}
+
+/// Where users are.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct PresenceList {
+    /// One entry per user asked about, in the order asked.
+    pub users: Vec<PresenceView>,
+}
+
+/// Where one user is.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PresenceView {
+    /// The user.
+    pub user_id: String,
+    /// Whether a connection of the user is open on some instance.
+    pub online: bool,
+    /// When the user was last connected; null if never.
+    pub last_seen: Option<DateTime<Utc>>,
+}
+
+/// Whether users are connected, and when they last were.
+#[utoipa::path(get, path = "/v1/presence", tag = "realtime", security(("api_key" = [])), params(PresenceParams),
+    responses((status = 200, body = PresenceList), (status = 401, body = ErrorBody), (status = 422, body = ErrorBody)))]
+pub async fn presence(
+    State(state): State<AppState>,
+    Authenticated(tenant): Authenticated,
+    query: Result<Query<PresenceParams>, QueryRejection>,
+) -> Result<Json<PresenceList>, ApiError> {
+    let Query(params) = query.map_err(|e| invalid("query", e.body_text()))?;
+    let users: Vec<&str> = params
+        .user_ids
+        .as_deref()
+        .unwrap_or("")
+        .split(',')
+        .map(str::trim)
+        .filter(|u| !u.is_empty())
+        .collect();
+    if users.is_empty() || users.len() > 1000 {
+        return Err(invalid(
+            "userIds",
+            "must list 1 to 1000 user ids, comma-separated",
+        ));
+    }
+    let found = state.realtime.presence(&tenant, &users).await?;
+    Ok(Json(PresenceList {
+        users: found
+            .into_iter()
+            .map(|p| PresenceView {
+                user_id: p.user_id,
+                online: p.online,
+                last_seen: p.last_seen,
+            })
+            .collect(),
+    }))
 }
 
 /// The body of `POST /v1/realtime/tokens`.

@@ -7,6 +7,12 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, Weak};
 use tokio::sync::Notify;
 
+/// The bus key of a user's presence: `presence.{tenantId}.{userId}`, escaped as
+/// [`user_key`] is.
+pub fn presence_key(tenant: &str, user: &str) -> String {
+    format!("presence.{}", &user_key(tenant, user)["user.".len()..])
+}
+
 /// The bus key of a user: `user.{tenantId}.{userId}`, with the characters that a topic
 /// exchange treats specially escaped.
 pub fn user_key(tenant: &str, user: &str) -> String {
@@ -55,7 +61,7 @@ pub struct Membership {
 
 impl Membership {
     /// The connection's doorbell.
-    pub fn doorbell(&self) -> &Doorbell {
+    pub fn doorbell(&self) -> &Arc<Doorbell> {
         &self.doorbell
     }
 }
@@ -86,11 +92,16 @@ impl Hub {
         self.bus.lock().expect("never poisoned").clone()
     }
 
-    /// Adds a connection of the user with bus key `key`.
+    /// Adds a connection of the user with bus key `key`, with a doorbell of its own.
     pub async fn join(self: &Arc<Self>, key: String) -> Membership {
         let doorbell = Arc::new(Doorbell {
             notify: Notify::new(),
         });
+        self.join_with(key, doorbell).await
+    }
+
+    /// Also rings `doorbell` for `key` (a connection watching another user's presence).
+    pub async fn join_with(self: &Arc<Self>, key: String, doorbell: Arc<Doorbell>) -> Membership {
         let first = {
             let mut connections = self.connections.lock().expect("never poisoned");
             let list = connections.entry(key.clone()).or_default();

@@ -14,7 +14,7 @@ mod hub;
 pub mod socket;
 mod tokens;
 
-pub use hub::{Hub, LocalBus, UserBus, user_key};
+pub use hub::{Hub, LocalBus, UserBus, presence_key, user_key};
 pub use tokens::{TokenError, TokenKey};
 
 use crate::config::{BrokerKind, RealtimeSettings, Settings};
@@ -28,6 +28,8 @@ use std::sync::Arc;
 pub struct Realtime {
     /// The connections held here.
     pub hub: Arc<Hub>,
+    /// This process's name in the presence table.
+    instance: String,
     store: Arc<dyn Store>,
     key: TokenKey,
     settings: RealtimeSettings,
@@ -69,12 +71,71 @@ impl Realtime {
             }
         };
         hub.set_bus(bus);
-        Ok(Arc::new(Realtime {
+        let realtime = Arc::new(Realtime {
             hub,
+            instance: uuid::Uuid::now_v7().to_string(),
             store,
             key,
             settings: settings.realtime.clone(),
-        }))
+        });
+        // Connections of an instance that stops touching them (it crashed) count as gone
+        // after three heartbeats.
+        let alive = Arc::downgrade(&realtime);
+        let every = settings.realtime.heartbeat;
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            while let Some(realtime) = {
+                tick.tick().await;
+                alive.upgrade()
+            } {
+                if let Err(e) = realtime.store.touch_presence(&realtime.instance).await {
+                    tracing::warn!(error = %e, "touching presence failed");
+                }
+            }
+        });
+        Ok(realtime)
+    }
+
+    /// Counts a connection of `user` in (`delta` 1) or out (-1), and tells those watching
+    /// the user's presence when it came online or went offline.
+    pub async fn count_connection(&self, tenant: &TenantId, user: &str, delta: i64) {
+        match self
+            .store
+            .count_connection(tenant, user, &self.instance, delta)
+            .await
+        {
+            Ok(total) if (delta > 0 && total == 1) || (delta < 0 && total == 0) => {
+                self.hub.poke(&presence_key(tenant.as_str(), user)).await;
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "counting a connection for presence failed"),
+        }
+    }
+
+    /// Records that `reader` read a message, and tells the sender.
+    pub async fn read(
+        &self,
+        tenant: &TenantId,
+        message_id: &str,
+        reader: &str,
+    ) -> Result<crate::store::ReadReceipt, StoreError> {
+        let receipt = self.store.record_read(tenant, message_id, reader).await?;
+        if let crate::store::ReadReceipt::Recorded { sender } = &receipt {
+            self.poke(tenant, &[sender]).await;
+        }
+        Ok(receipt)
+    }
+
+    /// Where `users` are now.
+    pub async fn presence(
+        &self,
+        tenant: &TenantId,
+        users: &[&str],
+    ) -> Result<Vec<crate::store::Presence>, StoreError> {
+        let alive_since = Utc::now()
+            - chrono::Duration::from_std(self.settings.heartbeat * 3)
+                .unwrap_or(chrono::Duration::minutes(1));
+        self.store.presence(tenant, users, alive_since).await
     }
 
     /// Its settings.

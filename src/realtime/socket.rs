@@ -3,16 +3,20 @@
 //!
 //! Frames to the client are JSON: `{"type": "message:new", "cursor": "42", "data": {...}}`,
 //! with `{"type": "ready", "cursor": ...}` once the replay is done. From the client:
-//! `{"type": "ack", "cursor": "42"}` records what it has, `{"type": "ping"}` is answered
-//! with `pong`. A client that does not take a frame within `realtime.send_timeout`, or is
+//! `{"type": "ack", "cursor": "42"}` records what it has, `{"type": "read", "messageId":
+//! ...}` records a read receipt (the sender gets `message:read`), `{"type":
+//! "presence:subscribe", "userIds": [...]}` sends `user:presence` frames whenever those
+//! users come online or go offline, and `{"type": "ping"}` is answered with `pong`. A client that does not take a frame within `realtime.send_timeout`, or is
 //! silent for three heartbeats, is disconnected: memory per connection stays one batch of
 //! the log, and the client catches up by replay when it comes back.
 
-use super::{Realtime, user_key};
+use super::{Realtime, presence_key, user_key};
 use crate::domain::TenantId;
+use crate::store::ReadReceipt;
 use axum::extract::ws::{Message, WebSocket};
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -54,7 +58,10 @@ pub async fn run(
     since: Option<i64>,
     socket: WebSocket,
 ) {
-    match session(&realtime, &tenant, &user, since, socket).await {
+    realtime.count_connection(&tenant, &user, 1).await;
+    let ended = session(&realtime, &tenant, &user, since, socket).await;
+    realtime.count_connection(&tenant, &user, -1).await;
+    match ended {
         End::Dropped(why) => tracing::info!(%tenant, user, why, "real-time connection dropped"),
         End::Store(e) => {
             tracing::warn!(%tenant, user, error = %e, "real-time connection ended on a store error")
@@ -86,6 +93,9 @@ async fn session(
     heartbeat.tick().await;
     let mut last_heard = Instant::now();
     let mut ready = false;
+    // Users whose presence this client watches, with what it was last told.
+    let mut watching: HashMap<String, Value> = HashMap::new();
+    let mut watch_memberships = Vec::new();
     loop {
         // Everything in the log past the cursor, in order.
         loop {
@@ -105,6 +115,29 @@ async fn session(
             }
             if !full {
                 break;
+            }
+        }
+        if !watching.is_empty() {
+            let users: Vec<&str> = watching.keys().map(String::as_str).collect();
+            let now = match realtime.presence(tenant, &users).await {
+                Ok(now) => now,
+                Err(e) => return End::Store(e.to_string()),
+            };
+            for presence in now {
+                let state = json!({
+                    "userId": presence.user_id, "online": presence.online,
+                    "lastSeen": presence.last_seen,
+                });
+                // Told when the user comes or goes, not each time its connections are
+                // seen alive.
+                let known = watching.get(&presence.user_id).map(|s| &s["online"]);
+                if known != Some(&state["online"]) {
+                    let frame = json!({"type": "user:presence", "data": state});
+                    watching.insert(presence.user_id, state);
+                    if let Err(end) = send(&mut sink, text(frame), settings.send_timeout).await {
+                        return end;
+                    }
+                }
             }
         }
         if !ready {
@@ -130,10 +163,26 @@ async fn session(
                 match message {
                     None | Some(Err(_)) | Some(Ok(Message::Close(_))) => return End::Closed,
                     Some(Ok(Message::Text(frame))) => {
-                        if let Some(answer) = client_frame(realtime, tenant, user, &frame).await
-                            && let Err(end) = send(&mut sink, text(answer), settings.send_timeout).await
-                        {
-                            return end;
+                        match client_frame(realtime, tenant, user, &frame).await {
+                            Action::Nothing => {}
+                            Action::Answer(answer) => {
+                                if let Err(end) = send(&mut sink, text(answer), settings.send_timeout).await {
+                                    return end;
+                                }
+                            }
+                            Action::Watch(users) => {
+                                for watched in users {
+                                    if watching.contains_key(&watched) {
+                                        continue;
+                                    }
+                                    let key = presence_key(tenant.as_str(), &watched);
+                                    let doorbell = membership.doorbell().clone();
+                                    watch_memberships.push(realtime.hub.join_with(key, doorbell).await);
+                                    watching.insert(watched, Value::Null);
+                                }
+                                // Tell the current state at once.
+                                membership.doorbell().notify.notify_one();
+                            }
                         }
                     }
                     Some(Ok(_)) => {}
@@ -143,16 +192,25 @@ async fn session(
     }
 }
 
-/// Handles a frame from the client; answers a frame to send back, if any.
-async fn client_frame(
-    realtime: &Realtime,
-    tenant: &TenantId,
-    user: &str,
-    text: &str,
-) -> Option<Value> {
+/// Most users one connection may watch the presence of.
+const WATCH_MAX: usize = 1000;
+
+/// What a client's frame asks for.
+enum Action {
+    Nothing,
+    Answer(Value),
+    Watch(Vec<String>),
+}
+
+fn error(message: impl Into<String>) -> Action {
+    Action::Answer(json!({"type": "error", "message": message.into()}))
+}
+
+/// Handles a frame from the client.
+async fn client_frame(realtime: &Realtime, tenant: &TenantId, user: &str, text: &str) -> Action {
     let frame: Value = match serde_json::from_str(text) {
         Ok(frame) => frame,
-        Err(_) => return Some(json!({"type": "error", "message": "frames must be JSON objects"})),
+        Err(_) => return error("frames must be JSON objects"),
     };
     match frame["type"].as_str() {
         Some("ack") => {
@@ -162,24 +220,51 @@ async fn client_frame(
                 _ => None,
             };
             let Some(cursor) = cursor else {
-                return Some(
-                    json!({"type": "error", "message": "ack needs the cursor of a frame"}),
-                );
+                return error("ack needs the cursor of a frame");
             };
             match realtime.store().acknowledge(tenant, user, cursor).await {
-                Ok(()) => None,
+                Ok(()) => Action::Nothing,
                 Err(e) => {
                     tracing::warn!(error = %e, "recording an acknowledgement failed");
-                    Some(
-                        json!({"type": "error", "message": "the acknowledgement was not recorded; send it again"}),
-                    )
+                    error("the acknowledgement was not recorded; send it again")
                 }
             }
         }
-        Some("ping") => Some(json!({"type": "pong"})),
-        other => Some(json!({
-            "type": "error",
-            "message": format!("unknown frame type {:?}; expected ack or ping", other.unwrap_or("")),
-        })),
+        Some("read") => {
+            let Some(message_id) = frame["messageId"].as_str() else {
+                return error("read needs a messageId");
+            };
+            match realtime.read(tenant, message_id, user).await {
+                Ok(ReadReceipt::UnknownMessage) => error(format!("no message {message_id}")),
+                Ok(ReadReceipt::NotARecipient) => {
+                    error(format!("message {message_id} was not sent to you"))
+                }
+                Ok(_) => Action::Nothing,
+                Err(e) => {
+                    tracing::warn!(error = %e, "recording a read receipt failed");
+                    error("the read receipt was not recorded; send it again")
+                }
+            }
+        }
+        Some("presence:subscribe") => {
+            let users: Option<Vec<String>> = frame["userIds"].as_array().map(|ids| {
+                ids.iter()
+                    .filter_map(|id| id.as_str().map(str::to_owned))
+                    .collect()
+            });
+            match users {
+                Some(users) if !users.is_empty() && users.len() <= WATCH_MAX => {
+                    Action::Watch(users)
+                }
+                _ => error(format!(
+                    "presence:subscribe needs userIds: 1 to {WATCH_MAX} user ids"
+                )),
+            }
+        }
+        Some("ping") => Action::Answer(json!({"type": "pong"})),
+        other => error(format!(
+            "unknown frame type {:?}; expected ack, read, presence:subscribe or ping",
+            other.unwrap_or("")
+        )),
     }
 }

@@ -18,7 +18,7 @@ use std::sync::Arc;
 
 pub use devices::{Device, DeviceStore};
 pub use providers::ProviderStore;
-pub use realtime::{NewChat, RealtimeStore, StoredEvent};
+pub use realtime::{InboxItem, NewChat, Presence, ReadReceipt, RealtimeStore, StoredEvent};
 pub use sql::SqlStore;
 pub use templates::{NewTemplate, StoredTemplate, TemplateStore};
 

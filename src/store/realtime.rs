@@ -35,6 +35,46 @@ pub struct StoredEvent {
     pub payload: String,
 }
 
+/// What recording a read receipt found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReadReceipt {
+    /// The tenant has no message with this id.
+    UnknownMessage,
+    /// The reader is not one of the message's recipients.
+    NotARecipient,
+    /// Recorded, and `message:read` appended to the sender's log.
+    Recorded {
+        /// Who sent the message, to be poked.
+        sender: String,
+    },
+    /// The reader had read it already.
+    AlreadyRead,
+}
+
+/// An in-app notification in a user's inbox.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InboxItem {
+    /// Its id (the push notification's).
+    pub id: String,
+    /// What it says, as JSON text.
+    pub payload: String,
+    /// When it arrived.
+    pub created_at: DateTime<Utc>,
+    /// When the user read it.
+    pub read_at: Option<DateTime<Utc>>,
+}
+
+/// Where a user is connected: whether anywhere, and when last.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Presence {
+    /// The user.
+    pub user_id: String,
+    /// Whether some instance holds a live connection of the user.
+    pub online: bool,
+    /// When the user was last connected (none if never).
+    pub last_seen: Option<DateTime<Utc>>,
+}
+
 /// Where real-time state lives.
 #[async_trait]
 pub trait RealtimeStore: Send + Sync {
@@ -80,6 +120,66 @@ pub trait RealtimeStore: Send + Sync {
     /// Deletes events stored before `cutoff`; answers how many.
     async fn delete_realtime_events_before(&self, cutoff: DateTime<Utc>)
     -> Result<u64, StoreError>;
+
+    /// Records that `reader` read a message and, the first time, appends `message:read`
+    /// to the sender's log.
+    async fn record_read(
+        &self,
+        tenant: &TenantId,
+        message_id: &str,
+        reader: &str,
+    ) -> Result<ReadReceipt, StoreError>;
+
+    /// Puts an in-app notification into each of `users`' inboxes and appends
+    /// `notification:new` to their logs; a redelivery adds nothing.
+    async fn add_to_inboxes(
+        &self,
+        tenant: &TenantId,
+        users: &[&str],
+        id: &str,
+        payload: &str,
+    ) -> Result<(), StoreError>;
+
+    /// A user's inbox, newest first.
+    async fn inbox(
+        &self,
+        tenant: &TenantId,
+        user: &str,
+        limit: i64,
+    ) -> Result<Vec<InboxItem>, StoreError>;
+
+    /// Changes a user's inbox: marks one item read (`Some(id)`, `read`), deletes one
+    /// (`Some(id)`, not `read`) or clears all (`None`); appends the matching event to the
+    /// user's log when something changed. Answers how many items changed.
+    async fn change_inbox(
+        &self,
+        tenant: &TenantId,
+        user: &str,
+        id: Option<&str>,
+        read: bool,
+    ) -> Result<u64, StoreError>;
+
+    /// Counts a connection of `user` in or out (`delta` 1 or -1) on `instance`; answers
+    /// how many live connections the user has across instances afterwards.
+    async fn count_connection(
+        &self,
+        tenant: &TenantId,
+        user: &str,
+        instance: &str,
+        delta: i64,
+    ) -> Result<i64, StoreError>;
+
+    /// Marks every connection of `instance` as alive now.
+    async fn touch_presence(&self, instance: &str) -> Result<(), StoreError>;
+
+    /// Where `users` are: online when an instance touched their connections since
+    /// `alive_since`.
+    async fn presence(
+        &self,
+        tenant: &TenantId,
+        users: &[&str],
+        alive_since: DateTime<Utc>,
+    ) -> Result<Vec<Presence>, StoreError>;
 }
 
 /// Rows per multi-row event insert: 5 parameters each.
@@ -256,6 +356,269 @@ macro_rules! realtime_store {
                     .execute(&self.pool)
                     .await?
                     .rows_affected())
+            }
+
+            async fn record_read(
+                &self,
+                tenant: &TenantId,
+                message_id: &str,
+                reader: &str,
+            ) -> Result<ReadReceipt, StoreError> {
+                // A stored message never changes, so it is read before the transaction,
+                // which then starts with its write (on SQLite a read that turns into a write
+                // can fail against a concurrent commit).
+                let row = sqlx::query(
+                    "SELECT sender_id, conversation_id, payload FROM chat_messages \
+                     WHERE tenant_id = $1 AND message_id = $2",
+                )
+                .bind(tenant.as_str())
+                .bind(message_id)
+                .fetch_optional(&self.pool)
+                .await?;
+                let Some(row) = row else {
+                    return Ok(ReadReceipt::UnknownMessage);
+                };
+                let sender: String = row.try_get("sender_id")?;
+                let conversation: String = row.try_get("conversation_id")?;
+                let payload: serde_json::Value =
+                    serde_json::from_str(&row.try_get::<String, _>("payload")?)
+                        .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+                let recipient = payload["recipientIds"]
+                    .as_array()
+                    .is_some_and(|ids| ids.iter().any(|id| id == reader));
+                if !recipient {
+                    return Ok(ReadReceipt::NotARecipient);
+                }
+                let read_at = now();
+                let mut tx = self.pool.begin().await?;
+                let recorded = sqlx::query(
+                    "INSERT INTO chat_reads (tenant_id, message_id, user_id, read_at) VALUES ($1, $2, $3, $4) \
+                     ON CONFLICT (tenant_id, message_id, user_id) DO NOTHING",
+                )
+                .bind(tenant.as_str())
+                .bind(message_id)
+                .bind(reader)
+                .bind(read_at)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+                if recorded == 0 {
+                    return Ok(ReadReceipt::AlreadyRead);
+                }
+                let event = serde_json::json!({
+                    "messageId": message_id, "conversationId": conversation,
+                    "userId": reader, "readAt": read_at,
+                })
+                .to_string();
+                Self::insert_events(&mut tx, tenant, &[(sender.as_str(), "message:read", event)]).await?;
+                tx.commit().await?;
+                Ok(ReadReceipt::Recorded { sender })
+            }
+
+            async fn add_to_inboxes(
+                &self,
+                tenant: &TenantId,
+                users: &[&str],
+                id: &str,
+                payload: &str,
+            ) -> Result<(), StoreError> {
+                let mut tx = self.pool.begin().await?;
+                let created_at = now();
+                let mut events = Vec::new();
+                for user in users {
+                    let added = sqlx::query(
+                        "INSERT INTO inbox_items (tenant_id, user_id, id, payload, created_at) \
+                         VALUES ($1, $2, $3, $4, $5) ON CONFLICT (tenant_id, user_id, id) DO NOTHING",
+                    )
+                    .bind(tenant.as_str())
+                    .bind(*user)
+                    .bind(id)
+                    .bind(payload)
+                    .bind(created_at)
+                    .execute(&mut *tx)
+                    .await?
+                    .rows_affected();
+                    if added == 1 {
+                        events.push((*user, "notification:new", payload.to_owned()));
+                    }
+                }
+                Self::insert_events(&mut tx, tenant, &events).await?;
+                tx.commit().await?;
+                Ok(())
+            }
+
+            async fn inbox(
+                &self,
+                tenant: &TenantId,
+                user: &str,
+                limit: i64,
+            ) -> Result<Vec<InboxItem>, StoreError> {
+                let rows = sqlx::query(
+                    "SELECT id, payload, created_at, read_at FROM inbox_items \
+                     WHERE tenant_id = $1 AND user_id = $2 ORDER BY created_at DESC, id DESC LIMIT $3",
+                )
+                .bind(tenant.as_str())
+                .bind(user)
+                .bind(limit)
+                .fetch_all(&self.pool)
+                .await?;
+                rows.iter()
+                    .map(|row| {
+                        Ok(InboxItem {
+                            id: row.try_get("id")?,
+                            payload: row.try_get("payload")?,
+                            created_at: row.try_get("created_at")?,
+                            read_at: row.try_get("read_at")?,
+                        })
+                    })
+                    .collect()
+            }
+
+            async fn change_inbox(
+                &self,
+                tenant: &TenantId,
+                user: &str,
+                id: Option<&str>,
+                read: bool,
+            ) -> Result<u64, StoreError> {
+                let mut tx = self.pool.begin().await?;
+                let at = now();
+                let (changed, kind) = match (id, read) {
+                    (Some(id), true) => (
+                        sqlx::query(
+                            "UPDATE inbox_items SET read_at = $4 WHERE tenant_id = $1 AND user_id = $2 \
+                             AND id = $3 AND read_at IS NULL",
+                        )
+                        .bind(tenant.as_str())
+                        .bind(user)
+                        .bind(id)
+                        .bind(at)
+                        .execute(&mut *tx)
+                        .await?
+                        .rows_affected(),
+                        "notification:read",
+                    ),
+                    (Some(id), false) => (
+                        sqlx::query("DELETE FROM inbox_items WHERE tenant_id = $1 AND user_id = $2 AND id = $3")
+                            .bind(tenant.as_str())
+                            .bind(user)
+                            .bind(id)
+                            .execute(&mut *tx)
+                            .await?
+                            .rows_affected(),
+                        "notification:deleted",
+                    ),
+                    (None, _) => (
+                        sqlx::query("DELETE FROM inbox_items WHERE tenant_id = $1 AND user_id = $2")
+                            .bind(tenant.as_str())
+                            .bind(user)
+                            .execute(&mut *tx)
+                            .await?
+                            .rows_affected(),
+                        "notification:cleared",
+                    ),
+                };
+                if changed > 0 {
+                    let event = serde_json::json!({"id": id, "at": at}).to_string();
+                    Self::insert_events(&mut tx, tenant, &[(user, kind, event)]).await?;
+                }
+                tx.commit().await?;
+                Ok(changed)
+            }
+
+            async fn count_connection(
+                &self,
+                tenant: &TenantId,
+                user: &str,
+                instance: &str,
+                delta: i64,
+            ) -> Result<i64, StoreError> {
+                let mut tx = self.pool.begin().await?;
+                sqlx::query(
+                    "INSERT INTO presence (tenant_id, user_id, instance_id, connections, last_seen) \
+                     VALUES ($1, $2, $3, $4, $5) ON CONFLICT (tenant_id, user_id, instance_id) DO UPDATE \
+                     SET connections = presence.connections + excluded.connections, last_seen = excluded.last_seen",
+                )
+                .bind(tenant.as_str())
+                .bind(user)
+                .bind(instance)
+                .bind(delta.max(0))
+                .bind(now())
+                .execute(&mut *tx)
+                .await?;
+                if delta < 0 {
+                    sqlx::query(
+                        "UPDATE presence SET connections = CASE WHEN connections + $4 < 0 THEN 0 ELSE connections + $4 END \
+                         WHERE tenant_id = $1 AND user_id = $2 AND instance_id = $3",
+                    )
+                    .bind(tenant.as_str())
+                    .bind(user)
+                    .bind(instance)
+                    .bind(delta)
+                    .execute(&mut *tx)
+                    .await?;
+                }
+                let total: i64 = sqlx::query(
+                    "SELECT CAST(COALESCE(SUM(connections), 0) AS BIGINT) AS total FROM presence \
+                     WHERE tenant_id = $1 AND user_id = $2",
+                )
+                .bind(tenant.as_str())
+                .bind(user)
+                .fetch_one(&mut *tx)
+                .await?
+                .try_get("total")?;
+                tx.commit().await?;
+                Ok(total)
+            }
+
+            async fn touch_presence(&self, instance: &str) -> Result<(), StoreError> {
+                sqlx::query("UPDATE presence SET last_seen = $2 WHERE instance_id = $1 AND connections > 0")
+                    .bind(instance)
+                    .bind(now())
+                    .execute(&self.pool)
+                    .await?;
+                Ok(())
+            }
+
+            async fn presence(
+                &self,
+                tenant: &TenantId,
+                users: &[&str],
+                alive_since: DateTime<Utc>,
+            ) -> Result<Vec<Presence>, StoreError> {
+                let mut query = QueryBuilder::<$db>::new(
+                    "SELECT user_id, MAX(last_seen) AS last_seen, \
+                     CAST(SUM(CASE WHEN connections > 0 AND last_seen >= ",
+                );
+                query
+                    .push_bind(alive_since)
+                    .push(" THEN 1 ELSE 0 END) AS BIGINT) AS live FROM presence WHERE tenant_id = ")
+                    .push_bind(tenant.as_str())
+                    .push(" AND user_id IN (");
+                let mut listed = query.separated(", ");
+                for user in users {
+                    listed.push_bind(*user);
+                }
+                query.push(") GROUP BY user_id");
+                let rows = query.build().fetch_all(&self.pool).await?;
+                let mut found = std::collections::HashMap::new();
+                for row in &rows {
+                    let user: String = row.try_get("user_id")?;
+                    let live: i64 = row.try_get("live")?;
+                    let last_seen: Option<DateTime<Utc>> = row.try_get("last_seen")?;
+                    found.insert(user, (live > 0, last_seen));
+                }
+                Ok(users
+                    .iter()
+                    .map(|user| {
+                        let (online, last_seen) = found.get(*user).cloned().unwrap_or((false, None));
+                        Presence {
+                            user_id: (*user).to_owned(),
+                            online,
+                            last_seen,
+                        }
+                    })
+                    .collect())
             }
         }
     };

@@ -109,13 +109,19 @@ pub struct PushHandler {
     /// Credentials (by fingerprint) a provider refused, until when.
     refused: Mutex<HashMap<String, (Instant, String)>>,
     outbox: PushOutbox,
+    /// Where `inApp` notifications also go.
+    realtime: Arc<crate::realtime::Realtime>,
     per_tenant: OutboundLimit,
     per_provider: OutboundLimit,
 }
 
 impl PushHandler {
     /// A handler sending as `settings` say.
-    pub fn new(settings: &PushSettings, store: Arc<dyn Store>) -> Self {
+    pub fn new(
+        settings: &PushSettings,
+        store: Arc<dyn Store>,
+        realtime: Arc<crate::realtime::Realtime>,
+    ) -> Self {
         let extra_ca = settings
             .tls_ca_file
             .as_deref()
@@ -145,6 +151,7 @@ impl PushHandler {
             fcm_clients: Mutex::new(HashMap::new()),
             refused: Mutex::new(HashMap::new()),
             outbox: PushOutbox::new(settings.outbox.clone()),
+            realtime,
             per_tenant: OutboundLimit::per_second(settings.rate_limits.per_tenant),
             per_provider: OutboundLimit::per_second(settings.rate_limits.per_provider),
             settings: settings.clone(),
@@ -342,6 +349,23 @@ impl PushHandler {
             Platform::Mobile => &["ios", "android"],
             Platform::Web => &["web"],
         };
+        if push.in_app {
+            // Into each recipient's in-app inbox first (a redelivery adds nothing), and
+            // live to their connections.
+            let item = serde_json::json!({
+                "id": envelope.id, "title": push.title, "body": push.body, "data": push.data,
+                "createdAt": envelope.created_at,
+            });
+            let id = envelope.id.to_string();
+            if let Err(e) = self
+                .store
+                .add_to_inboxes(tenant, &users, &id, &item.to_string())
+                .await
+            {
+                return Outcome::retry(format!("adding to the in-app inboxes: {e}"));
+            }
+            self.realtime.poke(tenant, &users).await;
+        }
         let devices = match self.store.devices_of(tenant, &users, platforms).await {
             Ok(devices) => devices,
             Err(e) => return Outcome::retry(format!("reading the device registry: {e}")),
