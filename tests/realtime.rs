@@ -296,6 +296,18 @@ async fn a_slow_client_is_disconnected_without_holding_back_others() {
     .await;
     assert!(dropped, "the slow client was disconnected");
     // It catches up by replay: everything is there, from the start.
+    let stored = common::eventually(Duration::from_secs(20), || async {
+        let tenant = herald::domain::TenantId::parse("1").unwrap();
+        let store = app.herald.tenancy.store();
+        store
+            .events_after(&tenant, "slow", 0, 1000)
+            .await
+            .unwrap()
+            .len()
+            == 250
+    })
+    .await;
+    assert!(stored);
     let mut again = open(&app.address, &token(&app, "slow").await, Some("0")).await;
     assert_eq!(until_ready(&mut again).await.len(), 250);
     app.stop().await;

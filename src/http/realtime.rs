@@ -142,6 +142,9 @@ pub async fn presence(
     }))
 }
 
+/// The largest frame a client may send (acks, reads, presence subscriptions).
+const CLIENT_FRAME_MAX: usize = 64 * 1024;
+
 /// The body of `POST /v1/realtime/tokens`.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
@@ -236,5 +239,12 @@ pub async fn connect(
         })
         .transpose()?;
     let realtime = state.realtime.clone();
+    // Small buffers: a client sends only small frames, and tungstenite's defaults (128 KiB
+    // each way) would cost far more memory per connection than the session itself.
+    let upgrade = upgrade
+        .read_buffer_size(4 * 1024)
+        .write_buffer_size(8 * 1024)
+        .max_message_size(CLIENT_FRAME_MAX)
+        .max_frame_size(CLIENT_FRAME_MAX);
     Ok(upgrade.on_upgrade(move |socket| socket::run(realtime, tenant, user, since, socket)))
 }

@@ -63,4 +63,17 @@ impl Handler for ChatHandler {
             other => Outcome::failed(format!("not a chat message: {:?}", other.kind())),
         }
     }
+
+    /// A conversation's messages are numbered in the order they were queued (on one
+    /// worker instance; several instances number them in the order they store them).
+    fn order_key(&self, envelope: &Envelope) -> Option<String> {
+        match &envelope.event {
+            Event::Chat(message) => Some(format!(
+                "{}\u{0}{}",
+                message.tenant_id,
+                message.conversation_id.as_str()
+            )),
+            _ => None,
+        }
+    }
 }

@@ -28,6 +28,12 @@ use tokio::task::JoinSet;
 pub trait Handler: Send + Sync + 'static {
     /// Handles one event; `attempt` is 1 the first time.
     async fn handle(&self, envelope: &Envelope, attempt: u32) -> Outcome;
+
+    /// Events with the same key are handled one at a time, in the order the queue hands
+    /// them over (a chat conversation's messages); `None`, the default, for none.
+    fn order_key(&self, _envelope: &Envelope) -> Option<String> {
+        None
+    }
 }
 
 /// How long one pool waits between attempts to reach its queue.
@@ -75,6 +81,7 @@ impl WorkerPool {
         let permits = Arc::new(Semaphore::new(self.spec.concurrency));
         let prefetch = u16::try_from(self.spec.concurrency).unwrap_or(u16::MAX);
         let mut in_flight = JoinSet::new();
+        let mut ordering = Ordering::default();
         'consuming: while !shutdown.is_raised() {
             let mut consumer = match self.broker.consume(&self.spec, prefetch).await {
                 Ok(consumer) => consumer,
@@ -99,8 +106,14 @@ impl WorkerPool {
                 match delivery {
                     Some(Ok(delivery)) => {
                         let pool = self.clone();
+                        let (before, done) = ordering.next(self.order_key(&delivery));
                         in_flight.spawn(async move {
+                            if let Some(before) = before {
+                                // The key's earlier event first; its outcome does not matter.
+                                let _ = before.await;
+                            }
                             pool.process(delivery).await;
+                            drop(done);
                             drop(permit);
                         });
                     }
@@ -128,6 +141,17 @@ impl WorkerPool {
         {
             tracing::warn!(queue = %self.spec.configured_name, left = in_flight.len(), "grace period over; unsettled messages will be redelivered");
         }
+    }
+
+    /// The handler's order key for a delivery, if it has one.
+    fn order_key(&self, delivery: &Delivery) -> Option<String> {
+        let properties = WireProperties {
+            message_id: delivery.message_id.as_deref(),
+            timestamp: delivery.timestamp,
+        };
+        let envelope =
+            Envelope::from_wire(&delivery.body, &delivery.routing_key, properties).ok()?;
+        self.handler.order_key(&envelope)
     }
 
     /// Handles one delivery to its outcome and settles it. Returns the outcome.
@@ -248,5 +272,38 @@ impl WorkerPool {
                 delivery.dead_letter(DeadLetterReason::Expired, None).await
             }
         }
+    }
+}
+
+/// Chains the events of each order key: each waits for the one before it with its key.
+#[derive(Default)]
+struct Ordering {
+    /// Per key, a receiver that completes when the key's latest event is done.
+    tails: std::collections::HashMap<String, tokio::sync::oneshot::Receiver<()>>,
+}
+
+impl Ordering {
+    /// For an event with `key`: what to wait for first, and the sender to drop when done.
+    fn next(
+        &mut self,
+        key: Option<String>,
+    ) -> (
+        Option<tokio::sync::oneshot::Receiver<()>>,
+        Option<tokio::sync::oneshot::Sender<()>>,
+    ) {
+        let Some(key) = key else {
+            return (None, None);
+        };
+        // Keys whose events are all done are forgotten, so that the map stays small.
+        if self.tails.len() > 4096 {
+            self.tails.retain(|_, tail| {
+                matches!(
+                    tail.try_recv(),
+                    Err(tokio::sync::oneshot::error::TryRecvError::Empty)
+                )
+            });
+        }
+        let (done, tail) = tokio::sync::oneshot::channel();
+        (self.tails.insert(key, tail), Some(done))
     }
 }

@@ -1,0 +1,229 @@
+//! The real-time bench: 10,000 concurrent WebSocket connections on one Herald instance
+//! (`herald serve`, release build, a process of its own, embedded broker and SQLite):
+//! memory per connection, and the latency from a chat message's POST (its 202) to its
+//! recipient's socket receiving it, at 1,000 messages a second.
+//!
+//! Run: `cargo bench --bench realtime`. `HERALD_BENCH_CONNECTIONS` (10,000),
+//! `HERALD_BENCH_RATE` (1,000 a second) and `HERALD_BENCH_SECONDS` (10) change the shape.
+//! The process needs a file limit above twice the connections (`ulimit -n`). With
+//! `HERALD_BENCH_DATABASE_URL=postgres://...` Herald keeps its store there instead of SQLite.
+
+use futures_util::StreamExt;
+use serde_json::{Value, json};
+use std::collections::HashMap;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio_tungstenite::tungstenite::Message;
+
+fn env_or(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn herald(args: &[&str], dir: &Path, port: u16) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_herald"));
+    command
+        .args(args)
+        .current_dir(dir)
+        .env_clear()
+        .env("HERALD__HTTP__LISTEN", format!("127.0.0.1:{port}"))
+        .env("HERALD__RATE_LIMITS__PER_SECOND", "1000000")
+        .env("HERALD__RATE_LIMITS__BURST", "1000000")
+        .env("RUST_LOG", "warn")
+        .stdin(Stdio::null());
+    if let Ok(url) = std::env::var("HERALD_BENCH_DATABASE_URL") {
+        command.env("DATABASE_URL", url);
+    }
+    command
+}
+
+fn rss_kb(pid: u32, key: &str) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find(|l| l.starts_with(key))
+        .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        .unwrap_or(0)
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    sorted[((sorted.len() as f64 * p).ceil() as usize).clamp(1, sorted.len()) - 1]
+}
+
+struct Server(Child);
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.0.id().to_string()])
+            .status();
+        let _ = self.0.wait();
+    }
+}
+
+async fn run() {
+    let connections = env_or("HERALD_BENCH_CONNECTIONS", 10_000);
+    let rate = env_or("HERALD_BENCH_RATE", 1_000);
+    let seconds = env_or("HERALD_BENCH_SECONDS", 10);
+    herald::channels::tls::install_default_provider();
+    let dir = tempfile::TempDir::new().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let created = herald(&["tenant", "create", "bench"], dir.path(), port)
+        .output()
+        .expect("herald tenant create runs");
+    let key = String::from_utf8_lossy(&created.stdout)
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("api key (shown once):")
+                .map(|k| k.trim().to_owned())
+        })
+        .expect("the tenant's key is printed");
+    let server = Server(
+        herald(&["serve"], dir.path(), port)
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("herald serve starts"),
+    );
+    let pid = server.0.id();
+    let base = format!("http://127.0.0.1:{port}");
+    let client = reqwest::Client::new();
+    let started = Instant::now();
+    while client.get(format!("{base}/health")).send().await.is_err() {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "Herald did not start"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let idle_rss = rss_kb(pid, "VmRSS:");
+
+    // Tokens, then sockets, 100 at a time.
+    let received: Arc<Mutex<HashMap<String, Instant>>> = Arc::new(Mutex::new(HashMap::new()));
+    let mut sockets = Vec::with_capacity(connections);
+    let users: Vec<String> = (0..connections).map(|i| format!("u{i}")).collect();
+    for chunk in users.chunks(100) {
+        let opened = futures_util::future::join_all(chunk.iter().map(|user| {
+            let (client, base, key) = (client.clone(), base.clone(), key.clone());
+            async move {
+                let token: Value = client
+                    .post(format!("{base}/v1/realtime/tokens"))
+                    .bearer_auth(&key)
+                    .json(&json!({"userId": user}))
+                    .send()
+                    .await
+                    .unwrap()
+                    .json()
+                    .await
+                    .unwrap();
+                let url = format!(
+                    "ws://127.0.0.1:{port}/v1/realtime?token={}",
+                    token["token"].as_str().unwrap()
+                );
+                tokio_tungstenite::connect_async(url).await.unwrap().0
+            }
+        }))
+        .await;
+        sockets.extend(opened);
+    }
+    for socket in sockets {
+        let received = received.clone();
+        tokio::spawn(async move {
+            let (_, mut read) = socket.split();
+            while let Some(Ok(message)) = read.next().await {
+                if let Message::Text(text) = message {
+                    let frame: Value = serde_json::from_str(&text).unwrap_or_default();
+                    if frame["type"] == "message:new" {
+                        let id = frame["data"]["messageId"].as_str().unwrap_or("").to_owned();
+                        received.lock().unwrap().insert(id, Instant::now());
+                    }
+                }
+            }
+        });
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let connected_rss = rss_kb(pid, "VmRSS:");
+    println!("realtime bench: {connections} WebSocket connections on one instance");
+    println!(
+        "  Herald RSS           {:>8.1} MB idle, {:>8.1} MB with {connections} connections",
+        idle_rss as f64 / 1024.0,
+        connected_rss as f64 / 1024.0
+    );
+    println!(
+        "  per connection       {:>8.1} KB",
+        (connected_rss.saturating_sub(idle_rss)) as f64 / connections as f64
+    );
+
+    // Chat messages to one recipient each, at `rate` a second.
+    let total = rate * seconds;
+    let sent: Arc<Mutex<HashMap<String, Instant>>> = Arc::new(Mutex::new(HashMap::new()));
+    let mut tick = tokio::time::interval(Duration::from_millis(10));
+    let per_tick = (rate / 100).max(1);
+    let mut posts = Vec::new();
+    for n in 0..total / per_tick {
+        tick.tick().await;
+        for k in 0..per_tick {
+            let i = n * per_tick + k;
+            let (client, base, key, sent) =
+                (client.clone(), base.clone(), key.clone(), sent.clone());
+            posts.push(tokio::spawn(async move {
+                let id = format!("m{i}");
+                let response = client
+                    .post(format!("{base}/v1/chat/messages"))
+                    .bearer_auth(&key)
+                    .json(&json!({
+                        "messageId": id, "conversationId": format!("c{}", i % 500),
+                        "senderId": "bench", "recipientIds": [format!("u{}", (i * 7919) % connections)],
+                        "content": "hello", "messageType": "text", "timestamp": "2026-11-23T10:00:00Z",
+                    }))
+                    .send()
+                    .await
+                    .unwrap();
+                assert_eq!(response.status(), 202);
+                sent.lock().unwrap().insert(id, Instant::now());
+            }));
+        }
+    }
+    for post in posts {
+        post.await.unwrap();
+    }
+    let waiting = Instant::now();
+    while received.lock().unwrap().len() < total && waiting.elapsed() < Duration::from_secs(30) {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let (sent, received) = (sent.lock().unwrap(), received.lock().unwrap());
+    let mut latencies: Vec<Duration> = sent
+        .iter()
+        .filter_map(|(id, at)| Some(received.get(id)?.saturating_duration_since(*at)))
+        .collect();
+    latencies.sort();
+    println!(
+        "  {total} messages at {rate}/s: {} received; POST 202 to socket p50 {:.1} ms, p99 {:.1} ms",
+        latencies.len(),
+        percentile(&latencies, 0.50).as_secs_f64() * 1000.0,
+        percentile(&latencies, 0.99).as_secs_f64() * 1000.0
+    );
+    println!(
+        "  Herald peak RSS      {:>8.1} MB",
+        rss_kb(pid, "VmHWM:") as f64 / 1024.0
+    );
+    drop(server);
+}
+
+fn main() {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(run());
+}
