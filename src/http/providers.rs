@@ -76,6 +76,84 @@ fn invalid(field: &str, message: impl Into<String>) -> ApiError {
     }]))
 }
 
+/// Settings of one provider as the API takes and answers them.
+trait ProviderSettings: serde::de::DeserializeOwned {
+    /// Its name in paths and in the store.
+    const NAME: &'static str;
+    /// Checks what can be checked without the provider: the bad field and why.
+    fn check(&self) -> Result<(), (&'static str, String)>;
+    /// As stored, secrets included.
+    fn to_stored(&self) -> Value;
+    /// As answered, secrets redacted.
+    fn redacted(&self) -> Value;
+}
+
+impl ProviderSettings for RelaySettings {
+    const NAME: &'static str = SMTP;
+    fn check(&self) -> Result<(), (&'static str, String)> {
+        RelaySettings::check(self).map_err(|e| (e.field, e.message))
+    }
+    fn to_stored(&self) -> Value {
+        RelaySettings::to_stored(self)
+    }
+    fn redacted(&self) -> Value {
+        RelaySettings::redacted(self)
+    }
+}
+
+impl ProviderSettings for ApnsCredentials {
+    const NAME: &'static str = APNS;
+    fn check(&self) -> Result<(), (&'static str, String)> {
+        ApnsCredentials::check(self).map_err(|e| (e.field, e.message))
+    }
+    fn to_stored(&self) -> Value {
+        ApnsCredentials::to_stored(self)
+    }
+    fn redacted(&self) -> Value {
+        ApnsCredentials::redacted(self)
+    }
+}
+
+impl ProviderSettings for FcmCredentials {
+    const NAME: &'static str = FCM;
+    fn check(&self) -> Result<(), (&'static str, String)> {
+        FcmCredentials::check(self).map_err(|e| (e.field, e.message))
+    }
+    fn to_stored(&self) -> Value {
+        FcmCredentials::to_stored(self)
+    }
+    fn redacted(&self) -> Value {
+        FcmCredentials::redacted(self)
+    }
+}
+
+/// Parses, checks and stores the tenant's settings of `T`; answers them redacted.
+async fn set<T: ProviderSettings>(
+    state: &AppState,
+    tenant: &crate::domain::TenantId,
+    body: Value,
+) -> Result<Json<Value>, ApiError> {
+    let settings: T = serde_json::from_value(body).map_err(|e| invalid("", e.to_string()))?;
+    settings
+        .check()
+        .map_err(|(field, message)| invalid(field, message))?;
+    state
+        .tenancy
+        .store()
+        .put_provider(tenant, T::NAME, &settings.to_stored().to_string())
+        .await?;
+    Ok(Json(settings.redacted()))
+}
+
+/// The tenant's settings of `T`, redacted.
+async fn show<T: ProviderSettings>(
+    state: &AppState,
+    tenant: &crate::domain::TenantId,
+) -> Result<Json<Value>, ApiError> {
+    let settings: T = stored(state, tenant, T::NAME).await?;
+    Ok(Json(settings.redacted()))
+}
+
 /// Sets the tenant's own SMTP relay, used instead of the configured one. Answers the
 /// settings with the password redacted.
 #[utoipa::path(put, path = "/v1/providers/smtp", tag = "providers", security(("api_key" = [])),
@@ -86,15 +164,7 @@ pub async fn put_smtp(
     Authenticated(tenant): Authenticated,
     JsonBody(body): JsonBody,
 ) -> Result<Json<Value>, ApiError> {
-    let relay: RelaySettings =
-        serde_json::from_value(body).map_err(|e| invalid("", e.to_string()))?;
-    relay.check().map_err(|e| invalid(e.field, e.message))?;
-    state
-        .tenancy
-        .store()
-        .put_provider(&tenant, SMTP, &relay.to_stored().to_string())
-        .await?;
-    Ok(Json(relay.redacted()))
+    set::<RelaySettings>(&state, &tenant, body).await
 }
 
 /// The tenant's own SMTP relay, password redacted.
@@ -104,8 +174,7 @@ pub async fn get_smtp(
     State(state): State<AppState>,
     Authenticated(tenant): Authenticated,
 ) -> Result<Json<Value>, ApiError> {
-    let relay: RelaySettings = stored(&state, &tenant, SMTP).await?;
-    Ok(Json(relay.redacted()))
+    show::<RelaySettings>(&state, &tenant).await
 }
 
 /// Removes the tenant's own relay: its email goes through the configured one again.
@@ -128,17 +197,7 @@ pub async fn put_apns(
     Authenticated(tenant): Authenticated,
     JsonBody(body): JsonBody,
 ) -> Result<Json<Value>, ApiError> {
-    let credentials: ApnsCredentials =
-        serde_json::from_value(body).map_err(|e| invalid("", e.to_string()))?;
-    credentials
-        .check()
-        .map_err(|e| invalid(e.field, e.message))?;
-    state
-        .tenancy
-        .store()
-        .put_provider(&tenant, APNS, &credentials.to_stored().to_string())
-        .await?;
-    Ok(Json(credentials.redacted()))
+    set::<ApnsCredentials>(&state, &tenant, body).await
 }
 
 /// The tenant's APNs settings, key redacted.
@@ -148,8 +207,7 @@ pub async fn get_apns(
     State(state): State<AppState>,
     Authenticated(tenant): Authenticated,
 ) -> Result<Json<Value>, ApiError> {
-    let credentials: ApnsCredentials = stored(&state, &tenant, APNS).await?;
-    Ok(Json(credentials.redacted()))
+    show::<ApnsCredentials>(&state, &tenant).await
 }
 
 /// Removes the tenant's APNs settings: its iOS pushes use the configured ones again.
@@ -172,17 +230,7 @@ pub async fn put_fcm(
     Authenticated(tenant): Authenticated,
     JsonBody(body): JsonBody,
 ) -> Result<Json<Value>, ApiError> {
-    let credentials: FcmCredentials =
-        serde_json::from_value(body).map_err(|e| invalid("", e.to_string()))?;
-    credentials
-        .check()
-        .map_err(|e| invalid(e.field, e.message))?;
-    state
-        .tenancy
-        .store()
-        .put_provider(&tenant, FCM, &credentials.to_stored().to_string())
-        .await?;
-    Ok(Json(credentials.redacted()))
+    set::<FcmCredentials>(&state, &tenant, body).await
 }
 
 /// The tenant's FCM service account, key redacted.
@@ -192,8 +240,7 @@ pub async fn get_fcm(
     State(state): State<AppState>,
     Authenticated(tenant): Authenticated,
 ) -> Result<Json<Value>, ApiError> {
-    let credentials: FcmCredentials = stored(&state, &tenant, FCM).await?;
-    Ok(Json(credentials.redacted()))
+    show::<FcmCredentials>(&state, &tenant).await
 }
 
 /// Removes the tenant's FCM service account.
