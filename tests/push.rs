@@ -570,3 +570,55 @@ async fn outbound_pushes_keep_to_the_tenants_rate_limit() {
     );
     rig.app.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn configured_credentials_serve_tenants_without_their_own() {
+    let apns = ApnsStandIn::start().await;
+    let fcm = FcmStandIn::start().await;
+    let keys = tempfile::TempDir::new().unwrap();
+    let (p8, point) = common::keys::p256_key(keys.path());
+    apns.accept_key("GLOBALKEY1", point, TEAM_ID);
+    let (rsa, public) = common::keys::rsa_key(keys.path());
+    fcm.accept_account(ACCOUNT, public);
+    let account = keys.path().join("service-account.json");
+    std::fs::write(
+        &account,
+        json!({"type": "service_account", "project_id": "global-project", "private_key": rsa,
+               "client_email": ACCOUNT, "token_uri": fcm.token_url()})
+        .to_string(),
+    )
+    .unwrap();
+    let account = account.display().to_string();
+    // JSON-quoted, so that the override parser keeps the key's line breaks.
+    let p8 = serde_json::to_string(&p8).unwrap();
+    let overrides = [
+        ("push.apns.url", apns.url.as_str()),
+        ("push.apns.sandbox_url", apns.url.as_str()),
+        ("push.tls_ca_file", apns.ca_file.as_str()),
+        ("push.fcm.url", fcm.url.as_str()),
+        ("push.apns.credentials.key_id", "GLOBALKEY1"),
+        ("push.apns.credentials.team_id", TEAM_ID),
+        ("push.apns.credentials.topic", TOPIC),
+        ("push.apns.credentials.private_key", p8.as_str()),
+        ("push.apns.credentials.environment", "sandbox"),
+        ("push.fcm.service_account_file", account.as_str()),
+    ];
+    let app = TestApp::spawn(BrokerKind::Embedded, Roles::everything(), &overrides)
+        .await
+        .unwrap();
+    register(&app, "ada", "ios", "ios-ada").await;
+    register(&app, "ada", "android", "android-ada").await;
+    let id = send(
+        &app,
+        json!({"recipientIds": ["ada"], "title": "A", "body": "B"}),
+    )
+    .await;
+    let status = app.notification_when(&id, settled).await;
+    assert_eq!(status["status"], "delivered", "{status}");
+    assert_eq!(
+        only(&apns.received(), "ios-ada").headers["apns-topic"],
+        TOPIC
+    );
+    assert_eq!(only(&fcm.received(), "android-ada").status, 200);
+    app.stop().await;
+}
