@@ -55,8 +55,17 @@ fn settings(dir: &Path) -> Settings {
             dir.join("broker.db").display().to_string(),
         ))
         .merge(Serialized::default("database.url", database))
-        .merge(Serialized::default("queues.audit.max_length", 10_000_000))
-        .merge(Serialized::default("queues.audit.concurrency", 256));
+        .merge(Serialized::default("queues.audit.max_length", 10_000_000));
+    // The audit queue's configured concurrency (its writer's batch size) unless the run
+    // names another.
+    let figment = match std::env::var("HERALD_BENCH_AUDIT_CONCURRENCY") {
+        Ok(n) => figment.merge(Serialized::default(
+            "queues.audit.concurrency",
+            n.parse::<usize>()
+                .expect("HERALD_BENCH_AUDIT_CONCURRENCY is a number"),
+        )),
+        Err(_) => figment,
+    };
     Settings::from_figment(figment).expect("bench settings are valid")
 }
 

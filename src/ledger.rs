@@ -7,8 +7,8 @@
 //! skipped if the writer is far behind); an outcome is waited for, since a message is
 //! settled only after its outcome is recorded.
 
-use crate::domain::{Envelope, Event};
-use crate::store::{LedgerDelivery, LedgerNotification, LedgerRecord, Store};
+use crate::domain::{Envelope, Event, TenantId};
+use crate::store::{LedgerDelivery, LedgerNotification, LedgerRecord, Store, StoreError};
 use crate::workers::{DeliveryOutcome, Outcome, Report};
 use chrono::{DateTime, SubsecRound, Utc};
 use std::sync::Arc;
@@ -191,7 +191,17 @@ impl Ledger {
     }
 
     /// Records the outcome of an attempt, and waits until it is written.
+    ///
+    /// A delivered audit event is not written: its audit record, committed before, is the
+    /// receipt, and [`status`] reads it from there. Writing it twice would double the
+    /// database's work for the busiest stream of events.
     pub async fn outcome(&self, envelope: &Envelope, attempt: u32, outcome: &Outcome) {
+        if matches!(
+            (&envelope.event, outcome),
+            (Event::Audit(_), Outcome::Delivered)
+        ) {
+            return;
+        }
         let record = match outcome {
             Outcome::PerDelivery(report) => reported(envelope, report),
             other => {
@@ -204,6 +214,56 @@ impl Ledger {
             let _ = done.await;
         }
     }
+}
+
+/// A tenant's notification with this id and the state of each of its deliveries.
+///
+/// An audit event is delivered once its audit record is stored; the record answers for
+/// it, whether or not the ledger saw the event accepted.
+pub async fn status(
+    store: &dyn Store,
+    tenant: &TenantId,
+    id: &str,
+) -> Result<Option<(LedgerNotification, Vec<LedgerDelivery>)>, StoreError> {
+    let found = store.notification(tenant, id).await?;
+    if found.as_ref().is_some_and(|(n, _)| n.kind != "audit") {
+        return Ok(found);
+    }
+    let Some(stored) = store.audit_record(tenant, id).await? else {
+        return Ok(found);
+    };
+    let (mut notification, earlier) = found.unwrap_or_else(|| {
+        let accepted = LedgerNotification {
+            id: id.to_owned(),
+            tenant_id: tenant.as_str().to_owned(),
+            kind: "audit".to_owned(),
+            status: "queued".to_owned(),
+            created_at: stored.recorded_at,
+            updated_at: stored.recorded_at,
+            template: None,
+        };
+        (accepted, Vec::new())
+    });
+    notification.status = "delivered".to_owned();
+    notification.updated_at = stored.recorded_at;
+    // Attempts that failed before were recorded; the one that stored the record was not.
+    let failed_before = earlier
+        .iter()
+        .filter(|d| d.status != "delivered")
+        .map(|d| d.attempts)
+        .max()
+        .unwrap_or(0);
+    let delivery = LedgerDelivery {
+        recipient: stored.record.entity_id,
+        channel: "audit".to_owned(),
+        target: String::new(),
+        status: "delivered".to_owned(),
+        attempts: failed_before + 1,
+        last_error: None,
+        reply: None,
+        updated_at: stored.recorded_at,
+    };
+    Ok(Some((notification, vec![delivery])))
 }
 
 async fn write_loop(store: Arc<dyn Store>, mut queued: mpsc::Receiver<Write>) {

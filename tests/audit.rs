@@ -174,3 +174,50 @@ async fn a_record_changed_in_the_database_breaks_the_verified_chain() {
     assert_eq!(verified["brokenAt"], 5);
     app.stop().await;
 }
+
+/// An audit event's status comes from its stored record: delivered once the worker has
+/// appended it, whether it came over HTTP or straight to the exchange, and only for its
+/// own tenant.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_audit_event_is_delivered_once_its_record_is_stored() {
+    let app = TestApp::spawn(BrokerKind::Embedded, Roles::everything(), &[])
+        .await
+        .unwrap();
+    let accepted: Value = app
+        .post_json("/v1/audit/events", &audit_event())
+        .await
+        .json()
+        .await
+        .unwrap();
+    let id = accepted["id"].as_str().unwrap();
+    let status = app
+        .notification_when(id, |s| s["status"] == "delivered")
+        .await;
+    assert_eq!(status["status"], "delivered", "{status}");
+    assert_eq!(status["kind"], "audit");
+    let deliveries = status["deliveries"].as_array().unwrap();
+    assert_eq!(deliveries.len(), 1, "{status}");
+    assert_eq!(deliveries[0]["channel"], "audit");
+    assert_eq!(deliveries[0]["recipient"], "user_456");
+    assert_eq!(deliveries[0]["attempts"], 1);
+
+    // Published to the exchange directly: the ledger never saw it accepted.
+    let (publication, direct) = common::publication(
+        &app.herald.topology,
+        herald::domain::EventKind::Audit,
+        &audit_event(),
+    );
+    app.herald.broker.publish(publication).await.unwrap();
+    let direct = direct.to_string();
+    let status = app
+        .notification_when(&direct, |s| s["status"] == "delivered")
+        .await;
+    assert_eq!(status["status"], "delivered", "{status}");
+    assert_eq!(status["id"], direct.as_str());
+
+    let other = common::tenant_key(&app.herald, "2").await;
+    let (code, theirs) = get(&app, &other, &format!("/v1/notifications/{id}")).await;
+    assert_eq!(code, StatusCode::NOT_FOUND);
+    assert!(!theirs.to_string().contains("user_456"));
+    app.stop().await;
+}

@@ -35,7 +35,7 @@ pub async fn status(
     Authenticated(tenant): Authenticated,
     Path(id): Path<String>,
 ) -> Result<Json<NotificationStatus>, ApiError> {
-    let found = state.tenancy.store().notification(&tenant, &id).await?;
+    let found = crate::ledger::status(state.tenancy.store().as_ref(), &tenant, &id).await?;
     let (notification, deliveries) =
         found.ok_or_else(|| ApiError::NotFound(format!("notification {id}")))?;
     Ok(Json(NotificationStatus {

@@ -97,7 +97,7 @@ macro_rules! device_store {
                 .bind(user)
                 .bind(platform)
                 .bind(now())
-                .fetch_one(&self.pool)
+                .fetch_one(&self.writer)
                 .await?;
                 device(&row)
             }
@@ -156,7 +156,7 @@ macro_rules! device_store {
                 .bind(tenant.as_str())
                 .bind(token)
                 .bind(user)
-                .execute(&self.pool)
+                .execute(&self.writer)
                 .await?
                 .rows_affected();
                 Ok(removed > 0)

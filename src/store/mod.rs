@@ -308,6 +308,13 @@ pub trait Store: TemplateStore + ProviderStore + DeviceStore + RealtimeStore + S
         query: &AuditQuery,
     ) -> Result<Vec<AuditRecord>, StoreError>;
 
+    /// A tenant's audit record with this id (the id of the event it was appended from).
+    async fn audit_record(
+        &self,
+        tenant: &TenantId,
+        id: &str,
+    ) -> Result<Option<AuditRecord>, StoreError>;
+
     /// Up to `limit` of a tenant's audit records after `after_seq`, in chain order.
     async fn audit_chain(
         &self,

@@ -50,7 +50,7 @@ macro_rules! provider_store {
                 .bind(provider)
                 .bind(settings)
                 .bind(updated_at)
-                .execute(&self.pool)
+                .execute(&self.writer)
                 .await?;
                 Ok(updated_at)
             }
@@ -75,7 +75,7 @@ macro_rules! provider_store {
                 let deleted = sqlx::query("DELETE FROM providers WHERE tenant_id = $1 AND provider = $2")
                     .bind(tenant.as_str())
                     .bind(provider)
-                    .execute(&self.pool)
+                    .execute(&self.writer)
                     .await?
                     .rows_affected();
                 Ok(deleted > 0)

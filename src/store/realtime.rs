@@ -218,7 +218,7 @@ macro_rules! realtime_store {
                 tenant: &TenantId,
                 chat: &NewChat<'_>,
             ) -> Result<Option<i64>, StoreError> {
-                let mut tx = self.pool.begin().await?;
+                let mut tx = self.writer.begin().await?;
                 // Taking the next number locks the conversation's row until commit, so
                 // that its messages reach every log in the order they are numbered.
                 let sequence: i64 = sqlx::query(
@@ -269,7 +269,7 @@ macro_rules! realtime_store {
                 tenant: &TenantId,
                 events: &[(&str, &str, String)],
             ) -> Result<(), StoreError> {
-                let mut tx = self.pool.begin().await?;
+                let mut tx = self.writer.begin().await?;
                 Self::insert_events(&mut tx, tenant, events).await?;
                 tx.commit().await?;
                 Ok(())
@@ -317,7 +317,7 @@ macro_rules! realtime_store {
                 .bind(tenant.as_str())
                 .bind(user)
                 .bind(cursor)
-                .execute(&self.pool)
+                .execute(&self.writer)
                 .await?;
                 Ok(())
             }
@@ -339,10 +339,10 @@ macro_rules! realtime_store {
             async fn realtime_key(&self, candidate: &[u8]) -> Result<Vec<u8>, StoreError> {
                 sqlx::query("INSERT INTO realtime_keys (id, key) VALUES (1, $1) ON CONFLICT (id) DO NOTHING")
                     .bind(candidate)
-                    .execute(&self.pool)
+                    .execute(&self.writer)
                     .await?;
                 Ok(sqlx::query("SELECT key FROM realtime_keys WHERE id = 1")
-                    .fetch_one(&self.pool)
+                    .fetch_one(&self.writer)
                     .await?
                     .try_get("key")?)
             }
@@ -353,7 +353,7 @@ macro_rules! realtime_store {
             ) -> Result<u64, StoreError> {
                 Ok(sqlx::query("DELETE FROM realtime_events WHERE created_at < $1")
                     .bind(cutoff)
-                    .execute(&self.pool)
+                    .execute(&self.writer)
                     .await?
                     .rows_affected())
             }
@@ -390,7 +390,7 @@ macro_rules! realtime_store {
                     return Ok(ReadReceipt::NotARecipient);
                 }
                 let read_at = now();
-                let mut tx = self.pool.begin().await?;
+                let mut tx = self.writer.begin().await?;
                 let recorded = sqlx::query(
                     "INSERT INTO chat_reads (tenant_id, message_id, user_id, read_at) VALUES ($1, $2, $3, $4) \
                      ON CONFLICT (tenant_id, message_id, user_id) DO NOTHING",
@@ -422,7 +422,7 @@ macro_rules! realtime_store {
                 id: &str,
                 payload: &str,
             ) -> Result<(), StoreError> {
-                let mut tx = self.pool.begin().await?;
+                let mut tx = self.writer.begin().await?;
                 let created_at = now();
                 let mut events = Vec::new();
                 for user in users {
@@ -481,7 +481,7 @@ macro_rules! realtime_store {
                 id: Option<&str>,
                 read: bool,
             ) -> Result<u64, StoreError> {
-                let mut tx = self.pool.begin().await?;
+                let mut tx = self.writer.begin().await?;
                 let at = now();
                 let (changed, kind) = match (id, read) {
                     (Some(id), true) => (
@@ -533,7 +533,7 @@ macro_rules! realtime_store {
                 instance: &str,
                 delta: i64,
             ) -> Result<i64, StoreError> {
-                let mut tx = self.pool.begin().await?;
+                let mut tx = self.writer.begin().await?;
                 sqlx::query(
                     "INSERT INTO presence (tenant_id, user_id, instance_id, connections, last_seen) \
                      VALUES ($1, $2, $3, $4, $5) ON CONFLICT (tenant_id, user_id, instance_id) DO UPDATE \
@@ -575,7 +575,7 @@ macro_rules! realtime_store {
                 sqlx::query("UPDATE presence SET last_seen = $2 WHERE instance_id = $1 AND connections > 0")
                     .bind(instance)
                     .bind(now())
-                    .execute(&self.pool)
+                    .execute(&self.writer)
                     .await?;
                 Ok(())
             }

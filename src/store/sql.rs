@@ -22,6 +22,12 @@ static POSTGRES_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("migrations
 /// The store on a sqlx pool of database `DB`.
 pub struct SqlStore<DB: sqlx::Database> {
     pub(super) pool: Pool<DB>,
+    /// Where writes go. On SQLite, one connection: SQLite discards a connection's page
+    /// cache whenever another connection has written, so that writes spread over a pool
+    /// each start cold and read their indexes back from the file (the batched ledger and
+    /// audit writes ran at half speed); and they take turns on the database's one write
+    /// lock anyway. On PostgreSQL, the pool itself.
+    pub(super) writer: Pool<DB>,
 }
 
 impl SqlStore<Sqlite> {
@@ -42,9 +48,13 @@ impl SqlStore<Sqlite> {
         }
         let pool = SqlitePoolOptions::new()
             .max_connections(8)
+            .connect_with(options.clone())
+            .await?;
+        let writer = SqlitePoolOptions::new()
+            .max_connections(1)
             .connect_with(options)
             .await?;
-        Ok(SqlStore { pool })
+        Ok(SqlStore { pool, writer })
     }
 }
 
@@ -56,7 +66,10 @@ impl SqlStore<Postgres> {
             .acquire_timeout(Duration::from_secs(5))
             .connect(url)
             .await?;
-        Ok(SqlStore { pool })
+        Ok(SqlStore {
+            writer: pool.clone(),
+            pool,
+        })
     }
 }
 
@@ -167,7 +180,7 @@ macro_rules! sql_store {
                 (key_id, hash): (&str, &[u8]),
             ) -> Result<Tenant, StoreError> {
                 let now = now();
-                let mut tx = self.pool.begin().await?;
+                let mut tx = self.writer.begin().await?;
                 let inserted = sqlx::query("INSERT INTO tenants (id, name, created_at) VALUES ($1, $2, $3)")
                     .bind(id.as_str())
                     .bind(name)
@@ -230,7 +243,7 @@ macro_rules! sql_store {
                     .bind(tenant.as_str())
                     .bind(hash)
                     .bind(now)
-                    .execute(&self.pool)
+                    .execute(&self.writer)
                     .await?;
                 Ok(ApiKeyInfo {
                     id: key_id.to_owned(),
@@ -264,7 +277,7 @@ macro_rules! sql_store {
                 .bind(now())
                 .bind(key_id)
                 .bind(tenant.as_str())
-                .execute(&self.pool)
+                .execute(&self.writer)
                 .await?
                 .rows_affected();
                 Ok(revoked == 1)
@@ -297,7 +310,7 @@ macro_rules! sql_store {
                     .bind(tenant.as_str())
                     .bind(key)
                     .bind(expired_before)
-                    .execute(&self.pool)
+                    .execute(&self.writer)
                     .await?;
                 let inserted = sqlx::query(
                     "INSERT INTO idempotency_keys (tenant_id, key, fingerprint, created_at) \
@@ -307,7 +320,7 @@ macro_rules! sql_store {
                 .bind(key)
                 .bind(fingerprint)
                 .bind(now())
-                .execute(&self.pool)
+                .execute(&self.writer)
                 .await?
                 .rows_affected();
                 if inserted == 1 {
@@ -318,7 +331,7 @@ macro_rules! sql_store {
                 )
                 .bind(tenant.as_str())
                 .bind(key)
-                .fetch_optional(&self.pool)
+                .fetch_optional(&self.writer)
                 .await?;
                 let Some(row) = row else {
                     // Released between our insert and our read: the caller tries again.
@@ -347,7 +360,7 @@ macro_rules! sql_store {
                     .bind(response)
                     .bind(tenant.as_str())
                     .bind(key)
-                    .execute(&self.pool)
+                    .execute(&self.writer)
                     .await?;
                 Ok(())
             }
@@ -356,13 +369,13 @@ macro_rules! sql_store {
                 sqlx::query("DELETE FROM idempotency_keys WHERE tenant_id = $1 AND key = $2 AND status IS NULL")
                     .bind(tenant.as_str())
                     .bind(key)
-                    .execute(&self.pool)
+                    .execute(&self.writer)
                     .await?;
                 Ok(())
             }
 
             async fn write_ledger(&self, records: &[LedgerRecord]) -> Result<(), StoreError> {
-                let mut tx = self.pool.begin().await?;
+                let mut tx = self.writer.begin().await?;
                 // Acceptances first, only filling in; then outcomes, replacing. Within each,
                 // the last write of a row wins, and each row appears once per statement.
                 for replace in [false, true] {
@@ -475,7 +488,7 @@ macro_rules! sql_store {
             }
 
             async fn delete_ledger_before(&self, cutoff: DateTime<Utc>) -> Result<u64, StoreError> {
-                let mut tx = self.pool.begin().await?;
+                let mut tx = self.writer.begin().await?;
                 sqlx::query(
                     "DELETE FROM deliveries WHERE notification_id IN \
                      (SELECT id FROM notifications WHERE created_at < $1)",
@@ -493,7 +506,7 @@ macro_rules! sql_store {
             }
 
             async fn append_audit(&self, records: &[NewAuditRecord]) -> Result<u64, StoreError> {
-                let mut tx = self.pool.begin().await?;
+                let mut tx = self.writer.begin().await?;
                 let mut tenants: Vec<&str> = records.iter().map(|r| r.tenant_id.as_str()).collect();
                 tenants.sort_unstable();
                 tenants.dedup();
@@ -598,6 +611,17 @@ macro_rules! sql_store {
                 rows.iter().map(audit_record).collect()
             }
 
+            async fn audit_record(&self, tenant: &TenantId, id: &str) -> Result<Option<AuditRecord>, StoreError> {
+                let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+                    "SELECT {AUDIT_COLUMNS} FROM audit_records WHERE id = $1 AND tenant_id = $2"
+                )))
+                .bind(id)
+                .bind(tenant.as_str())
+                .fetch_optional(&self.pool)
+                .await?;
+                row.as_ref().map(audit_record).transpose()
+            }
+
             async fn audit_chain(&self, tenant: &TenantId, after_seq: i64, limit: i64) -> Result<Vec<AuditRecord>, StoreError> {
                 let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
                     "SELECT {AUDIT_COLUMNS} FROM audit_records WHERE tenant_id = $1 AND seq > $2 ORDER BY seq LIMIT $3"
@@ -613,7 +637,7 @@ macro_rules! sql_store {
             async fn delete_audit_before(&self, cutoff: DateTime<Utc>) -> Result<u64, StoreError> {
                 Ok(sqlx::query("DELETE FROM audit_records WHERE recorded_at < $1")
                     .bind(cutoff)
-                    .execute(&self.pool)
+                    .execute(&self.writer)
                     .await?
                     .rows_affected())
             }
@@ -621,7 +645,7 @@ macro_rules! sql_store {
             async fn delete_idempotency_keys_before(&self, cutoff: DateTime<Utc>) -> Result<u64, StoreError> {
                 Ok(sqlx::query("DELETE FROM idempotency_keys WHERE created_at < $1")
                     .bind(cutoff)
-                    .execute(&self.pool)
+                    .execute(&self.writer)
                     .await?
                     .rows_affected())
             }

@@ -130,7 +130,7 @@ macro_rules! template_store {
                 template: &NewTemplate,
             ) -> Result<StoredTemplate, StoreError> {
                 let created_at = now();
-                let mut tx = self.pool.begin().await?;
+                let mut tx = self.writer.begin().await?;
                 // The revision row is written first: on PostgreSQL it locks the tenant's
                 // templates, so that two concurrent PUTs cannot take the same version.
                 Self::bump_template_revision(&mut tx, tenant).await?;
@@ -230,7 +230,7 @@ macro_rules! template_store {
                 name: &str,
                 locale: Option<&str>,
             ) -> Result<u64, StoreError> {
-                let mut tx = self.pool.begin().await?;
+                let mut tx = self.writer.begin().await?;
                 Self::bump_template_revision(&mut tx, tenant).await?;
                 let deleted = sqlx::query(
                     "DELETE FROM templates WHERE tenant_id = $1 AND name = $2 \

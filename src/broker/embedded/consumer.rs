@@ -41,8 +41,10 @@ impl EmbeddedConsumer {
         EmbeddedConsumer {
             broker,
             spec,
-            // Small reads keep few messages leased but idle in the buffer.
-            batch: usize::from(prefetch).clamp(1, 32),
+            // Up to a pool's worth per read, so that a large pool (the audit writer's)
+            // does not pay one read per few messages; bounded, so that few messages wait
+            // leased but idle in the buffer.
+            batch: usize::from(prefetch).clamp(1, 256),
             buffer: VecDeque::new(),
             arrivals,
             cancelled: false,

@@ -152,7 +152,7 @@ impl EmbeddedBroker {
 
         let (writes, queued_writes) = mpsc::channel(4096);
         tokio::spawn(writer::run(
-            writer_connection,
+            writer::WriterConnection::new(writer_connection),
             queued_writes,
             shared.clone(),
         ));

@@ -4,7 +4,7 @@ use super::Shared;
 use crate::broker::{BrokerError, PublishError};
 use bytes::Bytes;
 use sqlx::{Connection, QueryBuilder, Sqlite, SqliteConnection};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use tokio::sync::{mpsc, oneshot};
 
 /// How many changes one transaction takes at most.
@@ -69,6 +69,52 @@ pub(super) enum Write {
     },
 }
 
+impl Write {
+    /// Whether its commit must be on disk before it is answered: a publish is answered
+    /// 202 on it, and a replay moves dead letters an operator asked for. A settlement need
+    /// not: it survives the process dying either way (the commit is in the operating
+    /// system's hands), and one lost with the machine's power is undone, so that its
+    /// message is delivered again, which every handler tolerates. RabbitMQ treats
+    /// acknowledgements the same way.
+    fn must_reach_disk(&self) -> bool {
+        matches!(self, Write::Publish { .. } | Write::Replay { .. })
+    }
+}
+
+/// The writer's connection, and whether its commits wait for the disk.
+pub(super) struct WriterConnection {
+    connection: SqliteConnection,
+    synchronous_full: bool,
+}
+
+impl WriterConnection {
+    /// `connection` must have been opened with `synchronous = FULL`.
+    pub(super) fn new(connection: SqliteConnection) -> Self {
+        WriterConnection {
+            connection,
+            synchronous_full: true,
+        }
+    }
+
+    /// Makes the next commit wait for the disk, or not. In WAL mode a commit that waits
+    /// also puts every earlier one on disk.
+    async fn sync_commits(&mut self, full: bool) -> Result<(), sqlx::Error> {
+        if self.synchronous_full != full {
+            let pragma = if full {
+                "PRAGMA synchronous = FULL"
+            } else {
+                "PRAGMA synchronous = NORMAL"
+            };
+            sqlx::query(pragma).execute(&mut self.connection).await?;
+            self.synchronous_full = full;
+        }
+        Ok(())
+    }
+}
+
+/// An acknowledgement: the queue, the message, and where to answer whether it was there.
+type Ack = (String, i64, oneshot::Sender<Result<bool, BrokerError>>);
+
 /// A result decided inside the transaction, sent only once it commits.
 enum Pending {
     Publish(
@@ -103,7 +149,7 @@ impl Pending {
 
 /// Applies changes until every sender is gone.
 pub(super) async fn run(
-    mut connection: SqliteConnection,
+    mut connection: WriterConnection,
     mut writes: mpsc::Receiver<Write>,
     shared: std::sync::Arc<Shared>,
 ) {
@@ -114,7 +160,7 @@ pub(super) async fn run(
 }
 
 /// Applies a group of changes in one transaction and answers each after the commit.
-async fn commit_group(connection: &mut SqliteConnection, group: Vec<Write>, shared: &Shared) {
+async fn commit_group(connection: &mut WriterConnection, group: Vec<Write>, shared: &Shared) {
     let mut pending = Vec::with_capacity(group.len());
     let mut depth_changes: HashMap<String, i64> = HashMap::new();
     let result = apply(connection, group, shared, &mut pending, &mut depth_changes).await;
@@ -145,14 +191,19 @@ async fn commit_group(connection: &mut SqliteConnection, group: Vec<Write>, shar
 }
 
 async fn apply(
-    connection: &mut SqliteConnection,
+    connection: &mut WriterConnection,
     group: Vec<Write>,
     shared: &Shared,
     pending: &mut Vec<Pending>,
     depth_changes: &mut HashMap<String, i64>,
 ) -> Result<(), sqlx::Error> {
-    let mut tx = connection.begin().await?;
+    connection
+        .sync_commits(group.iter().any(Write::must_reach_disk))
+        .await?;
+    let mut tx = connection.connection.begin().await?;
     let mut accepted: Vec<NewMessage> = Vec::new();
+    // Acknowledged messages, deleted together after the other changes.
+    let mut acks: Vec<Ack> = Vec::new();
     let limits: HashMap<String, (u64, Option<u64>)> = {
         let queues = shared.queues.lock().expect("queue state lock poisoned");
         queues
@@ -181,6 +232,12 @@ async fn apply(
                 };
                 pending.push(Pending::Publish(reply, result));
             }
+            Write::Settle {
+                queue,
+                id,
+                settlement: Settlement::Ack,
+                reply,
+            } => acks.push((queue, id, reply)),
             Write::Settle {
                 queue,
                 id,
@@ -261,6 +318,7 @@ async fn apply(
             }
         }
     }
+    delete_acknowledged(&mut tx, acks, pending, depth_changes).await?;
     for chunk in accepted.chunks(ROWS_PER_INSERT) {
         let mut insert = QueryBuilder::<Sqlite>::new(
             "INSERT INTO broker_messages \
@@ -278,6 +336,41 @@ async fn apply(
         insert.build().execute(&mut *tx).await?;
     }
     tx.commit().await
+}
+
+/// Deletes acknowledged messages, one statement per queue rather than one per message;
+/// each acknowledgement is answered whether its message was still there.
+async fn delete_acknowledged(
+    tx: &mut SqliteConnection,
+    acks: Vec<Ack>,
+    pending: &mut Vec<Pending>,
+    depth_changes: &mut HashMap<String, i64>,
+) -> Result<(), sqlx::Error> {
+    let mut by_queue: HashMap<String, Vec<i64>> = HashMap::new();
+    for (queue, id, _) in &acks {
+        by_queue.entry(queue.clone()).or_default().push(*id);
+    }
+    let mut deleted: HashMap<String, HashSet<i64>> = HashMap::new();
+    for (queue, ids) in by_queue {
+        let gone: HashSet<i64> = sqlx::query_scalar(
+            "DELETE FROM broker_messages \
+             WHERE queue = ? AND id IN (SELECT value FROM json_each(?)) RETURNING id",
+        )
+        .bind(&queue)
+        .bind(serde_json::to_string(&ids).expect("ids serialize"))
+        .fetch_all(&mut *tx)
+        .await?
+        .into_iter()
+        .collect();
+        *depth_changes.entry(queue.clone()).or_default() -= gone.len() as i64;
+        deleted.insert(queue, gone);
+    }
+    for (queue, id, reply) in acks {
+        // Taken out, so that the same message acknowledged twice is found once.
+        let found = deleted.get_mut(&queue).is_some_and(|gone| gone.remove(&id));
+        pending.push(Pending::Settle(reply, found));
+    }
+    Ok(())
 }
 
 /// Applies one settlement; false if the message is no longer in `queue`.
