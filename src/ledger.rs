@@ -232,17 +232,19 @@ pub async fn status(
     let Some(stored) = store.audit_record(tenant, id).await? else {
         return Ok(found);
     };
+    // Published straight to the exchange, it was never seen accepted: it dates from
+    // its record.
     let (mut notification, earlier) = found.unwrap_or_else(|| {
-        let accepted = LedgerNotification {
+        let unseen = LedgerNotification {
             id: id.to_owned(),
             tenant_id: tenant.as_str().to_owned(),
             kind: "audit".to_owned(),
-            status: "queued".to_owned(),
+            status: String::new(),
             created_at: stored.recorded_at,
             updated_at: stored.recorded_at,
             template: None,
         };
-        (accepted, Vec::new())
+        (unseen, Vec::new())
     });
     notification.status = "delivered".to_owned();
     notification.updated_at = stored.recorded_at;

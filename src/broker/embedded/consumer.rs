@@ -1,6 +1,6 @@
 //! Consuming an embedded queue: messages are read in id order and leased in memory.
 
-use super::writer::{Settlement, Write};
+use super::writer::{SettleReply, Settlement, Write};
 use super::{EmbeddedBroker, Lease, millis, now_ms};
 use crate::broker::{BrokerError, Consumer, DeadLetterReason, Delivery, QueueSpec, Settle};
 use async_trait::async_trait;
@@ -197,7 +197,12 @@ struct EmbeddedSettle {
 }
 
 impl EmbeddedSettle {
-    async fn apply(self, settlement: Settlement) -> Result<(), BrokerError> {
+    /// Sends the change `settling` makes of (queue, message id, reply) to the writer, if
+    /// this delivery still holds its lease.
+    async fn apply(
+        self,
+        settling: impl FnOnce(String, i64, SettleReply) -> Write + Send,
+    ) -> Result<(), BrokerError> {
         let shared = &self.broker.inner.shared;
         let holds = |q: &mut super::QueueState| {
             q.leases
@@ -209,12 +214,7 @@ impl EmbeddedSettle {
         }
         let found = self
             .broker
-            .write(|reply| Write::Settle {
-                queue: self.queue.clone(),
-                id: self.id,
-                settlement,
-                reply,
-            })
+            .write(|reply| settling(self.queue.clone(), self.id, reply))
             .await??;
         shared.with_queue(&self.queue, |q| {
             if holds(q) {
@@ -232,7 +232,8 @@ impl EmbeddedSettle {
 #[async_trait]
 impl Settle for EmbeddedSettle {
     async fn ack(self: Box<Self>) -> Result<(), BrokerError> {
-        self.apply(Settlement::Ack).await
+        self.apply(|queue, id, reply| Write::Ack { queue, id, reply })
+            .await
     }
 
     async fn retry(
@@ -242,9 +243,15 @@ impl Settle for EmbeddedSettle {
         error: &str,
     ) -> Result<(), BrokerError> {
         let available_ms = now_ms().saturating_add(millis(delay));
-        self.apply(Settlement::Retry {
+        let settlement = Settlement::Retry {
             available_ms,
             error: error.to_owned(),
+        };
+        self.apply(|queue, id, reply| Write::Settle {
+            queue,
+            id,
+            settlement,
+            reply,
         })
         .await
     }
@@ -256,11 +263,17 @@ impl Settle for EmbeddedSettle {
         error: Option<&str>,
     ) -> Result<(), BrokerError> {
         let dead_letter_queue = self.dead_letter_queue.clone();
-        self.apply(Settlement::DeadLetter {
+        let settlement = Settlement::DeadLetter {
             dead_letter_queue,
             reason: reason.as_str(),
             error: error.map(str::to_owned),
             now_ms: now_ms(),
+        };
+        self.apply(|queue, id, reply| Write::Settle {
+            queue,
+            id,
+            settlement,
+            reply,
         })
         .await
     }

@@ -22,9 +22,8 @@ pub(super) struct NewMessage {
     pub expires_ms: i64,
 }
 
-/// How a delivered message is settled.
+/// How a delivered message is settled other than by an acknowledgement.
 pub(super) enum Settlement {
-    Ack,
     Retry {
         available_ms: i64,
         error: String,
@@ -44,12 +43,19 @@ pub(super) enum Write {
         rows: Vec<NewMessage>,
         reply: oneshot::Sender<Result<(), PublishError>>,
     },
-    /// Settle one delivered message; answers whether the message was still there.
+    /// Acknowledge one delivered message (delete it); answers whether it was still there.
+    /// The acknowledgements of a group are deleted together.
+    Ack {
+        queue: String,
+        id: i64,
+        reply: SettleReply,
+    },
+    /// Settle one delivered message otherwise; answers whether it was still there.
     Settle {
         queue: String,
         id: i64,
         settlement: Settlement,
-        reply: oneshot::Sender<Result<bool, BrokerError>>,
+        reply: SettleReply,
     },
     /// Move up to `limit` dead letters back to their queue, expiring after `ttl_ms`;
     /// answers how many.
@@ -112,8 +118,11 @@ impl WriterConnection {
     }
 }
 
-/// An acknowledgement: the queue, the message, and where to answer whether it was there.
-type Ack = (String, i64, oneshot::Sender<Result<bool, BrokerError>>);
+/// Where a settlement answers whether its message was still there.
+pub(super) type SettleReply = oneshot::Sender<Result<bool, BrokerError>>;
+
+/// An acknowledgement: the queue, the message, and where to answer.
+type Ack = (String, i64, SettleReply);
 
 /// A result decided inside the transaction, sent only once it commits.
 enum Pending {
@@ -121,7 +130,7 @@ enum Pending {
         oneshot::Sender<Result<(), PublishError>>,
         Result<(), PublishError>,
     ),
-    Settle(oneshot::Sender<Result<bool, BrokerError>>, bool),
+    Settle(SettleReply, bool),
     Count(oneshot::Sender<Result<u64, BrokerError>>, u64),
 }
 
@@ -232,12 +241,7 @@ async fn apply(
                 };
                 pending.push(Pending::Publish(reply, result));
             }
-            Write::Settle {
-                queue,
-                id,
-                settlement: Settlement::Ack,
-                reply,
-            } => acks.push((queue, id, reply)),
+            Write::Ack { queue, id, reply } => acks.push((queue, id, reply)),
             Write::Settle {
                 queue,
                 id,
@@ -245,17 +249,14 @@ async fn apply(
                 reply,
             } => {
                 let found = settle(&mut tx, &queue, id, &settlement).await?;
-                if found {
-                    match &settlement {
-                        Settlement::Ack => *depth_changes.entry(queue).or_default() -= 1,
-                        Settlement::Retry { .. } => {}
-                        Settlement::DeadLetter {
-                            dead_letter_queue, ..
-                        } => {
-                            *depth_changes.entry(queue).or_default() -= 1;
-                            *depth_changes.entry(dead_letter_queue.clone()).or_default() += 1;
-                        }
-                    }
+                // A retry stays in its queue; a dead letter moves to its own.
+                if found
+                    && let Settlement::DeadLetter {
+                        dead_letter_queue, ..
+                    } = &settlement
+                {
+                    *depth_changes.entry(queue).or_default() -= 1;
+                    *depth_changes.entry(dead_letter_queue.clone()).or_default() += 1;
                 }
                 pending.push(Pending::Settle(reply, found));
             }
@@ -381,9 +382,6 @@ async fn settle(
     settlement: &Settlement,
 ) -> Result<bool, sqlx::Error> {
     let query = match settlement {
-        Settlement::Ack => sqlx::query("DELETE FROM broker_messages WHERE id = ? AND queue = ?")
-            .bind(id)
-            .bind(queue),
         Settlement::Retry {
             available_ms,
             error,
