@@ -84,6 +84,10 @@ async fn each_recipient_gets_its_own_rendered_message_with_proper_headers() {
             .map(|r| r.as_str().unwrap())
             .collect();
         assert_eq!(rcpt.len(), 1, "each message has one envelope recipient");
+        assert_eq!(
+            message["pipelined"], true,
+            "MAIL, RCPT and DATA went in one group, as the relay offers PIPELINING"
+        );
         assert_eq!(header(message, "to"), rcpt, "and names only that recipient");
         recipients.push(rcpt[0].to_owned());
         assert_eq!(
@@ -464,11 +468,20 @@ async fn a_tenants_own_relay_is_used_and_its_password_never_shown() {
 }
 
 /// Sends one email through a relay that requires TLS (`security`: `starttls` or `tls`) and
-/// a login, trusting the relay's CA by configuration; answers what the relay received.
+/// a login, trusting the relay's CA by configuration; answers what the relay received. The
+/// relay does not offer PIPELINING, so these also cover a client waiting for each reply.
 async fn send_over_tls(security: &str) -> Option<Value> {
     let certs = tempfile::TempDir::new().unwrap();
     let (ca, cert, key) = common::keys::test_certificates(certs.path());
-    let mut args = vec!["--cert", &cert, "--key", &key, "--auth", "herald:s3cret"];
+    let mut args = vec![
+        "--cert",
+        &cert,
+        "--key",
+        &key,
+        "--auth",
+        "herald:s3cret",
+        "--no-pipelining",
+    ];
     if security == "tls" {
         args.push("--implicit-tls");
     }
@@ -504,6 +517,10 @@ async fn starttls_is_required_and_credentials_are_sent_over_it() {
     };
     assert_eq!(received["tls"], true, "the message went over TLS");
     assert_eq!(received["authUser"], "herald", "after logging in");
+    assert_eq!(
+        received["pipelined"], false,
+        "each command waited for its reply"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -9,10 +9,14 @@ the recipient's local part, so that a test can ask for a refusal:
   reject-...@  answers RCPT TO with 550 (a permanent failure),
   busy-...@    answers RCPT TO with 451 the first time, then accepts (a transient one).
 
-Every accepted message is appended to <dir>/received.jsonl as {"mailFrom", "rcptTos",
-"data", "headers", "parts"}: the raw message, and what Python's own email parser reads in
+Every accepted message is appended to <dir>/received.jsonl as {"pipelined", "mailFrom",
+"rcptTos", "data", "headers", "parts"}: the raw message, and what Python's own email parser reads in
 it (every header, decoded; each MIME part's type and decoded body). Prints "listening on <port>" once it accepts connections,
 and runs until its standard input closes.
+
+It offers PIPELINING, as Postfix and the large providers do (aiosmtpd reads commands one at
+a time from its stream, so a pipelined group is answered in order); --no-pipelining leaves
+it out, so that a test can see the client wait for each reply.
 """
 
 import argparse
@@ -31,11 +35,21 @@ from aiosmtpd.smtp import AuthResult, LoginPassword
 
 
 class Relay:
-    def __init__(self, directory):
+    def __init__(self, directory, pipelining):
         self.path = os.path.join(directory, "received.jsonl")
         self.refused_once = set()
+        self.pipelining = pipelining
+
+    async def handle_EHLO(self, server, session, envelope, hostname, responses):
+        session.host_name = hostname
+        if self.pipelining:
+            responses.insert(1, "250-PIPELINING")
+        return responses
 
     async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
+        # A client that pipelines has sent DATA with RCPT: it is already in the buffer.
+        unread = bytes(getattr(server._reader, "_buffer", b""))
+        envelope.pipelined = unread.upper().startswith(b"DATA")
         local = address.split("@", 1)[0]
         if local.startswith("reject-"):
             return f"550 5.1.1 <{address}>: Recipient address rejected: User unknown"
@@ -59,6 +73,7 @@ class Relay:
             "authUser": session.auth_data if session.authenticated else None,
             "tls": session.ssl is not None
             or server.transport.get_extra_info("ssl_object") is not None,
+            "pipelined": getattr(envelope, "pipelined", False),
             "mailFrom": envelope.mail_from,
             "rcptTos": envelope.rcpt_tos,
             "data": envelope.content.decode("utf-8", errors="replace"),
@@ -78,6 +93,7 @@ def main():
     parser.add_argument("--key")
     parser.add_argument("--implicit-tls", action="store_true")
     parser.add_argument("--auth")
+    parser.add_argument("--no-pipelining", action="store_true")
     args = parser.parse_args()
     options = {}
     if args.cert:
@@ -109,7 +125,7 @@ def main():
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    controller = Controller(Relay(args.dir), hostname="127.0.0.1", port=port, **options)
+    controller = Controller(Relay(args.dir, not args.no_pipelining), hostname="127.0.0.1", port=port, **options)
     controller.start()
     print(f"listening on {port}", flush=True)
     try:

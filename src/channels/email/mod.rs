@@ -9,6 +9,7 @@
 mod message;
 mod outbox;
 mod plain_text;
+mod session;
 mod smtp;
 pub mod templates;
 

@@ -1,28 +1,18 @@
 //! SMTP relays: their settings (global in configuration, or a tenant's own through
-//! `PUT /v1/providers/smtp`), and a pool of lettre SMTP connections per relay.
+//! `PUT /v1/providers/smtp`), and a pool of open sessions per relay.
 //!
-//! The pool is Herald's own rather than lettre's `AsyncSmtpTransport` because lettre opens
-//! its sockets without `TCP_NODELAY` and writes the end-of-data marker apart from the
-//! message: Nagle's algorithm then holds the marker until the relay's delayed ACK, about
-//! 40 ms per message, which capped a pool of 32 connections at ~700 messages a second.
-//! Herald opens the socket itself (with `TCP_NODELAY`, and TLS for port 465) and hands it
-//! to lettre's `AsyncSmtpConnection`, which speaks SMTP, STARTTLS and AUTH.
+//! lettre builds the messages; the sessions are Herald's own ([`super::session`]), because
+//! lettre's client has no PIPELINING, and because lettre's transport opens its sockets
+//! without `TCP_NODELAY` and writes the end-of-data marker apart from the message: Nagle's
+//! algorithm then holds the marker until the relay's delayed ACK, about 40 ms a message.
 
+use super::session::{Session, SessionError, Stream};
 use lettre::Message;
-use lettre::address::Envelope;
-use lettre::transport::smtp::authentication::{Credentials, Mechanism};
-use lettre::transport::smtp::client::{
-    AsyncSmtpConnection, AsyncTokioStream, Certificate, TlsParameters,
-};
-use lettre::transport::smtp::extension::ClientId;
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 use std::collections::HashMap;
-use std::pin::Pin;
 use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::sync::Semaphore;
 
@@ -185,70 +175,31 @@ pub enum SendResult {
 /// relays drop idle clients after a few minutes.
 const IDLE_FOR: Duration = Duration::from_secs(30);
 
-/// The open connections to one relay.
+/// The open sessions with one relay.
 struct Pool {
-    /// Bounds the connections open at once.
+    /// Bounds the sessions open at once.
     permits: Semaphore,
-    idle: Mutex<Vec<(AsyncSmtpConnection, Instant)>>,
+    idle: Mutex<Vec<(Session, Instant)>>,
 }
 
-/// A pool of SMTP connections per relay, made on first use.
+/// A pool of SMTP sessions per relay, made on first use.
 pub struct Relays {
     pool_size: u32,
     timeout: Duration,
-    /// A CA trusted besides the system's, as PEM.
-    extra_ca: Option<Vec<u8>>,
-    /// TLS for implicit-TLS relays.
+    /// TLS for relays, trusting the configured extra CA besides the system's.
     tls: Arc<rustls::ClientConfig>,
-    hello: ClientId,
+    /// The name Herald gives in EHLO: this host's.
+    hello: String,
     pools: Mutex<HashMap<RelayIdentity, Arc<Pool>>>,
 }
 
-/// A TLS stream lettre can drive (it asks streams for their peer address).
-#[derive(Debug)]
-struct TlsStream(tokio_rustls::client::TlsStream<TcpStream>);
-
-impl AsyncTokioStream for TlsStream {
-    fn peer_addr(&self) -> std::io::Result<std::net::SocketAddr> {
-        self.0.get_ref().0.peer_addr()
-    }
-}
-
-impl AsyncRead for TlsStream {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.0).poll_read(cx, buf)
-    }
-}
-
-impl AsyncWrite for TlsStream {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.0).poll_write(cx, buf)
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.0).poll_flush(cx)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.0).poll_shutdown(cx)
-    }
-}
-
-/// Why a connection could not be opened or used; every one of them may pass.
-fn transient(context: &str, e: impl std::fmt::Display) -> String {
-    format!("{context}: {e}")
+/// Why a session could not be opened or used; every one of them may pass.
+fn transient(context: &str, e: impl std::fmt::Display) -> SendResult {
+    SendResult::Transient(format!("{context}: {e}"))
 }
 
 impl Relays {
-    /// Pools of up to `pool_size` connections each, with `timeout` per exchange, trusting
+    /// Pools of up to `pool_size` sessions each, with `timeout` per exchange, trusting
     /// `extra_ca` (PEM) besides the system's CAs.
     pub fn new(pool_size: u32, timeout: Duration, extra_ca: Option<Vec<u8>>) -> Self {
         let tls = crate::channels::tls::client_config(extra_ca.as_deref(), &[])
@@ -256,9 +207,8 @@ impl Relays {
         Relays {
             pool_size,
             timeout,
-            extra_ca,
             tls,
-            hello: ClientId::default(),
+            hello: lettre::transport::smtp::extension::ClientId::default().to_string(),
             pools: Mutex::new(HashMap::new()),
         }
     }
@@ -276,69 +226,58 @@ impl Relays {
             .clone()
     }
 
-    /// Opens a connection: TCP without Nagle's delay, TLS first or by STARTTLS as the
-    /// relay's security says, then the login if there is one.
-    async fn connect(&self, relay: &RelaySettings) -> Result<AsyncSmtpConnection, SendResult> {
-        let fail =
-            |context: &str, e: &dyn std::fmt::Display| SendResult::Transient(transient(context, e));
-        let address = relay.address();
-        let tcp = tokio::time::timeout(
-            self.timeout,
-            TcpStream::connect((relay.host.as_str(), relay.port())),
-        )
-        .await
-        .map_err(|e| fail(&format!("connecting to {address}"), &e))?
-        .map_err(|e| fail(&format!("connecting to {address}"), &e))?;
-        tcp.set_nodelay(true)
-            .map_err(|e| fail("setting TCP_NODELAY", &e))?;
-        let stream: Box<dyn AsyncTokioStream> = match relay.security {
-            Security::Tls => {
-                let name = rustls::pki_types::ServerName::try_from(relay.host.clone())
-                    .map_err(|e| SendResult::Permanent(format!("relay host: {e}")))?;
-                let tls = tokio_rustls::TlsConnector::from(self.tls.clone())
-                    .connect(name, tcp)
-                    .await
-                    .map_err(|e| fail(&format!("TLS with {address}"), &e))?;
-                Box::new(TlsStream(tls))
-            }
-            Security::Starttls | Security::Plain => Box::new(tcp),
-        };
-        let mut connection = AsyncSmtpConnection::connect_with_transport(stream, &self.hello)
+    /// Wraps `stream` in TLS for `relay`, checking its certificate.
+    async fn tls(
+        &self,
+        relay: &RelaySettings,
+        stream: Box<dyn Stream>,
+    ) -> Result<Box<dyn Stream>, SessionError> {
+        let name = rustls::pki_types::ServerName::try_from(relay.host.clone())
+            .map_err(|e| SessionError::Unsendable(format!("relay host: {e}")))?;
+        let tls = tokio_rustls::TlsConnector::from(self.tls.clone())
+            .connect(name, stream)
             .await
-            .map_err(|e| classify(&e))?;
-        if relay.security == Security::Starttls {
-            let mut parameters = TlsParameters::builder(relay.host.clone());
-            if let Some(pem) = &self.extra_ca {
-                let ca = Certificate::from_pem(pem)
-                    .map_err(|e| SendResult::Permanent(format!("the extra CA: {e}")))?;
-                parameters = parameters.add_root_certificate(ca);
-            }
-            let parameters = parameters
-                .build_rustls()
-                .map_err(|e| SendResult::Permanent(format!("TLS for {address}: {e}")))?;
-            connection
-                .starttls(parameters, &self.hello)
-                .await
-                .map_err(|e| classify(&e))?;
-        }
-        if let (Some(username), Some(password)) = (&relay.username, &relay.password) {
-            let credentials =
-                Credentials::new(username.clone(), password.expose_secret().to_owned());
-            connection
-                .auth(&[Mechanism::Plain, Mechanism::Login], &credentials)
-                .await
-                .map_err(|e| classify(&e))?;
-        }
-        Ok(connection)
+            .map_err(|e| SessionError::Connection(format!("TLS with {}: {e}", relay.address())))?;
+        Ok(Box::new(tls))
     }
 
-    /// Sends `message` through `relay`, over a pooled connection when one is idle. A pooled
-    /// connection that the relay closed in the meantime is replaced once.
+    /// Opens a session: TCP without Nagle's delay, TLS first or by STARTTLS as the relay's
+    /// security says, then the login if there is one.
+    async fn connect(&self, relay: &RelaySettings) -> Result<Session, SessionError> {
+        let address = relay.address();
+        let tcp = TcpStream::connect((relay.host.as_str(), relay.port()))
+            .await
+            .map_err(|e| SessionError::Connection(format!("connecting to {address}: {e}")))?;
+        tcp.set_nodelay(true)
+            .map_err(|e| SessionError::Connection(format!("setting TCP_NODELAY: {e}")))?;
+        let stream: Box<dyn Stream> = match relay.security {
+            Security::Tls => self.tls(relay, Box::new(tcp)).await?,
+            Security::Starttls | Security::Plain => Box::new(tcp),
+        };
+        let mut session = Session::open(stream, &self.hello).await?;
+        if relay.security == Security::Starttls {
+            session = session.starttls(|plain| self.tls(relay, plain)).await?;
+        }
+        if let (Some(username), Some(password)) = (&relay.username, &relay.password) {
+            session
+                .authenticate(username, password.expose_secret())
+                .await?;
+        }
+        Ok(session)
+    }
+
+    /// Sends `message` through `relay`, over a pooled session when one is idle. A pooled
+    /// session that the relay closed in the meantime is replaced once.
     pub async fn send(&self, relay: &RelaySettings, message: Message) -> SendResult {
         let pool = self.pool(relay);
         let _permit = pool.permits.acquire().await.expect("never closed");
-        let envelope: Envelope = message.envelope().clone();
-        let bytes = message.formatted();
+        let envelope = message.envelope();
+        let from = envelope.from().map(ToString::to_string).unwrap_or_default();
+        let [to] = envelope.to() else {
+            return SendResult::Permanent("a message goes to exactly one recipient".into());
+        };
+        let to = to.to_string();
+        let content = message.formatted();
         for _ in 0..2 {
             let idle = {
                 let mut idle = pool.idle.lock().expect("never poisoned");
@@ -346,34 +285,39 @@ impl Relays {
                 idle.pop()
             };
             let reused = idle.is_some();
-            let mut connection = match idle {
-                Some((connection, _)) => connection,
-                None => match self.connect(relay).await {
-                    Ok(connection) => connection,
-                    Err(failure) => return failure,
-                },
+            let exchange = async {
+                let mut session = match idle {
+                    Some((session, _)) => session,
+                    None => self.connect(relay).await?,
+                };
+                let sent = session.send(&from, &to, &content).await;
+                Ok::<_, SessionError>((session, sent))
             };
-            let sent = tokio::time::timeout(self.timeout, connection.send(&envelope, &bytes)).await;
+            let (session, sent) = match tokio::time::timeout(self.timeout, exchange).await {
+                Err(_) => {
+                    return SendResult::Transient(format!(
+                        "{} did not answer within {:?}",
+                        relay.address(),
+                        self.timeout
+                    ));
+                }
+                Ok(Err(e)) => return classify(e),
+                Ok(Ok(exchanged)) => exchanged,
+            };
             match sent {
-                Ok(Ok(response)) => {
+                // The relay closed an idle session: try once on a new one.
+                Err(SessionError::Connection(_)) if reused => continue,
+                Err(e @ SessionError::Connection(_)) => return classify(e),
+                // Refused or not, the session is in step and can carry the next message.
+                result => {
                     pool.idle
                         .lock()
                         .expect("never poisoned")
-                        .push((connection, Instant::now()));
-                    return SendResult::Accepted(format!(
-                        "{} {}",
-                        response.code(),
-                        response.message().collect::<Vec<_>>().join(" ")
-                    ));
-                }
-                // The relay closed an idle connection: try once on a new one.
-                Ok(Err(e)) if reused && !e.is_permanent() && !e.is_transient() => continue,
-                Ok(Err(e)) => return classify(&e),
-                Err(_) => {
-                    return SendResult::Transient(format!(
-                        "the relay did not answer within {:?}",
-                        self.timeout
-                    ));
+                        .push((session, Instant::now()));
+                    return match result {
+                        Ok(reply) => SendResult::Accepted(reply.to_string()),
+                        Err(e) => classify(e),
+                    };
                 }
             }
         }
@@ -381,11 +325,15 @@ impl Relays {
     }
 }
 
-/// A 5xx is for good; a 4xx, a lost connection or a TLS failure may pass.
-fn classify(e: &lettre::transport::smtp::Error) -> SendResult {
-    if e.is_permanent() {
-        SendResult::Permanent(e.to_string())
-    } else {
-        SendResult::Transient(e.to_string())
+/// A 5xx or an unsendable message is for good; a 4xx, a lost connection or a TLS failure
+/// may pass.
+fn classify(e: SessionError) -> SendResult {
+    match e {
+        SessionError::Refused(reply) if reply.is_permanent() => {
+            SendResult::Permanent(reply.to_string())
+        }
+        SessionError::Refused(reply) => SendResult::Transient(reply.to_string()),
+        SessionError::Unsendable(why) => SendResult::Permanent(why),
+        SessionError::Connection(why) => transient("the connection to the relay", why),
     }
 }
