@@ -16,6 +16,11 @@
 //!    The requests carry the API key of tenant `1`, made with `herald tenant create`; the
 //!    per-tenant rate limit, if Herald has one, is lifted.
 //!
+//! 3. **Raw RabbitMQ, pausing the HTTP hop** (a diagnostic): the raw phase again, each
+//!    publisher waiting as long as the single phase's HTTP round trip before each publish,
+//!    so that Herald's own cost shows apart from what the round trip costs against the
+//!    broker's group commits.
+//!
 //! Each phase also reports where the CPU went (Herald, this process, RabbitMQ, the rest)
 //! and, from Herald's own metrics, how much of a request's time was the broker's confirm.
 //!
@@ -196,6 +201,14 @@ impl Run {
     fn mean_ms(&self) -> Option<f64> {
         let count = self.latencies_us.len();
         (count > 0).then(|| self.latencies_us.iter().sum::<u64>() as f64 / count as f64 / 1000.0)
+    }
+
+    /// The mean time a request spent outside Herald: the client's mean latency less the
+    /// mean time inside Herald.
+    fn http_hop(&self) -> Option<Duration> {
+        let inside = self.herald_times?.request_ms;
+        let hop_ms = self.mean_ms()? - inside;
+        (hop_ms > 0.0).then(|| Duration::from_secs_f64(hop_ms / 1e3))
     }
 
     /// The `q` quantile of the latencies, in milliseconds.
@@ -574,12 +587,15 @@ async fn publish_confirmed(
     }
 }
 
-/// The raw RabbitMQ rate: lapin only, 64 publishers over 4 confirm channels.
+/// The raw RabbitMQ rate: lapin only, 64 publishers over 4 confirm channels. With `pause`,
+/// each publisher waits that long before each publish, as an HTTP client's round trip
+/// makes each sender wait between Herald's answer and its next request.
 async fn raw_rabbitmq(
     connection: &Connection,
     names: &RawNames,
     settings: &Settings,
     window: Window,
+    pause: Option<Duration>,
 ) -> Result<Run, lapin::Error> {
     let (body, routing_key) = audit_envelope();
     let declaring = connection.create_channel().await?;
@@ -595,12 +611,19 @@ async fn raw_rabbitmq(
     }
     let exchange: Arc<str> = names.exchange.as_str().into();
     let run = closed_loop(window.start(), None, move |sender| {
-        publish_confirmed(
+        let publish = publish_confirmed(
             channels[sender % CONFIRM_CHANNELS].clone(),
             exchange.clone(),
             routing_key,
             body.clone(),
-        )
+        );
+        async move {
+            if let Some(pause) = pause {
+                // A thread's sleep, not tokio's timer, which rounds up to whole milliseconds.
+                let _ = tokio::task::spawn_blocking(move || std::thread::sleep(pause)).await;
+            }
+            publish.await
+        }
     })
     .await;
     Ok(run)
@@ -653,7 +676,7 @@ async fn bench_rabbitmq(connection: &Connection, url: &str, window: Window) -> R
     let raw_names = RawNames::under(&prefix);
     let mut report = Report::new(format!("RabbitMQ ({})", redact_url(url)));
     println!("\n[{}] raw publishes (lapin)...", report.broker);
-    match raw_rabbitmq(connection, &raw_names, &settings, window).await {
+    match raw_rabbitmq(connection, &raw_names, &settings, window, None).await {
         Ok(run) => report.raw = Some(run),
         Err(e) => report.notes.push(format!("raw phase failed: {e}")),
     }
@@ -662,6 +685,20 @@ async fn bench_rabbitmq(connection: &Connection, url: &str, window: Window) -> R
         ("HERALD__BROKER__KIND", "rabbitmq".to_owned()),
     ];
     bench_http(&mut report, &prefix, &env, dir.path(), window).await;
+    // The raw rate again, each publisher pausing as long as the HTTP round trip made each
+    // sender wait: it tells what the hop itself costs against the broker's group commits
+    // from what Herald's own work costs.
+    if let Some(hop) = report.single.as_ref().and_then(Run::http_hop) {
+        println!(
+            "[{}] raw publishes pausing {:.2} ms (the HTTP hop)...",
+            report.broker,
+            hop.as_secs_f64() * 1e3
+        );
+        match raw_rabbitmq(connection, &raw_names, &settings, window, Some(hop)).await {
+            Ok(run) => report.raw_paused = Some((run, hop)),
+            Err(e) => report.notes.push(format!("paused raw phase failed: {e}")),
+        }
+    }
     delete_rabbitmq(connection, &Topology::from_settings(&settings), &raw_names).await;
     report
 }
@@ -1159,6 +1196,8 @@ struct Report {
     broker: String,
     body_bytes: usize,
     raw: Option<Run>,
+    /// The raw rate with each publisher pausing as long as the HTTP hop, and that pause.
+    raw_paused: Option<(Run, Duration)>,
     single: Option<Run>,
     batch: Option<Run>,
     high_water_kb: Option<u64>,
@@ -1173,6 +1212,7 @@ impl Report {
             broker,
             body_bytes: audit_envelope().0.len(),
             raw: None,
+            raw_paused: None,
             single: None,
             batch: None,
             high_water_kb: None,
@@ -1212,6 +1252,23 @@ impl Report {
             self.ratio(self.single.as_ref()),
             with_targets.then_some(0.8),
         );
+        if let Some((paused, hop)) = &self.raw_paused {
+            print_rate(
+                &format!("raw, pausing {:.2} ms", hop.as_secs_f64() * 1e3),
+                "msgs/s",
+                Some(paused),
+            );
+            println!(
+                "                          (each publisher waits as long as the HTTP hop above before each publish)"
+            );
+            let single = self.single.as_ref().map(Run::rate);
+            if let Some(single) = single.filter(|_| paused.rate() > 0.0) {
+                println!(
+                    "  ratio single/paused raw {:>8.2}x   (Herald's own cost; the rest of the gap is the hop)",
+                    single / paused.rate()
+                );
+            }
+        }
         print_rate(
             &format!("HTTP batch-{BATCH_SIZE} rate"),
             "events/s",
