@@ -109,7 +109,7 @@ async fn a_payload_published_with_a_plain_amqp_client_reaches_the_push_handler()
 }
 
 /// A RabbitMQ node of the test's own, on port 5673, so that stopping it disturbs no other
-/// test. Started on first use; `rabbitmq-server` must be installed.
+/// test. Started by the test and stopped when it ends; `rabbitmq-server` must be installed.
 const RESTART_NODE: &str = "herald-restart@localhost";
 const RESTART_PORT: &str = "5673";
 
@@ -119,6 +119,16 @@ fn rabbitmqctl(args: &[&str]) -> bool {
         .args(args)
         .output()
         .is_ok_and(|o| o.status.success())
+}
+
+/// Stops the restart node when dropped, so that no stray broker is left running (and
+/// taking CPU from benchmarks) after the tests.
+struct StopsRestartNode;
+
+impl Drop for StopsRestartNode {
+    fn drop(&mut self) {
+        let _ = rabbitmqctl(&["stop"]);
+    }
 }
 
 /// Starts the restart node if it is not running; false if it cannot be had here.
@@ -175,6 +185,7 @@ async fn a_rabbitmq_restart_loses_no_accepted_event() {
     if !common::rabbitmq_available() {
         return;
     }
+    let _stops = StopsRestartNode;
     if !restart_node() {
         let message =
             "a RabbitMQ node of its own could not be started (is rabbitmq-server installed?)";

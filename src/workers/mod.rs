@@ -34,6 +34,12 @@ pub trait Handler: Send + Sync + 'static {
     fn order_key(&self, _envelope: &Envelope) -> Option<String> {
         None
     }
+
+    /// Whether [`Handler::order_key`] can answer a key at all; when not, the pool does not
+    /// read the message a second time to ask.
+    fn keeps_order(&self) -> bool {
+        false
+    }
 }
 
 /// How long one pool waits between attempts to reach its queue.
@@ -145,6 +151,9 @@ impl WorkerPool {
 
     /// The handler's order key for a delivery, if it has one.
     fn order_key(&self, delivery: &Delivery) -> Option<String> {
+        if !self.handler.keeps_order() {
+            return None;
+        }
         let properties = WireProperties {
             message_id: delivery.message_id.as_deref(),
             timestamp: delivery.timestamp,
