@@ -13,6 +13,7 @@ mod session;
 mod smtp;
 pub mod templates;
 
+use message::Content;
 pub use outbox::Outbox;
 pub use smtp::{RelayError, RelaySettings, Relays, Security, SendResult};
 pub use templates::{RenderError, Rendered, Templates};
@@ -100,7 +101,7 @@ impl EmailHandler {
         index: usize,
         from: &Mailbox,
         to: &EmailAddress,
-        rendered: &Rendered,
+        content: &Content,
         route: &Route,
     ) -> (Outcome, Option<String>) {
         let tenant = envelope.event.tenant_id();
@@ -109,7 +110,7 @@ impl EmailHandler {
             .parse::<Mailbox>()
             .map_err(|e| e.to_string())
             .and_then(|to| {
-                message::build(&format!("{}.{index}", envelope.id), from, to, rendered)
+                message::build(&format!("{}.{index}", envelope.id), from, to, content)
                     .map_err(|e| e.to_string())
             });
         let message = match built {
@@ -144,13 +145,13 @@ impl EmailHandler {
         to: &EmailAddress,
         earlier: Option<DeliveryOutcome>,
         attempt: u32,
-        (from, rendered, route): (&Mailbox, &Rendered, &Route),
+        (from, content, route): (&Mailbox, &Content, &Route),
     ) -> DeliveryOutcome {
         if let Some(earlier) = earlier {
             return earlier;
         }
         let (outcome, reply) = self
-            .send_one(envelope, index, from, to, rendered, route)
+            .send_one(envelope, index, from, to, content, route)
             .await;
         DeliveryOutcome {
             recipient: to.as_str().to_owned(),
@@ -184,6 +185,7 @@ impl EmailHandler {
             // The same data renders the same way every time: retrying cannot help.
             Err(e) => return Outcome::failed(e),
         };
+        let content = Content::new(&rendered);
         let route = match self.route(tenant).await {
             Ok(route) => route,
             Err(e) => return Outcome::retry(e),
@@ -221,7 +223,7 @@ impl EmailHandler {
                     to,
                     earlier,
                     attempt,
-                    (&from, &rendered, &route),
+                    (&from, &content, &route),
                 )
             })
             .collect();
