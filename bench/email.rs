@@ -3,8 +3,8 @@
 //! same sink in the same run.
 //!
 //! Run: `cargo bench --bench email` (needs Debian's `postfix` package for `smtp-sink` and
-//! `smtp-source`). `HERALD_BENCH_EMAILS` sets the message count (default 20,000),
-//! `HERALD_BENCH_SESSIONS` the SMTP connections on both sides (default 32),
+//! `smtp-source`). `HERALD_BENCH_EMAILS` sets the message count (default 100,000: at 20,000
+//! a phase lasts about a second and its figure swings), `HERALD_BENCH_SESSIONS` the SMTP connections on both sides (default 32),
 //! `HERALD_BENCH_RECIPIENTS` the event shapes measured (default `10,1`: recipients per event),
 //! `HERALD_BENCH_CONCURRENCY` the events Herald's email worker handles at once (default 4 ×
 //! the sessions: an event holds its worker while its outcome is committed, after its
@@ -247,7 +247,7 @@ fn peak_rss_mb() -> Option<f64> {
 }
 
 fn main() {
-    let messages = env_or("HERALD_BENCH_EMAILS", 20_000);
+    let messages = env_or("HERALD_BENCH_EMAILS", 100_000);
     let sessions = env_or("HERALD_BENCH_SESSIONS", 32);
     let concurrency = env_or("HERALD_BENCH_CONCURRENCY", 4 * sessions);
     let runtime = tokio::runtime::Runtime::new().unwrap();

@@ -2,6 +2,7 @@
 
 use super::Rendered;
 use lettre::Message;
+use lettre::address::Envelope;
 use lettre::message::{Mailbox, MultiPart};
 
 /// What every recipient's message of one event shares: the subject, and the text and HTML
@@ -32,7 +33,10 @@ pub fn build(
     content: &Content,
 ) -> Result<Message, lettre::error::Error> {
     let domain = from.email.domain();
+    // Given, so that lettre need not derive it by parsing the headers it was just given.
+    let envelope = Envelope::new(Some(from.email.clone()), vec![to.email.clone()])?;
     Message::builder()
+        .envelope(envelope)
         .from(from.clone())
         .to(to)
         .subject(content.subject.clone())
