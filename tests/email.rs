@@ -152,6 +152,38 @@ async fn a_451_is_retried_and_delivered_on_the_next_attempt() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_relay_that_refuses_and_hangs_up_leaves_its_reply_as_the_error() {
+    let Some(relay) = SmtpRelay::start() else {
+        return;
+    };
+    let app = herald_with(&relay).await;
+    let id = send(
+        &app,
+        json!({"to": ["bye-1@example.com"], "template": "welcome", "data": {"name": "Ada"}}),
+    )
+    .await;
+    let status = app.notification_when(&id, final_status).await;
+    assert_eq!(status["status"], "failed", "{status}");
+    let delivery = &status["deliveries"][0];
+    assert_eq!(delivery["attempts"], 3, "a 421 is retried: {delivery}");
+    let error = delivery["lastError"].as_str().unwrap();
+    assert!(
+        error.contains("421 4.3.2"),
+        "the relay's reply, not the hang-up after it, is the error: {error}"
+    );
+    // Mail to others still goes through.
+    let id = send(
+        &app,
+        json!({"to": ["ada@example.com"], "template": "welcome", "data": {"name": "Ada"}}),
+    )
+    .await;
+    let status = app.notification_when(&id, final_status).await;
+    assert_eq!(status["status"], "delivered", "{status}");
+    assert_eq!(status["deliveries"][0]["attempts"], 1);
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_550_fails_its_recipient_for_good_and_the_others_are_delivered_once() {
     let Some(relay) = SmtpRelay::start() else {
         return;

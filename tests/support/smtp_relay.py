@@ -7,6 +7,7 @@ It is not Herald's code: it speaks SMTP as a real relay does, and its answers de
 the recipient's local part, so that a test can ask for a refusal:
 
   reject-...@  answers RCPT TO with 550 (a permanent failure),
+  bye-...@     answers RCPT TO with 421 and closes the connection,
   busy-...@    answers RCPT TO with 451 the first time, then accepts (a transient one).
 
 Every accepted message is appended to <dir>/received.jsonl as {"pipelined", "mailFrom",
@@ -51,6 +52,10 @@ class Relay:
         unread = bytes(getattr(server._reader, "_buffer", b""))
         envelope.pipelined = unread.upper().startswith(b"DATA")
         local = address.split("@", 1)[0]
+        if local.startswith("bye-"):
+            # Refuses and hangs up, as a relay shutting down does (RFC 5321 3.8).
+            asyncio.get_running_loop().call_soon(server.transport.close)
+            return "421 4.3.2 Service shutting down, closing transmission channel"
         if local.startswith("reject-"):
             return f"550 5.1.1 <{address}>: Recipient address rejected: User unknown"
         if local.startswith("busy-") and address not in self.refused_once:

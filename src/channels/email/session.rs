@@ -117,6 +117,9 @@ pub struct Session {
     extensions: Extensions,
     /// The name this side gives in EHLO.
     hello: String,
+    /// Whether the session can carry another message: false once cleaning up after a
+    /// refusal failed (a relay that refuses and hangs up, say).
+    in_step: bool,
 }
 
 impl Session {
@@ -126,6 +129,7 @@ impl Session {
             stream: BufReader::new(stream),
             extensions: Extensions::default(),
             hello: hello.to_owned(),
+            in_step: true,
         };
         session.expect_positive().await?;
         session.ehlo().await?;
@@ -168,6 +172,7 @@ impl Session {
             stream: BufReader::new(upgrade(plain).await?),
             extensions: Extensions::default(),
             hello: self.hello,
+            in_step: true,
         };
         session.ehlo().await?;
         Ok(session)
@@ -226,11 +231,21 @@ impl Session {
         ];
         let replies = if self.extensions.pipelining {
             self.write(commands.concat().as_bytes()).await?;
-            let mut replies = Vec::with_capacity(commands.len());
+            let mut replies: Vec<Reply> = Vec::with_capacity(commands.len());
             // Every pipelined command is answered, refused or not: read them all so that
             // the session stays in step.
             for _ in &commands {
-                replies.push(self.read_reply().await?.0);
+                match self.read_reply().await {
+                    Ok((reply, _)) => replies.push(reply),
+                    // A relay that refused and hung up (a 421) has said what matters.
+                    Err(e) => match replies.iter().find(|r| !r.is_positive()) {
+                        Some(refusal) => {
+                            self.in_step = false;
+                            return Err(SessionError::Refused(refusal.clone()));
+                        }
+                        None => return Err(e),
+                    },
+                }
             }
             replies
         } else {
@@ -249,13 +264,9 @@ impl Session {
         let refusal = replies.iter().find(|r| !r.is_positive()).cloned();
         let data_taken = replies.get(2).is_some_and(|r| r.code == 354);
         if let Some(refusal) = refusal {
-            if data_taken {
-                // A relay that took DATA after refusing the recipient wants content: end an
-                // empty one, which it will drop for want of a recipient.
-                self.write(b".\r\n").await?;
-                self.read_reply().await?;
-            }
-            self.reset().await?;
+            // The refusal is the answer even when the cleanup fails; the session then
+            // goes rather than back to the pool.
+            self.in_step = self.clean_up(data_taken).await.is_ok();
             return Err(SessionError::Refused(refusal));
         }
         if !data_taken {
@@ -271,16 +282,20 @@ impl Session {
         }
     }
 
+    /// Whether the session can carry another message.
+    pub fn in_step(&self) -> bool {
+        self.in_step
+    }
+
     /// Forgets a refused transaction, so that the session can carry the next one.
-    async fn reset(&mut self) -> Result<(), SessionError> {
-        self.command("RSET\r\n")
-            .await
-            .map(drop)
-            .map_err(|e| match e {
-                // A relay that refuses RSET is not one to keep talking to.
-                SessionError::Refused(reply) => connection("RSET", reply),
-                other => other,
-            })
+    async fn clean_up(&mut self, data_taken: bool) -> Result<(), SessionError> {
+        if data_taken {
+            // A relay that took DATA after refusing the recipient wants content: end an
+            // empty one, which it will drop for want of a recipient.
+            self.write(b".\r\n").await?;
+            self.read_reply().await?;
+        }
+        self.command("RSET\r\n").await.map(drop)
     }
 
     /// Sends one command and wants a positive reply.

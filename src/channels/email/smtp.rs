@@ -308,12 +308,14 @@ impl Relays {
                 // The relay closed an idle session: try once on a new one.
                 Err(SessionError::Connection(_)) if reused => continue,
                 Err(e @ SessionError::Connection(_)) => return classify(e),
-                // Refused or not, the session is in step and can carry the next message.
+                // Refused or not, a session in step can carry the next message.
                 result => {
-                    pool.idle
-                        .lock()
-                        .expect("never poisoned")
-                        .push((session, Instant::now()));
+                    if session.in_step() {
+                        pool.idle
+                            .lock()
+                            .expect("never poisoned")
+                            .push((session, Instant::now()));
+                    }
                     return match result {
                         Ok(reply) => SendResult::Accepted(reply.to_string()),
                         Err(e) => classify(e),
