@@ -56,6 +56,17 @@ fn final_status(status: &Value) -> bool {
     )
 }
 
+/// Sends the built-in welcome email to `address` alone and answers its status once it is
+/// settled.
+async fn welcome_settled(app: &TestApp, address: &str) -> Value {
+    let id = send(
+        app,
+        json!({"to": [address], "template": "welcome", "data": {"name": "Ada"}}),
+    )
+    .await;
+    app.notification_when(&id, final_status).await
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn each_recipient_gets_its_own_rendered_message_with_proper_headers() {
     let Some(relay) = SmtpRelay::start() else {
@@ -138,12 +149,7 @@ async fn a_451_is_retried_and_delivered_on_the_next_attempt() {
         return;
     };
     let app = herald_with(&relay).await;
-    let id = send(
-        &app,
-        json!({"to": ["busy-1@example.com"], "template": "welcome", "data": {"name": "Ada"}}),
-    )
-    .await;
-    let status = app.notification_when(&id, final_status).await;
+    let status = welcome_settled(&app, "busy-1@example.com").await;
     assert_eq!(status["status"], "delivered", "{status}");
     let delivery = &status["deliveries"][0];
     assert_eq!(delivery["attempts"], 2, "delivered on the second attempt");
@@ -157,12 +163,7 @@ async fn a_relay_that_refuses_and_hangs_up_leaves_its_reply_as_the_error() {
         return;
     };
     let app = herald_with(&relay).await;
-    let id = send(
-        &app,
-        json!({"to": ["bye-1@example.com"], "template": "welcome", "data": {"name": "Ada"}}),
-    )
-    .await;
-    let status = app.notification_when(&id, final_status).await;
+    let status = welcome_settled(&app, "bye-1@example.com").await;
     assert_eq!(status["status"], "failed", "{status}");
     let delivery = &status["deliveries"][0];
     assert_eq!(delivery["attempts"], 3, "a 421 is retried: {delivery}");
@@ -172,12 +173,7 @@ async fn a_relay_that_refuses_and_hangs_up_leaves_its_reply_as_the_error() {
         "the relay's reply, not the hang-up after it, is the error: {error}"
     );
     // Mail to others still goes through.
-    let id = send(
-        &app,
-        json!({"to": ["ada@example.com"], "template": "welcome", "data": {"name": "Ada"}}),
-    )
-    .await;
-    let status = app.notification_when(&id, final_status).await;
+    let status = welcome_settled(&app, "ada@example.com").await;
     assert_eq!(status["status"], "delivered", "{status}");
     assert_eq!(status["deliveries"][0]["attempts"], 1);
     app.stop().await;
@@ -530,12 +526,7 @@ async fn send_over_tls(security: &str) -> Option<Value> {
     let app = TestApp::spawn(BrokerKind::Embedded, Roles::everything(), &overrides)
         .await
         .unwrap();
-    let id = send(
-        &app,
-        json!({"to": ["ada@example.com"], "template": "welcome", "data": {"name": "Ada"}}),
-    )
-    .await;
-    let status = app.notification_when(&id, final_status).await;
+    let status = welcome_settled(&app, "ada@example.com").await;
     assert_eq!(status["status"], "delivered", "{status}");
     let received = relay.wait_for(1).await;
     app.stop().await;
