@@ -229,8 +229,25 @@ async fn herald_rate(
     let failed = handled(&herald, "failed") + handled(&herald, "retry");
     shutdown.raise();
     running.await.unwrap().unwrap();
+    if let Ok(url) = std::env::var("HERALD_BENCH_RABBITMQ_URL") {
+        delete_topology(&url, &herald).await;
+    }
     assert_eq!(failed, 0, "every message reaches the sink");
     ((events * recipients) as f64 / elapsed.as_secs_f64(), cpu)
+}
+
+/// Deletes the queues and exchanges Herald declared under the bench's prefix.
+async fn delete_topology(url: &str, herald: &Herald) {
+    let connected = lapin::Connection::connect(url, lapin::ConnectionProperties::default()).await;
+    let Ok(connection) = connected else {
+        return println!("  cleanup: no connection; bench queues are left on RabbitMQ");
+    };
+    if let Ok(channel) = connection.create_channel().await {
+        let (deleted, of) =
+            herald::broker::amqp::topology::delete(&channel, &herald.topology).await;
+        println!("    cleanup: deleted {deleted} of {of} bench queues and exchanges");
+    }
+    let _ = connection.close(200, "bench done".into()).await;
 }
 
 /// Peak resident memory of this process, in MB.

@@ -629,44 +629,43 @@ async fn raw_rabbitmq(
     Ok(run)
 }
 
-/// Deletes Herald's topology under the bench prefix and the raw queues and exchange.
-async fn delete_rabbitmq(connection: &Connection, topology: &Topology, raw: &RawNames) {
+/// Deletes Herald's topology under the bench prefix, its real-time exchange, and the raw
+/// queues and exchange.
+async fn delete_rabbitmq(
+    connection: &Connection,
+    topology: &Topology,
+    realtime_exchange: &String,
+    raw: &RawNames,
+) {
     let Ok(channel) = connection.create_channel().await else {
         println!("  cleanup: no channel; bench queues are left on RabbitMQ");
         return;
     };
-    let mut queues = vec![raw.queue.clone(), raw.dead_letter_queue.clone()];
-    let mut exchanges = vec![raw.exchange.clone()];
-    for queue in &topology.queues {
-        queues.push(queue.name.clone());
-        queues.push(queue.dead_letter_queue());
-        queues.extend(
-            queue
-                .retry_delays()
-                .into_iter()
-                .map(|delay| herald::broker::amqp::topology::retry_queue(queue, delay)),
-        );
-    }
-    exchanges.extend(topology.exchanges().into_iter().map(str::to_owned));
     let mut deleted = 0;
-    for queue in &queues {
+    let raw_queues = [&raw.queue, &raw.dead_letter_queue];
+    for queue in raw_queues {
         let deleting = channel.queue_delete(queue.as_str().into(), QueueDeleteOptions::default());
         if let Ok(Ok(_)) = tokio::time::timeout(Duration::from_secs(10), deleting).await {
             deleted += 1;
         }
     }
-    for exchange in &exchanges {
+    let exchanges = [&raw.exchange, realtime_exchange];
+    for exchange in exchanges {
         let deleting =
             channel.exchange_delete(exchange.as_str().into(), ExchangeDeleteOptions::default());
         if let Ok(Ok(())) = tokio::time::timeout(Duration::from_secs(10), deleting).await {
             deleted += 1;
         }
     }
+    let herald_total =
+        herald::broker::amqp::topology::queue_names(topology).len() + topology.exchanges().len();
+    let herald_topology = herald::broker::amqp::topology::delete(&channel, topology);
+    deleted += tokio::time::timeout(Duration::from_secs(60), herald_topology)
+        .await
+        .map_or(0, |(herald_deleted, _)| herald_deleted);
+    let total = raw_queues.len() + exchanges.len() + herald_total;
     let _ = channel.close(200, "cleaned up".into()).await;
-    println!(
-        "  cleanup: deleted {deleted} of {} bench queues and exchanges",
-        queues.len() + exchanges.len()
-    );
+    println!("  cleanup: deleted {deleted} of {total} bench queues and exchanges");
 }
 
 async fn bench_rabbitmq(connection: &Connection, url: &str, window: Window) -> Report {
@@ -699,7 +698,14 @@ async fn bench_rabbitmq(connection: &Connection, url: &str, window: Window) -> R
             Err(e) => report.notes.push(format!("paused raw phase failed: {e}")),
         }
     }
-    delete_rabbitmq(connection, &Topology::from_settings(&settings), &raw_names).await;
+    let realtime_exchange = settings.realtime_exchange();
+    delete_rabbitmq(
+        connection,
+        &Topology::from_settings(&settings),
+        &realtime_exchange,
+        &raw_names,
+    )
+    .await;
     report
 }
 

@@ -393,6 +393,11 @@ pub enum ConfigError {
 }
 
 impl Settings {
+    /// The real-time bus's exchange on RabbitMQ, under the broker's prefix.
+    pub fn realtime_exchange(&self) -> String {
+        format!("{}{}", self.broker.prefix, self.realtime.exchange)
+    }
+
     /// Loads the settings from `config_dir` and the process environment.
     pub fn load(config_dir: &Path) -> Result<Settings, ConfigError> {
         Self::from_figment(Self::figment(config_dir))

@@ -59,7 +59,7 @@ impl Realtime {
         let bus: Arc<dyn UserBus> = match settings.broker.kind {
             BrokerKind::Embedded => Arc::new(LocalBus::new(&hub)),
             BrokerKind::Rabbitmq => {
-                let exchange = format!("{}{}", settings.broker.prefix, settings.realtime.exchange);
+                let exchange = settings.realtime_exchange();
                 Arc::new(
                     amqp_bus::AmqpBus::start(
                         settings.broker.rabbitmq.url.expose_secret(),

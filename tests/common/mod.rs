@@ -353,31 +353,12 @@ pub fn publication(
 /// Deletes a test's queues and exchanges from RabbitMQ, so that test runs leave nothing
 /// behind on a shared broker.
 pub async fn delete_rabbitmq_topology(topology: &herald::broker::Topology) {
-    use lapin::options::{ExchangeDeleteOptions, QueueDeleteOptions};
     let Ok(connection) = lapin::Connection::connect(&rabbitmq_url(), Default::default()).await
     else {
         return;
     };
     let channel = connection.create_channel().await.unwrap();
-    for queue in &topology.queues {
-        let mut names = vec![queue.name.clone(), queue.dead_letter_queue()];
-        names.extend(
-            queue
-                .retry_delays()
-                .into_iter()
-                .map(|d| herald::broker::amqp::topology::retry_queue(queue, d)),
-        );
-        for name in names {
-            let _ = channel
-                .queue_delete(name.as_str().into(), QueueDeleteOptions::default())
-                .await;
-        }
-    }
-    for exchange in topology.exchanges() {
-        let _ = channel
-            .exchange_delete(exchange.into(), ExchangeDeleteOptions::default())
-            .await;
-    }
+    herald::broker::amqp::topology::delete(&channel, topology).await;
     let _ = connection.close(200, "test done".into()).await;
 }
 

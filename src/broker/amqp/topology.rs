@@ -2,7 +2,10 @@
 //! is spelled out here rather than left to a broker default.
 
 use crate::broker::{BrokerError, QueueSpec, Topology};
-use lapin::options::{ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions};
+use lapin::options::{
+    ExchangeDeclareOptions, ExchangeDeleteOptions, QueueBindOptions, QueueDeclareOptions,
+    QueueDeleteOptions,
+};
 use lapin::types::{AMQPValue, FieldTable, LongString};
 use lapin::{Channel, ExchangeKind};
 use std::time::Duration;
@@ -179,4 +182,40 @@ async fn declare_queue(
             .map_err(failed(format!("queue {name}")))?;
     }
     Ok(())
+}
+
+/// Every queue [`declare`] makes for `topology`: each work queue, its dead-letter queue
+/// and its retry queues.
+pub fn queue_names(topology: &Topology) -> Vec<String> {
+    let mut names = Vec::new();
+    for queue in &topology.queues {
+        names.push(queue.name.clone());
+        names.push(queue.dead_letter_queue());
+        names.extend(
+            queue
+                .retry_delays()
+                .into_iter()
+                .map(|delay| retry_queue(queue, delay)),
+        );
+    }
+    names
+}
+
+/// Deletes every queue and exchange [`declare`] made for `topology`, with what they hold:
+/// for tests and benchmarks that declare under a prefix of their own and should leave
+/// nothing behind. Answers how many were deleted, of how many.
+pub async fn delete(channel: &Channel, topology: &Topology) -> (usize, usize) {
+    let queues = queue_names(topology);
+    let exchanges = topology.exchanges();
+    let mut deleted = 0;
+    for queue in &queues {
+        let deleting = channel.queue_delete(queue.as_str().into(), QueueDeleteOptions::default());
+        deleted += usize::from(deleting.await.is_ok());
+    }
+    for exchange in &exchanges {
+        let deleting =
+            channel.exchange_delete((*exchange).into(), ExchangeDeleteOptions::default());
+        deleted += usize::from(deleting.await.is_ok());
+    }
+    (deleted, queues.len() + exchanges.len())
 }
