@@ -12,15 +12,18 @@ use herald::config::BrokerKind;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
-/// Herald sending through `relay`, with quick retries.
-async fn herald_with(relay: &SmtpRelay) -> TestApp {
+/// A relay, and Herald sending through it with quick retries; `None` where the relay
+/// cannot run here.
+async fn relay_and_herald() -> Option<(SmtpRelay, TestApp)> {
+    let relay = SmtpRelay::start()?;
     let overrides = relay.overrides();
     let mut overrides: Vec<(&str, &str)> =
         overrides.iter().map(|(k, v)| (*k, v.as_str())).collect();
     overrides.push(("queues.email.backoff", "[\"300ms\"]"));
-    TestApp::spawn(BrokerKind::Embedded, Roles::everything(), &overrides)
+    let app = TestApp::spawn(BrokerKind::Embedded, Roles::everything(), &overrides)
         .await
-        .unwrap()
+        .unwrap();
+    Some((relay, app))
 }
 
 async fn send(app: &TestApp, event: Value) -> String {
@@ -69,10 +72,9 @@ async fn welcome_settled(app: &TestApp, address: &str) -> Value {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn each_recipient_gets_its_own_rendered_message_with_proper_headers() {
-    let Some(relay) = SmtpRelay::start() else {
+    let Some((relay, app)) = relay_and_herald().await else {
         return;
     };
-    let app = herald_with(&relay).await;
     let id = send(
         &app,
         json!({
@@ -145,10 +147,9 @@ async fn each_recipient_gets_its_own_rendered_message_with_proper_headers() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_451_is_retried_and_delivered_on_the_next_attempt() {
-    let Some(relay) = SmtpRelay::start() else {
+    let Some((relay, app)) = relay_and_herald().await else {
         return;
     };
-    let app = herald_with(&relay).await;
     let status = welcome_settled(&app, "busy-1@example.com").await;
     assert_eq!(status["status"], "delivered", "{status}");
     let delivery = &status["deliveries"][0];
@@ -159,10 +160,9 @@ async fn a_451_is_retried_and_delivered_on_the_next_attempt() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_relay_that_refuses_and_hangs_up_leaves_its_reply_as_the_error() {
-    let Some(relay) = SmtpRelay::start() else {
+    let Some((relay, app)) = relay_and_herald().await else {
         return;
     };
-    let app = herald_with(&relay).await;
     let status = welcome_settled(&app, "bye-1@example.com").await;
     assert_eq!(status["status"], "failed", "{status}");
     let delivery = &status["deliveries"][0];
@@ -176,15 +176,15 @@ async fn a_relay_that_refuses_and_hangs_up_leaves_its_reply_as_the_error() {
     let status = welcome_settled(&app, "ada@example.com").await;
     assert_eq!(status["status"], "delivered", "{status}");
     assert_eq!(status["deliveries"][0]["attempts"], 1);
+    assert_eq!(relay.received().len(), 1, "only the second message was taken");
     app.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_550_fails_its_recipient_for_good_and_the_others_are_delivered_once() {
-    let Some(relay) = SmtpRelay::start() else {
+    let Some((relay, app)) = relay_and_herald().await else {
         return;
     };
-    let app = herald_with(&relay).await;
     let id = send(
         &app,
         json!({
@@ -232,10 +232,9 @@ async fn a_550_fails_its_recipient_for_good_and_the_others_are_delivered_once() 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn templates_round_trip_through_the_api_and_a_send_renders_the_newest_version() {
-    let Some(relay) = SmtpRelay::start() else {
+    let Some((relay, app)) = relay_and_herald().await else {
         return;
     };
-    let app = herald_with(&relay).await;
     let path = "/v1/templates/order-shipped";
 
     let (status, body) = app

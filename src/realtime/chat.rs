@@ -64,10 +64,6 @@ impl Handler for ChatHandler {
         }
     }
 
-    fn keeps_order(&self) -> bool {
-        true
-    }
-
     /// A conversation's messages are numbered in the order they were queued (on one
     /// worker instance; several instances number them in the order they store them).
     fn order_key(&self, envelope: &Envelope) -> Option<String> {

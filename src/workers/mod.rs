@@ -34,12 +34,6 @@ pub trait Handler: Send + Sync + 'static {
     fn order_key(&self, _envelope: &Envelope) -> Option<String> {
         None
     }
-
-    /// Whether [`Handler::order_key`] can answer a key at all; when not, the pool does not
-    /// read the message a second time to ask.
-    fn keeps_order(&self) -> bool {
-        false
-    }
 }
 
 /// How long one pool waits between attempts to reach its queue.
@@ -112,13 +106,19 @@ impl WorkerPool {
                 match delivery {
                     Some(Ok(delivery)) => {
                         let pool = self.clone();
-                        let (before, done) = ordering.next(self.order_key(&delivery));
+                        // Read here, once: the order key comes from the envelope.
+                        let envelope = read(&delivery);
+                        let key = envelope
+                            .as_ref()
+                            .ok()
+                            .and_then(|e| self.handler.order_key(e));
+                        let (before, done) = ordering.next(key);
                         in_flight.spawn(async move {
                             if let Some(before) = before {
                                 // The key's earlier event first; its outcome does not matter.
                                 let _ = before.await;
                             }
-                            pool.process(delivery).await;
+                            pool.process_read(delivery, envelope).await;
                             drop(done);
                             drop(permit);
                         });
@@ -149,26 +149,23 @@ impl WorkerPool {
         }
     }
 
-    /// The handler's order key for a delivery, if it has one.
-    fn order_key(&self, delivery: &Delivery) -> Option<String> {
-        if !self.handler.keeps_order() {
-            return None;
-        }
-        let properties = WireProperties {
-            message_id: delivery.message_id.as_deref(),
-            timestamp: delivery.timestamp,
-        };
-        let envelope =
-            Envelope::from_wire(&delivery.body, &delivery.routing_key, properties).ok()?;
-        self.handler.order_key(&envelope)
+    /// Handles one delivery to its outcome and settles it. Returns the outcome.
+    pub async fn process(&self, delivery: Delivery) -> Outcome {
+        let envelope = read(&delivery);
+        self.process_read(delivery, envelope).await
     }
 
-    /// Handles one delivery to its outcome and settles it. Returns the outcome.
+    /// [`WorkerPool::process`] for a delivery already read into `envelope`.
     #[tracing::instrument(skip_all, fields(queue = %self.spec.configured_name, id, tenant, attempt = delivery.attempt))]
-    pub async fn process(&self, delivery: Delivery) -> Outcome {
+    async fn process_read(
+        &self,
+        delivery: Delivery,
+        envelope: Result<Envelope, EnvelopeError>,
+    ) -> Outcome {
         let started = Instant::now();
-        let (outcome, failure) = match self.decide(&delivery).await {
-            Ok((envelope, outcome)) => {
+        let (outcome, failure) = match envelope {
+            Ok(envelope) => {
+                let (envelope, outcome) = self.decide(envelope, delivery.attempt).await;
                 let outcome = self.within_attempts(outcome, delivery.attempt);
                 // Recorded before the message is settled: a crash in between repeats the
                 // attempt, never loses its outcome.
@@ -210,13 +207,8 @@ impl WorkerPool {
         outcome
     }
 
-    /// Reads the delivery and runs the handler, bounded by the handler timeout.
-    async fn decide(&self, delivery: &Delivery) -> Result<(Envelope, Outcome), EnvelopeError> {
-        let properties = WireProperties {
-            message_id: delivery.message_id.as_deref(),
-            timestamp: delivery.timestamp,
-        };
-        let envelope = Envelope::from_wire(&delivery.body, &delivery.routing_key, properties)?;
+    /// Runs the handler on the envelope, bounded by the handler timeout.
+    async fn decide(&self, envelope: Envelope, attempt: u32) -> (Envelope, Outcome) {
         let span = tracing::Span::current();
         span.record("id", tracing::field::display(envelope.id));
         span.record(
@@ -225,9 +217,9 @@ impl WorkerPool {
         );
         let age = Utc::now().signed_duration_since(envelope.created_at);
         if age.to_std().is_ok_and(|age| age > self.spec.message_ttl) {
-            return Ok((envelope, Outcome::Expired));
+            return (envelope, Outcome::Expired);
         }
-        let handled = self.handler.handle(&envelope, delivery.attempt);
+        let handled = self.handler.handle(&envelope, attempt);
         let outcome = match tokio::time::timeout(self.handler_timeout, handled).await {
             Ok(outcome) => outcome,
             Err(_) => Outcome::retry(format!(
@@ -235,7 +227,7 @@ impl WorkerPool {
                 self.handler_timeout
             )),
         };
-        Ok((envelope, outcome))
+        (envelope, outcome)
     }
 
     /// A retry on the last allowed attempt becomes a final failure.
@@ -282,6 +274,15 @@ impl WorkerPool {
             }
         }
     }
+}
+
+/// Reads a delivery's envelope.
+fn read(delivery: &Delivery) -> Result<Envelope, EnvelopeError> {
+    let properties = WireProperties {
+        message_id: delivery.message_id.as_deref(),
+        timestamp: delivery.timestamp,
+    };
+    Envelope::from_wire(&delivery.body, &delivery.routing_key, properties)
 }
 
 /// Chains the events of each order key: each waits for the one before it with its key.

@@ -61,15 +61,6 @@ pub enum SessionError {
     Connection(String),
 }
 
-impl fmt::Display for SessionError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            SessionError::Refused(reply) => write!(f, "{reply}"),
-            SessionError::Unsendable(why) | SessionError::Connection(why) => f.write_str(why),
-        }
-    }
-}
-
 fn connection(context: &str, e: impl fmt::Display) -> SessionError {
     SessionError::Connection(format!("{context}: {e}"))
 }

@@ -193,11 +193,6 @@ pub struct Relays {
     pools: Mutex<HashMap<RelayIdentity, Arc<Pool>>>,
 }
 
-/// Why a session could not be opened or used; every one of them may pass.
-fn transient(context: &str, e: impl std::fmt::Display) -> SendResult {
-    SendResult::Transient(format!("{context}: {e}"))
-}
-
 impl Relays {
     /// Pools of up to `pool_size` sessions each, with `timeout` per exchange, trusting
     /// `extra_ca` (PEM) besides the system's CAs.
@@ -336,6 +331,8 @@ fn classify(e: SessionError) -> SendResult {
         }
         SessionError::Refused(reply) => SendResult::Transient(reply.to_string()),
         SessionError::Unsendable(why) => SendResult::Permanent(why),
-        SessionError::Connection(why) => transient("the connection to the relay", why),
+        SessionError::Connection(why) => {
+            SendResult::Transient(format!("the connection to the relay: {why}"))
+        }
     }
 }
