@@ -176,7 +176,11 @@ async fn a_relay_that_refuses_and_hangs_up_leaves_its_reply_as_the_error() {
     let status = welcome_settled(&app, "ada@example.com").await;
     assert_eq!(status["status"], "delivered", "{status}");
     assert_eq!(status["deliveries"][0]["attempts"], 1);
-    assert_eq!(relay.received().len(), 1, "only the second message was taken");
+    assert_eq!(
+        relay.received().len(),
+        1,
+        "only the second message was taken"
+    );
     app.stop().await;
 }
 
