@@ -15,7 +15,9 @@
 //! worker pool starts and the clock runs until every message has been handled. Each
 //! message is rendered from the built-in `welcome` template, in the built-in layout, and
 //! sent as its own SMTP transaction, as in production; the delivery ledger records every
-//! recipient. Two shapes are measured: events of 10 recipients, and events of one.
+//! recipient. Two shapes are measured: events of 10 recipients, and events of one. A last,
+//! diagnostic phase drains events of one recipient with a handler that renders and sends
+//! nothing: the ceiling that the queue, the worker pool and the ledger set by themselves.
 
 use herald::app::{Herald, Roles};
 use herald::broker::Publication;
@@ -23,9 +25,11 @@ use herald::config::Settings;
 use herald::domain::{Envelope, Event, EventKind};
 use herald::shutdown::Shutdown;
 use herald::telemetry::QueueOutcomeLabels;
+use herald::workers::{Handler, Outcome};
 use serde_json::json;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 fn env_or(name: &str, default: usize) -> usize {
@@ -194,13 +198,34 @@ fn cores_busy(before: (u64, u64, u64), after: (u64, u64, u64), cores: f64) -> (f
     (herald, machine)
 }
 
-/// Herald's email worker draining `messages` messages in events of `recipients`; answers
+/// What drains the email queue in a phase.
+#[derive(Clone, Copy, PartialEq)]
+enum Drain {
+    /// Herald's email worker: render, build, send over SMTP.
+    EmailWorker,
+    /// A handler that takes each event as delivered without rendering or sending: what
+    /// the queue, the worker pool and the ledger cost alone (a diagnostic).
+    Sendless,
+}
+
+/// Takes every event as delivered, sending nothing.
+struct Sendless;
+
+#[async_trait::async_trait]
+impl Handler for Sendless {
+    async fn handle(&self, _envelope: &Envelope, _attempt: u32) -> Outcome {
+        Outcome::Delivered
+    }
+}
+
+/// Herald draining `messages` messages in events of `recipients` as `drain` says; answers
 /// messages per second.
 async fn herald_rate(
     port: u16,
     messages: usize,
     recipients: usize,
     (sessions, concurrency): (usize, usize),
+    drain: Drain,
 ) -> (f64, String) {
     let dir = tempfile::TempDir::new().unwrap();
     let herald = Herald::start(settings(dir.path(), port, sessions, concurrency))
@@ -215,7 +240,17 @@ async fn herald_rate(
     };
     let started = Instant::now();
     let ticks = cpu_ticks();
-    let running = tokio::spawn(herald.clone().run(roles, None, shutdown.clone()));
+    let running = match drain {
+        Drain::EmailWorker => tokio::spawn(herald.clone().run(roles, None, shutdown.clone())),
+        Drain::Sendless => {
+            let pool = herald.worker_pool(EventKind::Email, Arc::new(Sendless));
+            let shutdown = shutdown.clone();
+            tokio::spawn(async move {
+                pool.run(shutdown, Duration::from_secs(5)).await;
+                Ok(())
+            })
+        }
+    };
     let done = |h: &Herald| handled(h, "delivered") + handled(h, "failed") + handled(h, "retry");
     while done(&herald) < events as u64 {
         tokio::time::sleep(Duration::from_millis(5)).await;
@@ -299,11 +334,25 @@ fn main() {
             messages,
             recipients,
             (sessions, concurrency),
+            Drain::EmailWorker,
         ));
         println!("  Herald, {recipients:>2} recipient(s) per event ({broker}) {rate:>9.0} msgs/s");
         println!("{cpu}");
         rates.push((recipients, rate));
     }
+    // The ceiling that the queue, the worker pool and the ledger set by themselves: events
+    // of one recipient, handled by a handler that renders and sends nothing.
+    let (sendless, cpu) = runtime.block_on(herald_rate(
+        port,
+        messages,
+        1,
+        (sessions, concurrency),
+        Drain::Sendless,
+    ));
+    println!(
+        "  diagnostic: Herald sending nothing, 1 recipient per event {sendless:>9.0} events/s"
+    );
+    println!("{cpu}");
     // smtp-source again: its rate drifts by ±20% from run to run on a small machine, so
     // Herald is compared with the mean of the runs before and after it.
     let after = smtp_source(port, messages, sessions, size);
@@ -315,6 +364,10 @@ fn main() {
             rate / baseline
         );
     }
+    println!(
+        "  diagnostic: queue, worker pool and ledger alone: {:.2} × smtp-source's mean (the ceiling for events of one recipient)",
+        sendless / baseline
+    );
     if let Some(rss) = peak_rss_mb() {
         println!("  peak RSS of the bench process (Herald in it): {rss:.1} MB");
     }

@@ -14,7 +14,7 @@
 use super::plain_text;
 use crate::domain::TenantId;
 use crate::store::{NewTemplate, RenderedFrom, Store, StoreError, StoredTemplate};
-use handlebars::{Handlebars, Template, TemplateError};
+use handlebars::{Context, Handlebars, Template, TemplateError};
 use serde_json::{Map, Value};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -360,33 +360,37 @@ impl Registry {
             name: name.to_owned(),
             cause: e.to_string(),
         };
+        // The data is wrapped once for every part: each `render` would copy it again.
+        let mut context = Context::from(Value::Object(data.clone()));
         let subject = match subject {
             Some(subject) => subject.to_owned(),
             None if entry.has_subject => self
                 .plain
-                .render(&key(name, found, "subject"), data)
+                .render_with_context(&key(name, found, "subject"), &context)
                 .map_err(fail)?,
             None => return Err(RenderError::NoSubject(name.to_owned())),
         };
         let mut html = self
             .html
-            .render(&key(name, found, "html"), data)
+            .render_with_context(&key(name, found, "html"), &context)
             .map_err(fail)?;
         let mut text = if entry.has_text {
             Some(
                 self.plain
-                    .render(&key(name, found, "text"), data)
+                    .render_with_context(&key(name, found, "text"), &context)
                     .map_err(fail)?,
             )
         } else {
             None
         };
         if let Some((layout_locale, layout)) = self.find(LAYOUT, &chain) {
-            let wrap = |registry: &Handlebars<'static>, part: &str, body: String| {
-                let mut with_body = data.clone();
-                with_body.insert("body".into(), Value::String(body));
+            // The layout sees the data and the rendered part as `body`.
+            let mut wrap = |registry: &Handlebars<'static>, part: &str, body: String| {
+                if let Value::Object(fields) = context.data_mut() {
+                    fields.insert("body".into(), Value::String(body));
+                }
                 registry
-                    .render(&key(LAYOUT, layout_locale, part), &with_body)
+                    .render_with_context(&key(LAYOUT, layout_locale, part), &context)
                     .map_err(|e| RenderError::Render {
                         name: LAYOUT.to_owned(),
                         cause: e.to_string(),
