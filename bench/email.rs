@@ -199,7 +199,7 @@ fn cores_busy(before: (u64, u64, u64), after: (u64, u64, u64), cores: f64) -> (f
 }
 
 /// What drains the email queue in a phase.
-#[derive(Clone, Copy, PartialEq)]
+#[derive(Clone, Copy)]
 enum Drain {
     /// Herald's email worker: render, build, send over SMTP.
     EmailWorker,
