@@ -15,11 +15,17 @@ use serde_json::{Value, json};
 /// A relay, and Herald sending through it with quick retries; `None` where the relay
 /// cannot run here.
 async fn relay_and_herald() -> Option<(SmtpRelay, TestApp)> {
+    relay_and_herald_with(&[]).await
+}
+
+/// [`relay_and_herald`], with more settings `overrides`.
+async fn relay_and_herald_with(more: &[(&str, &str)]) -> Option<(SmtpRelay, TestApp)> {
     let relay = SmtpRelay::start()?;
     let overrides = relay.overrides();
     let mut overrides: Vec<(&str, &str)> =
         overrides.iter().map(|(k, v)| (*k, v.as_str())).collect();
     overrides.push(("queues.email.backoff", "[\"300ms\"]"));
+    overrides.extend_from_slice(more);
     let app = TestApp::spawn(BrokerKind::Embedded, Roles::everything(), &overrides)
         .await
         .unwrap();
@@ -59,12 +65,11 @@ fn final_status(status: &Value) -> bool {
     )
 }
 
-/// Sends the built-in welcome email to `address` alone and answers its status once it is
-/// settled.
-async fn welcome_settled(app: &TestApp, address: &str) -> Value {
+/// Sends the built-in welcome email to `to` and answers its status once it is settled.
+async fn welcome_settled(app: &TestApp, to: &[&str]) -> Value {
     let id = send(
         app,
-        json!({"to": [address], "template": "welcome", "data": {"name": "Ada"}}),
+        json!({"to": to, "template": "welcome", "data": {"name": "Ada"}}),
     )
     .await;
     app.notification_when(&id, final_status).await
@@ -146,11 +151,43 @@ async fn each_recipient_gets_its_own_rendered_message_with_proper_headers() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn messages_waiting_for_one_session_go_in_a_pipeline() {
+    let Some((relay, app)) = relay_and_herald_with(&[("email.pool_size", "1")]).await else {
+        return;
+    };
+    let to = [
+        "a@example.com",
+        "b@example.com",
+        "c@example.com",
+        "d@example.com",
+    ];
+    let status = welcome_settled(&app, &to).await;
+    assert_eq!(status["status"], "delivered", "{status}");
+
+    // One session, four messages queued on it at once: each content but the last went in
+    // the same write as the next message's MAIL, RCPT and DATA.
+    let received = relay.received();
+    assert_eq!(received.len(), 4);
+    let followed = received
+        .iter()
+        .filter(|m| m["nextMailPipelined"] == true)
+        .count();
+    assert_eq!(followed, 3, "{received:#?}");
+    let mut recipients: Vec<&str> = received
+        .iter()
+        .map(|m| m["rcptTos"][0].as_str().unwrap())
+        .collect();
+    recipients.sort();
+    assert_eq!(recipients, to);
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_451_is_retried_and_delivered_on_the_next_attempt() {
     let Some((relay, app)) = relay_and_herald().await else {
         return;
     };
-    let status = welcome_settled(&app, "busy-1@example.com").await;
+    let status = welcome_settled(&app, &["busy-1@example.com"]).await;
     assert_eq!(status["status"], "delivered", "{status}");
     let delivery = &status["deliveries"][0];
     assert_eq!(delivery["attempts"], 2, "delivered on the second attempt");
@@ -163,7 +200,7 @@ async fn a_relay_that_refuses_and_hangs_up_leaves_its_reply_as_the_error() {
     let Some((relay, app)) = relay_and_herald().await else {
         return;
     };
-    let status = welcome_settled(&app, "bye-1@example.com").await;
+    let status = welcome_settled(&app, &["bye-1@example.com"]).await;
     assert_eq!(status["status"], "failed", "{status}");
     let delivery = &status["deliveries"][0];
     assert_eq!(delivery["attempts"], 3, "a 421 is retried: {delivery}");
@@ -173,7 +210,7 @@ async fn a_relay_that_refuses_and_hangs_up_leaves_its_reply_as_the_error() {
         "the relay's reply, not the hang-up after it, is the error: {error}"
     );
     // Mail to others still goes through.
-    let status = welcome_settled(&app, "ada@example.com").await;
+    let status = welcome_settled(&app, &["ada@example.com"]).await;
     assert_eq!(status["status"], "delivered", "{status}");
     assert_eq!(status["deliveries"][0]["attempts"], 1);
     assert_eq!(
@@ -529,7 +566,7 @@ async fn send_over_tls(security: &str) -> Option<Value> {
     let app = TestApp::spawn(BrokerKind::Embedded, Roles::everything(), &overrides)
         .await
         .unwrap();
-    let status = welcome_settled(&app, "ada@example.com").await;
+    let status = welcome_settled(&app, &["ada@example.com"]).await;
     assert_eq!(status["status"], "delivered", "{status}");
     let received = relay.wait_for(1).await;
     app.stop().await;
@@ -560,24 +597,14 @@ async fn implicit_tls_speaks_tls_from_the_first_byte() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn outbound_email_keeps_to_the_relays_rate_limit() {
-    let Some(relay) = SmtpRelay::start() else {
+    let Some((relay, app)) = relay_and_herald_with(&[("email.rate_limits.per_relay", "4")]).await
+    else {
         return;
     };
-    let overrides = relay.overrides();
-    let mut overrides: Vec<(&str, &str)> =
-        overrides.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    overrides.push(("email.rate_limits.per_relay", "4"));
-    let app = TestApp::spawn(BrokerKind::Embedded, Roles::everything(), &overrides)
-        .await
-        .unwrap();
     let to: Vec<String> = (0..8).map(|i| format!("user{i}@example.com")).collect();
+    let to: Vec<&str> = to.iter().map(String::as_str).collect();
     let started = std::time::Instant::now();
-    let id = send(
-        &app,
-        json!({"to": to, "template": "welcome", "data": {"name": "Ada"}}),
-    )
-    .await;
-    let status = app.notification_when(&id, final_status).await;
+    let status = welcome_settled(&app, &to).await;
     assert_eq!(status["status"], "delivered", "{status}");
     assert_eq!(relay.received().len(), 8);
     // 8 messages at 4 a second, with no burst: the last leaves about 1.75 s after the first.

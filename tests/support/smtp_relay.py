@@ -10,9 +10,11 @@ the recipient's local part, so that a test can ask for a refusal:
   bye-...@     answers RCPT TO with 421 and closes the connection,
   busy-...@    answers RCPT TO with 451 the first time, then accepts (a transient one).
 
-Every accepted message is appended to <dir>/received.jsonl as {"pipelined", "mailFrom",
-"rcptTos", "data", "headers", "parts"}: the raw message, and what Python's own email parser reads in
-it (every header, decoded; each MIME part's type and decoded body). Prints "listening on <port>" once it accepts connections,
+Every accepted message is appended to <dir>/received.jsonl as {"pipelined",
+"nextMailPipelined", "mailFrom", "rcptTos", "data", "headers", "parts"}: whether DATA came
+with RCPT, and the next message's MAIL with this one's end marker; the raw message, and
+what Python's own email parser reads in it (every header, decoded; each MIME part's type
+and decoded body). Prints "listening on <port>" once it accepts connections,
 and runs until its standard input closes.
 
 It offers PIPELINING, as Postfix and the large providers do (aiosmtpd reads commands one at
@@ -65,6 +67,10 @@ class Relay:
         return "250 2.1.5 OK"
 
     async def handle_DATA(self, server, session, envelope):
+        # A client that pipelines across messages sent the next message's MAIL in the same
+        # write as this content's end marker: it is already in the buffer.
+        unread = bytes(getattr(server._reader, "_buffer", b""))
+        next_mail_pipelined = unread.upper().startswith(b"MAIL")
         message = BytesParser(policy=policy.default).parsebytes(envelope.content)
         headers = {}
         for name, value in message.items():
@@ -79,6 +85,7 @@ class Relay:
             "tls": session.ssl is not None
             or server.transport.get_extra_info("ssl_object") is not None,
             "pipelined": getattr(envelope, "pipelined", False),
+            "nextMailPipelined": next_mail_pipelined,
             "mailFrom": envelope.mail_from,
             "rcptTos": envelope.rcpt_tos,
             "data": envelope.content.decode("utf-8", errors="replace"),

@@ -9,6 +9,7 @@
 mod message;
 mod outbox;
 mod plain_text;
+mod relay_pool;
 mod session;
 mod smtp;
 pub mod templates;
@@ -105,20 +106,17 @@ impl EmailHandler {
         route: &Route,
     ) -> (Outcome, Option<String>) {
         let tenant = envelope.event.tenant_id();
-        let built = to
-            .as_str()
-            .parse::<Mailbox>()
-            .map_err(|e| e.to_string())
-            .and_then(|to| {
-                message::build(&format!("{}.{index}", envelope.id), from, to, content)
-                    .map_err(|e| e.to_string())
-            });
-        let message = match built {
-            Ok(message) => message,
+        let email = match message::build(
+            &format!("{}.{index}", envelope.id),
+            from,
+            to.as_str(),
+            content,
+        ) {
+            Ok(email) => email,
             Err(e) => return (Outcome::failed(format!("building the message: {e}")), None),
         };
         match route {
-            Route::Outbox => match self.outbox.write(message).await {
+            Route::Outbox => match self.outbox.write(&email).await {
                 Ok(file) => (
                     Outcome::Delivered,
                     Some(format!("written to the outbox as {file}")),
@@ -128,7 +126,7 @@ impl EmailHandler {
             Route::Relay(relay) => {
                 self.per_tenant.wait(tenant.as_str()).await;
                 self.per_relay.wait(&relay.address()).await;
-                match self.relays.send(relay, message).await {
+                match self.relays.send(relay, email).await {
                     SendResult::Accepted(reply) => (Outcome::Delivered, Some(reply)),
                     SendResult::Transient(reply) => (Outcome::retry(&reply), Some(reply)),
                     SendResult::Permanent(reply) => (Outcome::failed(&reply), Some(reply)),

@@ -1,6 +1,7 @@
 //! The file outbox: each message as an `.eml` file, for running without an SMTP relay.
 
-use lettre::{AsyncFileTransport, AsyncTransport, Message, Tokio1Executor};
+use super::message::Email;
+use lettre::{AsyncFileTransport, AsyncTransport, Tokio1Executor};
 use std::path::PathBuf;
 
 /// Writes messages as `.eml` files into a directory.
@@ -21,10 +22,10 @@ impl Outbox {
     }
 
     /// Writes one message; answers the file's name.
-    pub async fn write(&self, message: Message) -> Result<String, std::io::Error> {
+    pub async fn write(&self, email: &Email) -> Result<String, std::io::Error> {
         tokio::fs::create_dir_all(&self.dir).await?;
         AsyncFileTransport::<Tokio1Executor>::new(&self.dir)
-            .send(message)
+            .send_raw(&email.envelope, &email.bytes)
             .await
             .map(|id| format!("{id}.eml"))
             .map_err(std::io::Error::other)

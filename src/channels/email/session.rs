@@ -1,16 +1,19 @@
 //! One SMTP session with a relay (RFC 5321): the greeting, EHLO, STARTTLS (RFC 3207), AUTH
-//! PLAIN or LOGIN (RFC 4954), then one mail transaction per message.
+//! PLAIN or LOGIN (RFC 4954), then one mail transaction per message, in steps that
+//! [`super::relay_pool`] strings together.
 //!
 //! Herald speaks SMTP itself rather than through lettre's client because lettre has no
 //! PIPELINING (RFC 2920): it waits for each reply before the next command, so a message
 //! costs four round trips and five writes. Here, when the relay offers PIPELINING (Postfix,
-//! Exim and the large providers do), MAIL, RCPT and DATA go in one write and the content
-//! with its end marker in a second: two round trips a message, and half the system calls
-//! on both sides. Without PIPELINING each command waits for its reply, as RFC 5321 says.
+//! Exim and the large providers do), commands are put in an output buffer and written
+//! together: MAIL, RCPT and DATA in one group, and a message's content with its end marker
+//! in the same write as the next message's MAIL, RCPT and DATA. Without PIPELINING each
+//! command waits for its reply, as RFC 5321 says.
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use std::fmt;
+use std::time::Duration;
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
 
 /// A byte stream to a relay: TCP, or TLS over TCP.
@@ -50,7 +53,7 @@ impl fmt::Display for Reply {
 }
 
 /// Why a command or a message did not go through.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub enum SessionError {
     /// The relay answered with a refusal.
     Refused(Reply),
@@ -102,24 +105,45 @@ impl Extensions {
     }
 }
 
+/// One message for a session: its envelope's two addresses and its content.
+pub struct Mail {
+    /// The envelope sender.
+    pub from: String,
+    /// The one envelope recipient.
+    pub to: String,
+    /// The whole message, headers and body, with CRLF line ends.
+    pub content: Vec<u8>,
+}
+
 /// An open SMTP session, greeted and ready for mail.
 pub struct Session {
     stream: BufReader<Box<dyn Stream>>,
+    /// What goes to the relay with the next write.
+    out: Vec<u8>,
     extensions: Extensions,
     /// The name this side gives in EHLO.
     hello: String,
+    /// How long the relay may take to take a write or to answer.
+    timeout: Duration,
     /// Whether the session can carry another message: false once cleaning up after a
     /// refusal failed (a relay that refuses and hangs up, say).
     in_step: bool,
 }
 
 impl Session {
-    /// Reads the relay's greeting on `stream` and introduces this side as `hello`.
-    pub async fn open(stream: Box<dyn Stream>, hello: &str) -> Result<Self, SessionError> {
+    /// Reads the relay's greeting on `stream` and introduces this side as `hello`; the
+    /// relay then gets `timeout` for each write and reply.
+    pub async fn open(
+        stream: Box<dyn Stream>,
+        hello: &str,
+        timeout: Duration,
+    ) -> Result<Self, SessionError> {
         let mut session = Session {
             stream: BufReader::new(stream),
+            out: Vec::with_capacity(4096),
             extensions: Extensions::default(),
             hello: hello.to_owned(),
+            timeout,
             in_step: true,
         };
         session.expect_positive().await?;
@@ -128,8 +152,9 @@ impl Session {
     }
 
     async fn ehlo(&mut self) -> Result<(), SessionError> {
-        self.write(format!("EHLO {}\r\n", self.hello).as_bytes())
-            .await?;
+        self.out
+            .extend_from_slice(format!("EHLO {}\r\n", self.hello).as_bytes());
+        self.flush().await?;
         let (reply, lines) = self.read_reply().await?;
         if !reply.is_positive() {
             return Err(SessionError::Refused(reply));
@@ -161,8 +186,10 @@ impl Session {
         let plain = self.stream.into_inner();
         let mut session = Session {
             stream: BufReader::new(upgrade(plain).await?),
+            out: self.out,
             extensions: Extensions::default(),
             hello: self.hello,
+            timeout: self.timeout,
             in_step: true,
         };
         session.ehlo().await?;
@@ -190,16 +217,15 @@ impl Session {
         Ok(())
     }
 
-    /// Sends `content` (a whole message with CRLF line ends) from `from` to `to`, as one
-    /// mail transaction. Answers the relay's reply to the content.
-    pub async fn send(
-        &mut self,
-        from: &str,
-        to: &str,
-        content: &[u8],
-    ) -> Result<Reply, SessionError> {
+    /// Whether the relay takes commands in groups (RFC 2920).
+    pub fn pipelines(&self) -> bool {
+        self.extensions.pipelining
+    }
+
+    /// The MAIL, RCPT and DATA commands of `mail`, or why this relay cannot take it.
+    fn envelope_commands(&self, mail: &Mail) -> Result<[String; 3], SessionError> {
         let mut parameters = String::new();
-        if !content.is_ascii() {
+        if !mail.content.is_ascii() {
             if !self.extensions.eight_bit_mime {
                 return Err(SessionError::Unsendable(
                     "the message has 8-bit content and the relay does not offer 8BITMIME".into(),
@@ -207,7 +233,7 @@ impl Session {
             }
             parameters.push_str(" BODY=8BITMIME");
         }
-        if !from.is_ascii() || !to.is_ascii() {
+        if !mail.from.is_ascii() || !mail.to.is_ascii() {
             if !self.extensions.smtp_utf8 {
                 return Err(SessionError::Unsendable(
                     "an address is not ASCII and the relay does not offer SMTPUTF8".into(),
@@ -215,48 +241,70 @@ impl Session {
             }
             parameters.push_str(" SMTPUTF8");
         }
-        let commands = [
-            format!("MAIL FROM:<{from}>{parameters}\r\n"),
-            format!("RCPT TO:<{to}>\r\n"),
+        Ok([
+            format!("MAIL FROM:<{}>{parameters}\r\n", mail.from),
+            format!("RCPT TO:<{}>\r\n", mail.to),
             "DATA\r\n".to_owned(),
-        ];
-        let replies = if self.extensions.pipelining {
-            self.write(commands.concat().as_bytes()).await?;
-            let mut replies: Vec<Reply> = Vec::with_capacity(commands.len());
-            // Every pipelined command is answered, refused or not: read them all so that
-            // the session stays in step.
-            for _ in &commands {
-                match self.read_reply().await {
-                    Ok((reply, _)) => replies.push(reply),
-                    // A relay that refused and hung up (a 421) has said what matters.
-                    Err(e) => match replies.iter().find(|r| !r.is_positive()) {
-                        Some(refusal) => {
-                            self.in_step = false;
-                            return Err(SessionError::Refused(refusal.clone()));
-                        }
-                        None => return Err(e),
-                    },
-                }
+        ])
+    }
+
+    /// Puts `mail`'s MAIL, RCPT and DATA in the output, to go with the next write; a relay
+    /// that pipelines only. Nothing is put when the relay cannot take the message.
+    pub fn queue_envelope(&mut self, mail: &Mail) -> Result<(), SessionError> {
+        debug_assert!(self.pipelines());
+        for command in self.envelope_commands(mail)? {
+            self.out.extend_from_slice(command.as_bytes());
+        }
+        Ok(())
+    }
+
+    /// Reads the replies to an envelope put with [`Session::queue_envelope`] and written.
+    /// Answers `Ok` when the relay waits for the content; after a refusal the transaction
+    /// is reset, so that the session can carry the next message.
+    pub async fn envelope_replies(&mut self) -> Result<(), SessionError> {
+        let mut replies: Vec<Reply> = Vec::with_capacity(3);
+        // Every pipelined command is answered, refused or not: read them all so that the
+        // session stays in step.
+        for _ in 0..3 {
+            match self.read_reply().await {
+                Ok((reply, _)) => replies.push(reply),
+                // A relay that refused and hung up (a 421) has said what matters.
+                Err(e) => match replies.iter().find(|r| !r.is_positive()) {
+                    Some(refusal) => {
+                        self.in_step = false;
+                        return Err(SessionError::Refused(refusal.clone()));
+                    }
+                    None => return Err(e),
+                },
             }
-            replies
-        } else {
-            let mut replies = Vec::with_capacity(commands.len());
-            for command in &commands {
-                self.write(command.as_bytes()).await?;
-                let reply = self.read_reply().await?.0;
-                let taken = reply.is_positive();
-                replies.push(reply);
-                if !taken {
-                    break;
-                }
+        }
+        self.settle_envelope(replies).await
+    }
+
+    /// Sends `mail`'s MAIL, RCPT and DATA one at a time, each after the reply to the one
+    /// before: for a relay that does not pipeline. Answers as [`Session::envelope_replies`].
+    pub async fn envelope_in_lockstep(&mut self, mail: &Mail) -> Result<(), SessionError> {
+        let mut replies = Vec::with_capacity(3);
+        for command in self.envelope_commands(mail)? {
+            self.out.extend_from_slice(command.as_bytes());
+            self.flush().await?;
+            let reply = self.read_reply().await?.0;
+            let taken = reply.is_positive();
+            replies.push(reply);
+            if !taken {
+                break;
             }
-            replies
-        };
-        let refusal = replies.iter().find(|r| !r.is_positive()).cloned();
+        }
+        self.settle_envelope(replies).await
+    }
+
+    /// `Ok` when the replies to MAIL, RCPT and DATA are all positive, the last a 354;
+    /// else the refusal, after cleaning up.
+    async fn settle_envelope(&mut self, replies: Vec<Reply>) -> Result<(), SessionError> {
         let data_taken = replies.get(2).is_some_and(|r| r.code == 354);
-        if let Some(refusal) = refusal {
+        if let Some(refusal) = replies.iter().find(|r| !r.is_positive()).cloned() {
             // The refusal is the answer even when the cleanup fails; the session then
-            // goes rather than back to the pool.
+            // goes rather than on to the next message.
             self.in_step = self.clean_up(data_taken).await.is_ok();
             return Err(SessionError::Refused(refusal));
         }
@@ -264,7 +312,17 @@ impl Session {
             let reply = replies.last().cloned().expect("DATA was answered");
             return Err(connection("DATA", format!("unexpected reply {reply}")));
         }
-        self.write(&with_end_marker(content)).await?;
+        Ok(())
+    }
+
+    /// Puts `content` in the output, with its end marker.
+    pub fn queue_content(&mut self, content: &[u8]) {
+        put_with_end_marker(content, &mut self.out);
+    }
+
+    /// Reads the relay's reply to a content put with [`Session::queue_content`] and
+    /// written: whether it took the message.
+    pub async fn content_reply(&mut self) -> Result<Reply, SessionError> {
         let reply = self.read_reply().await?.0;
         if reply.is_positive() {
             Ok(reply)
@@ -283,7 +341,8 @@ impl Session {
         if data_taken {
             // A relay that took DATA after refusing the recipient wants content: end an
             // empty one, which it will drop for want of a recipient.
-            self.write(b".\r\n").await?;
+            self.out.extend_from_slice(b".\r\n");
+            self.flush().await?;
             self.read_reply().await?;
         }
         self.command("RSET\r\n").await.map(drop)
@@ -291,7 +350,8 @@ impl Session {
 
     /// Sends one command and wants a positive reply.
     async fn command(&mut self, line: &str) -> Result<Reply, SessionError> {
-        self.write(line.as_bytes()).await?;
+        self.out.extend_from_slice(line.as_bytes());
+        self.flush().await?;
         self.expect_positive().await
     }
 
@@ -304,20 +364,38 @@ impl Session {
         }
     }
 
-    async fn write(&mut self, bytes: &[u8]) -> Result<(), SessionError> {
+    /// Writes what is in the output, in one write when the stream takes it all.
+    pub async fn flush(&mut self) -> Result<(), SessionError> {
         let stream = self.stream.get_mut();
-        stream
-            .write_all(bytes)
-            .await
-            .map_err(|e| connection("writing to the relay", e))?;
-        stream
-            .flush()
-            .await
-            .map_err(|e| connection("writing to the relay", e))
+        let written = async {
+            stream.write_all(&self.out).await?;
+            stream.flush().await
+        };
+        let result = match tokio::time::timeout(self.timeout, written).await {
+            Ok(written) => written.map_err(|e| connection("writing to the relay", e)),
+            Err(_) => Err(self.too_slow()),
+        };
+        self.out.clear();
+        result
+    }
+
+    fn too_slow(&self) -> SessionError {
+        SessionError::Connection(format!(
+            "the relay did not answer within {:?}",
+            self.timeout
+        ))
     }
 
     /// Reads one reply, multi-line or not; answers it and the text of each of its lines.
     async fn read_reply(&mut self) -> Result<(Reply, Vec<String>), SessionError> {
+        let timeout = self.timeout;
+        match tokio::time::timeout(timeout, self.read_reply_now()).await {
+            Ok(read) => read,
+            Err(_) => Err(self.too_slow()),
+        }
+    }
+
+    async fn read_reply_now(&mut self) -> Result<(Reply, Vec<String>), SessionError> {
         let mut lines = Vec::new();
         let mut line = Vec::with_capacity(128);
         loop {
@@ -375,10 +453,10 @@ fn parse_line(line: &str) -> Option<(u16, bool, &str)> {
     }
 }
 
-/// The content as it goes after DATA: a line that starts with a dot gets another (RFC 5321
-/// 4.5.2), the last line is ended, and the end marker follows.
-fn with_end_marker(content: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(content.len() + 64);
+/// Puts `content` in `out` as it goes after DATA: a line that starts with a dot gets
+/// another (RFC 5321 4.5.2), the last line is ended, and the end marker follows.
+fn put_with_end_marker(content: &[u8], out: &mut Vec<u8>) {
+    out.reserve(content.len() + 64);
     let mut line_start = true;
     let mut rest = content;
     while !rest.is_empty() {
@@ -402,12 +480,17 @@ fn with_end_marker(content: &[u8]) -> Vec<u8> {
         out.extend_from_slice(b"\r\n");
     }
     out.extend_from_slice(b".\r\n");
-    out
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn with_end_marker(content: &[u8]) -> Vec<u8> {
+        let mut out = Vec::new();
+        put_with_end_marker(content, &mut out);
+        out
+    }
 
     #[test]
     fn lines_starting_with_a_dot_are_stuffed_and_the_content_ends_with_the_marker() {

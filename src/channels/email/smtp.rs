@@ -1,20 +1,21 @@
 //! SMTP relays: their settings (global in configuration, or a tenant's own through
 //! `PUT /v1/providers/smtp`), and a pool of open sessions per relay.
 //!
-//! lettre builds the messages; the sessions are Herald's own ([`super::session`]), because
-//! lettre's client has no PIPELINING, and because lettre's transport opens its sockets
-//! without `TCP_NODELAY` and writes the end-of-data marker apart from the message: Nagle's
-//! algorithm then holds the marker until the relay's delayed ACK, about 40 ms a message.
+//! lettre encodes the messages; the sessions are Herald's own ([`super::session`]),
+//! because lettre's client has no PIPELINING, and because lettre's transport opens its
+//! sockets without `TCP_NODELAY` and writes the end-of-data marker apart from the message:
+//! Nagle's algorithm then holds the marker until the relay's delayed ACK, about 40 ms a
+//! message.
 
-use super::session::{Session, SessionError, Stream};
-use lettre::Message;
+use super::message::Email;
+use super::relay_pool::{Connect, RelayPool};
+use super::session::{Mail, Session, SessionError, Stream};
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use tokio::net::TcpStream;
-use tokio::sync::Semaphore;
 
 /// How the connection to a relay is secured.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Deserialize, serde::Serialize)]
@@ -171,56 +172,36 @@ pub enum SendResult {
     Permanent(String),
 }
 
-/// How long a connection may sit idle in the pool before it is closed rather than reused:
-/// relays drop idle clients after a few minutes.
-const IDLE_FOR: Duration = Duration::from_secs(30);
-
-/// The open sessions with one relay.
-struct Pool {
-    /// Bounds the sessions open at once.
-    permits: Semaphore,
-    idle: Mutex<Vec<(Session, Instant)>>,
-}
-
-/// A pool of SMTP sessions per relay, made on first use.
-pub struct Relays {
-    pool_size: u32,
-    timeout: Duration,
+/// How Herald opens sessions with relays.
+struct Connector {
     /// TLS for relays, trusting the configured extra CA besides the system's.
     tls: Arc<rustls::ClientConfig>,
     /// The name Herald gives in EHLO: this host's.
     hello: String,
-    pools: Mutex<HashMap<RelayIdentity, Arc<Pool>>>,
+    /// How long a relay may take to connect, and then to take each write or answer.
+    timeout: Duration,
 }
 
-impl Relays {
-    /// Pools of up to `pool_size` sessions each, with `timeout` per exchange, trusting
-    /// `extra_ca` (PEM) besides the system's CAs.
-    pub fn new(pool_size: u32, timeout: Duration, extra_ca: Option<Vec<u8>>) -> Self {
-        let tls = crate::channels::tls::client_config(extra_ca.as_deref(), &[])
-            .expect("the configuration check read the extra CA");
-        Relays {
-            pool_size,
-            timeout,
-            tls,
-            hello: lettre::transport::smtp::extension::ClientId::default().to_string(),
-            pools: Mutex::new(HashMap::new()),
+/// Opens sessions with one relay.
+struct RelayConnector {
+    relay: RelaySettings,
+    connector: Arc<Connector>,
+}
+
+impl Connect for RelayConnector {
+    async fn connect(&self) -> Result<Session, SessionError> {
+        let timeout = self.connector.timeout;
+        match tokio::time::timeout(timeout, self.connector.connect(&self.relay)).await {
+            Ok(connected) => connected,
+            Err(_) => Err(SessionError::Connection(format!(
+                "{} did not answer within {timeout:?}",
+                self.relay.address()
+            ))),
         }
     }
+}
 
-    fn pool(&self, relay: &RelaySettings) -> Arc<Pool> {
-        let mut pools = self.pools.lock().expect("never poisoned");
-        pools
-            .entry(relay.identity())
-            .or_insert_with(|| {
-                Arc::new(Pool {
-                    permits: Semaphore::new(self.pool_size as usize),
-                    idle: Mutex::new(Vec::new()),
-                })
-            })
-            .clone()
-    }
-
+impl Connector {
     /// Wraps `stream` in TLS for `relay`, checking its certificate.
     async fn tls(
         &self,
@@ -249,7 +230,7 @@ impl Relays {
             Security::Tls => self.tls(relay, Box::new(tcp)).await?,
             Security::Starttls | Security::Plain => Box::new(tcp),
         };
-        let mut session = Session::open(stream, &self.hello).await?;
+        let mut session = Session::open(stream, &self.hello, self.timeout).await?;
         if relay.security == Security::Starttls {
             session = session.starttls(|plain| self.tls(relay, plain)).await?;
         }
@@ -260,65 +241,57 @@ impl Relays {
         }
         Ok(session)
     }
+}
 
-    /// Sends `message` through `relay`, over a pooled session when one is idle. A pooled
-    /// session that the relay closed in the meantime is replaced once.
-    pub async fn send(&self, relay: &RelaySettings, message: Message) -> SendResult {
-        let pool = self.pool(relay);
-        let _permit = pool.permits.acquire().await.expect("never closed");
-        let envelope = message.envelope();
-        let from = envelope.from().map(ToString::to_string).unwrap_or_default();
-        let [to] = envelope.to() else {
-            return SendResult::Permanent("a message goes to exactly one recipient".into());
-        };
-        let to = to.to_string();
-        let content = message.formatted();
-        for _ in 0..2 {
-            let idle = {
-                let mut idle = pool.idle.lock().expect("never poisoned");
-                idle.retain(|(_, since)| since.elapsed() < IDLE_FOR);
-                idle.pop()
-            };
-            let reused = idle.is_some();
-            let exchange = async {
-                let mut session = match idle {
-                    Some((session, _)) => session,
-                    None => self.connect(relay).await?,
-                };
-                let sent = session.send(&from, &to, &content).await;
-                Ok::<_, SessionError>((session, sent))
-            };
-            let (session, sent) = match tokio::time::timeout(self.timeout, exchange).await {
-                Err(_) => {
-                    return SendResult::Transient(format!(
-                        "{} did not answer within {:?}",
-                        relay.address(),
-                        self.timeout
-                    ));
-                }
-                Ok(Err(e)) => return classify(e),
-                Ok(Ok(exchanged)) => exchanged,
-            };
-            match sent {
-                // The relay closed an idle session: try once on a new one.
-                Err(SessionError::Connection(_)) if reused => continue,
-                Err(e @ SessionError::Connection(_)) => return classify(e),
-                // Refused or not, a session in step can carry the next message.
-                result => {
-                    if session.in_step() {
-                        pool.idle
-                            .lock()
-                            .expect("never poisoned")
-                            .push((session, Instant::now()));
-                    }
-                    return match result {
-                        Ok(reply) => SendResult::Accepted(reply.to_string()),
-                        Err(e) => classify(e),
-                    };
-                }
-            }
+/// A pool of SMTP sessions per relay, made on first use.
+pub struct Relays {
+    pool_size: u32,
+    connector: Arc<Connector>,
+    pools: Mutex<HashMap<RelayIdentity, Arc<RelayPool<RelayConnector>>>>,
+}
+
+impl Relays {
+    /// Pools of up to `pool_size` sessions each, with `timeout` per exchange, trusting
+    /// `extra_ca` (PEM) besides the system's CAs.
+    pub fn new(pool_size: u32, timeout: Duration, extra_ca: Option<Vec<u8>>) -> Self {
+        let tls = crate::channels::tls::client_config(extra_ca.as_deref(), &[])
+            .expect("the configuration check read the extra CA");
+        Relays {
+            pool_size,
+            connector: Arc::new(Connector {
+                tls,
+                hello: lettre::transport::smtp::extension::ClientId::default().to_string(),
+                timeout,
+            }),
+            pools: Mutex::new(HashMap::new()),
         }
-        SendResult::Transient(format!("{} keeps closing connections", relay.address()))
+    }
+
+    fn pool(&self, relay: &RelaySettings) -> Arc<RelayPool<RelayConnector>> {
+        let mut pools = self.pools.lock().expect("never poisoned");
+        pools
+            .entry(relay.identity())
+            .or_insert_with(|| {
+                let connector = RelayConnector {
+                    relay: relay.clone(),
+                    connector: self.connector.clone(),
+                };
+                RelayPool::new(connector, self.pool_size as usize)
+            })
+            .clone()
+    }
+
+    /// Sends `email` through `relay`, over one of its pooled sessions.
+    pub async fn send(&self, relay: &RelaySettings, email: Email) -> SendResult {
+        let mail = Mail {
+            from: email.from(),
+            to: email.to(),
+            content: email.bytes,
+        };
+        match self.pool(relay).send(mail).await {
+            Ok(reply) => SendResult::Accepted(reply.to_string()),
+            Err(e) => classify(e),
+        }
     }
 }
 
