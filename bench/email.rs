@@ -6,9 +6,10 @@
 //! `smtp-source`). `HERALD_BENCH_EMAILS` sets the message count (default 100,000: at 20,000
 //! a phase lasts about a second and its figure swings), `HERALD_BENCH_SESSIONS` the SMTP connections on both sides (default 32),
 //! `HERALD_BENCH_RECIPIENTS` the event shapes measured (default `10,1`: recipients per event),
-//! `HERALD_BENCH_CONCURRENCY` the events Herald's email worker handles at once (default 4 ×
-//! the sessions: an event holds its worker while its outcome is committed, after its
-//! session is free for the next message). With
+//! `HERALD_BENCH_CONCURRENCY` the events Herald's email worker handles at once (default 16 ×
+//! the sessions, the ratio of Herald's configuration: messages that wait for a session go
+//! pipelined behind the one in flight, and an event holds its worker while its outcome is
+//! committed, after its session is free for the next message). With
 //! `HERALD_BENCH_RABBITMQ_URL` set, the queue is RabbitMQ instead of the embedded broker.
 //!
 //! Herald runs in this process: the events are queued first (not timed), then the email
@@ -301,7 +302,7 @@ fn peak_rss_mb() -> Option<f64> {
 fn main() {
     let messages = env_or("HERALD_BENCH_EMAILS", 100_000);
     let sessions = env_or("HERALD_BENCH_SESSIONS", 32);
-    let concurrency = env_or("HERALD_BENCH_CONCURRENCY", 4 * sessions);
+    let concurrency = env_or("HERALD_BENCH_CONCURRENCY", 16 * sessions);
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let port = free_port();
     let mut sink = start_sink(port);

@@ -15,12 +15,15 @@ use serde_json::{Value, json};
 /// A relay, and Herald sending through it with quick retries; `None` where the relay
 /// cannot run here.
 async fn relay_and_herald() -> Option<(SmtpRelay, TestApp)> {
-    relay_and_herald_with(&[]).await
+    relay_and_herald_with(&[], &[]).await
 }
 
-/// [`relay_and_herald`], with more settings `overrides`.
-async fn relay_and_herald_with(more: &[(&str, &str)]) -> Option<(SmtpRelay, TestApp)> {
-    let relay = SmtpRelay::start()?;
+/// [`relay_and_herald`], with the relay script's `relay_args` and more settings overrides.
+async fn relay_and_herald_with(
+    relay_args: &[&str],
+    more: &[(&str, &str)],
+) -> Option<(SmtpRelay, TestApp)> {
+    let relay = SmtpRelay::start_with(relay_args)?;
     let overrides = relay.overrides();
     let mut overrides: Vec<(&str, &str)> =
         overrides.iter().map(|(k, v)| (*k, v.as_str())).collect();
@@ -152,7 +155,7 @@ async fn each_recipient_gets_its_own_rendered_message_with_proper_headers() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn messages_waiting_for_one_session_go_in_a_pipeline() {
-    let Some((relay, app)) = relay_and_herald_with(&[("email.pool_size", "1")]).await else {
+    let Some((relay, app)) = relay_and_herald_with(&[], &[("email.pool_size", "1")]).await else {
         return;
     };
     let to = [
@@ -179,6 +182,25 @@ async fn messages_waiting_for_one_session_go_in_a_pipeline() {
         .collect();
     recipients.sort();
     assert_eq!(recipients, to);
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_the_relay_closed_while_idle_is_replaced_without_a_retry() {
+    let Some((relay, app)) = relay_and_herald_with(&["--idle-timeout", "0.5"], &[]).await else {
+        return;
+    };
+    let status = welcome_settled(&app, &["ada@example.com"]).await;
+    assert_eq!(status["deliveries"][0]["attempts"], 1, "{status}");
+    // The relay hangs up on the idle session; Herald's pool still holds it.
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    let status = welcome_settled(&app, &["bob@example.com"]).await;
+    assert_eq!(status["status"], "delivered", "{status}");
+    assert_eq!(
+        status["deliveries"][0]["attempts"], 1,
+        "the message went on a new session, not back to the queue: {status}"
+    );
+    assert_eq!(relay.received().len(), 2);
     app.stop().await;
 }
 
@@ -597,7 +619,8 @@ async fn implicit_tls_speaks_tls_from_the_first_byte() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn outbound_email_keeps_to_the_relays_rate_limit() {
-    let Some((relay, app)) = relay_and_herald_with(&[("email.rate_limits.per_relay", "4")]).await
+    let Some((relay, app)) =
+        relay_and_herald_with(&[], &[("email.rate_limits.per_relay", "4")]).await
     else {
         return;
     };

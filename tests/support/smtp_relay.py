@@ -19,7 +19,8 @@ and runs until its standard input closes.
 
 It offers PIPELINING, as Postfix and the large providers do (aiosmtpd reads commands one at
 a time from its stream, so a pipelined group is answered in order); --no-pipelining leaves
-it out, so that a test can see the client wait for each reply.
+it out, so that a test can see the client wait for each reply. --idle-timeout SECONDS
+closes connections idle that long.
 """
 
 import argparse
@@ -106,8 +107,12 @@ def main():
     parser.add_argument("--implicit-tls", action="store_true")
     parser.add_argument("--auth")
     parser.add_argument("--no-pipelining", action="store_true")
+    parser.add_argument("--idle-timeout", type=float)
     args = parser.parse_args()
     options = {}
+    if args.idle_timeout:
+        # Closes a connection idle this many seconds, without a word, as relays do.
+        options["timeout"] = args.idle_timeout
     if args.cert:
         context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
         context.load_cert_chain(args.cert, args.key)
