@@ -9,8 +9,8 @@
 use super::Rendered;
 use lettre::Address;
 use lettre::address::Envelope;
-use lettre::message::header::{self, Headers};
-use lettre::message::{Mailbox, Mailboxes, MultiPart};
+use lettre::message::header::{self, ContentTransferEncoding, ContentType, Headers};
+use lettre::message::{Body, Mailbox, Mailboxes, MultiPart, SinglePart};
 
 /// What every recipient's message of one event shares, formatted.
 pub struct Content {
@@ -26,11 +26,48 @@ impl Content {
         // Encoded by lettre: a line break that data put in the subject cannot add a header.
         headers.set(header::Subject::from(rendered.subject.clone()));
         headers.set(header::MIME_VERSION_1_0);
-        let parts = MultiPart::alternative_plain_html(rendered.text.clone(), rendered.html.clone());
+        let parts = MultiPart::alternative()
+            .singlepart(part(ContentType::TEXT_PLAIN, &rendered.text))
+            .singlepart(part(ContentType::TEXT_HTML, &rendered.html));
         let mut shared = headers.to_string().into_bytes();
         shared.extend_from_slice(&parts.formatted());
         Content { shared }
     }
+}
+
+/// A text or HTML part. ASCII whose lines stay within RFC 5322's 998 octets goes as it
+/// is (7bit): lettre would quoted-printable-encode any line over 76 octets, which HTML
+/// layouts have, and normalize line ends by inserting into the string one CR at a time.
+/// Anything else is left to lettre (quoted-printable or base64).
+fn part(content_type: ContentType, text: &str) -> SinglePart {
+    let body = match seven_bit(text) {
+        Some(lines) => Body::dangerous_pre_encoded(lines, ContentTransferEncoding::SevenBit),
+        None => Body::new(text.to_owned()),
+    };
+    SinglePart::builder().header(content_type).body(body)
+}
+
+/// `text` with CRLF line ends, if it can go as 7bit: ASCII, without NUL or a CR that ends
+/// no line, in lines of at most 998 octets.
+fn seven_bit(text: &str) -> Option<Vec<u8>> {
+    if !text.is_ascii() {
+        return None;
+    }
+    let mut out = Vec::with_capacity(text.len() + text.len() / 16);
+    for piece in text.split_inclusive('\n') {
+        let (line, ended) = match piece.strip_suffix('\n') {
+            Some(line) => (line.strip_suffix('\r').unwrap_or(line), true),
+            None => (piece, false),
+        };
+        if line.len() > 998 || line.bytes().any(|b| b == b'\0' || b == b'\r') {
+            return None;
+        }
+        out.extend_from_slice(line.as_bytes());
+        if ended {
+            out.extend_from_slice(b"\r\n");
+        }
+    }
+    Some(out)
 }
 
 /// One recipient's message, as it goes on the wire.
@@ -131,6 +168,21 @@ mod tests {
         );
         assert!(body.contains("Content-Type: text/plain") && body.contains("Hello"));
         assert!(body.contains("Content-Type: text/html") && body.contains("<p>Hello</p>"));
+    }
+
+    #[test]
+    fn ascii_in_short_enough_lines_goes_as_it_is_with_crlf() {
+        let long = "x".repeat(300);
+        assert_eq!(
+            seven_bit(&format!("a\n{long}\r\nb")).unwrap(),
+            format!("a\r\n{long}\r\nb").into_bytes()
+        );
+        assert_eq!(seven_bit("a\n\n").unwrap(), b"a\r\n\r\n");
+        assert_eq!(seven_bit("prêt"), None, "8-bit text is encoded");
+        assert_eq!(seven_bit(&"x".repeat(999)), None, "a line over 998 octets");
+        assert_eq!(seven_bit("a\rb"), None, "a CR that ends no line");
+        let text = message_with("Hi");
+        assert!(text.contains("Content-Transfer-Encoding: 7bit\r\n\r\n<p>Hello</p>\r\n"));
     }
 
     #[test]
