@@ -618,23 +618,27 @@ async fn implicit_tls_speaks_tls_from_the_first_byte() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn outbound_email_keeps_to_the_relays_rate_limit() {
-    let Some((relay, app)) =
-        relay_and_herald_with(&[], &[("email.rate_limits.per_relay", "4")]).await
-    else {
-        return;
-    };
-    let to: Vec<String> = (0..8).map(|i| format!("user{i}@example.com")).collect();
-    let to: Vec<&str> = to.iter().map(String::as_str).collect();
-    let started = std::time::Instant::now();
-    let status = welcome_settled(&app, &to).await;
-    assert_eq!(status["status"], "delivered", "{status}");
-    assert_eq!(relay.received().len(), 8);
-    // 8 messages at 4 a second, with no burst: the last leaves about 1.75 s after the first.
-    let took = started.elapsed();
-    assert!(
-        took >= std::time::Duration::from_millis(1500),
-        "sent within {took:?}"
-    );
-    app.stop().await;
+async fn outbound_email_keeps_to_the_relays_and_the_tenants_rate_limits() {
+    for limit in [
+        "email.rate_limits.per_relay",
+        "email.rate_limits.per_tenant",
+    ] {
+        let Some((relay, app)) = relay_and_herald_with(&[], &[(limit, "4")]).await else {
+            return;
+        };
+        let to: Vec<String> = (0..8).map(|i| format!("user{i}@example.com")).collect();
+        let to: Vec<&str> = to.iter().map(String::as_str).collect();
+        let started = std::time::Instant::now();
+        let status = welcome_settled(&app, &to).await;
+        assert_eq!(status["status"], "delivered", "{limit}: {status}");
+        assert_eq!(relay.received().len(), 8);
+        // 8 messages at 4 a second, with no burst: the last leaves about 1.75 s after the
+        // first.
+        let took = started.elapsed();
+        assert!(
+            took >= std::time::Duration::from_millis(1500),
+            "{limit}: sent within {took:?}"
+        );
+        app.stop().await;
+    }
 }
