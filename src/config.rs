@@ -179,7 +179,8 @@ pub struct EmailSettings {
     pub smtp: Option<crate::channels::email::RelaySettings>,
     /// Connections kept open to each relay.
     pub pool_size: u32,
-    /// How long one SMTP exchange may take.
+    /// How long a relay may take to connect (greeting, TLS and login included), to take a
+    /// write, or to answer a command.
     #[serde(with = "humantime_serde")]
     pub timeout: Duration,
     /// Recipients one email event is sent to at once.
