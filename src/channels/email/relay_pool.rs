@@ -172,19 +172,19 @@ impl<C: Connect> RelayPool<C> {
             } else if envelope_sent {
                 session.envelope_replies().await
             } else {
-                match session.queue_envelope(&job.mail) {
-                    Ok(()) => match session.flush().await {
-                        Ok(()) => session.envelope_replies().await,
-                        Err(e) => Err(e),
-                    },
-                    Err(e) => Err(e),
+                async {
+                    session.queue_envelope(&job.mail)?;
+                    session.flush().await?;
+                    session.envelope_replies().await
                 }
+                .await
             };
             match opened {
                 Ok(()) => {}
                 Err(e @ SessionError::Connection(_)) => return self.put_back_or_fail(job, e),
-                Err(refused) => {
-                    job.answer(Err(refused));
+                // Refused, or a message this relay cannot take: the session goes on.
+                Err(e) => {
+                    job.answer(Err(e));
                     if !session.in_step() {
                         return;
                     }
@@ -208,10 +208,11 @@ impl<C: Connect> RelayPool<C> {
             } else {
                 None
             };
-            let reply = match session.flush().await {
-                Ok(()) => session.content_reply().await,
-                Err(e) => Err(e),
-            };
+            let reply = async {
+                session.flush().await?;
+                session.content_reply().await
+            }
+            .await;
             if let Err(e @ SessionError::Connection(_)) = &reply {
                 // The next message's content had not gone: another session can carry it.
                 if let Some(next) = next {
