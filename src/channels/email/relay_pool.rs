@@ -113,13 +113,7 @@ impl<C: Connect> RelayPool<C> {
 
     /// The next message whose sender still waits, if one is queued.
     fn try_take(&self) -> Option<Job> {
-        let mut queue = self.queue.lock().expect("never poisoned");
-        while let Some(job) = queue.jobs.pop_front() {
-            if !job.answer.is_closed() {
-                return Some(job);
-            }
-        }
-        None
+        next_job(&mut self.queue.lock().expect("never poisoned"))
     }
 
     /// The next message, waiting up to [`IDLE_FOR`] for one.
@@ -130,10 +124,15 @@ impl<C: Connect> RelayPool<C> {
             tokio::pin!(notified);
             // Registered before looking, so that a message queued in between wakes it.
             notified.as_mut().enable();
-            if let Some(job) = self.try_take() {
-                return Some(job);
+            {
+                // Looked at and counted as waiting under one lock, so that a message queued
+                // meanwhile does not open a session for want of a waiting one.
+                let mut queue = self.queue.lock().expect("never poisoned");
+                if let Some(job) = next_job(&mut queue) {
+                    return Some(job);
+                }
+                queue.waiting += 1;
             }
-            self.queue.lock().expect("never poisoned").waiting += 1;
             let woken = tokio::time::timeout_at(deadline, notified).await;
             self.queue.lock().expect("never poisoned").waiting -= 1;
             if woken.is_err() {
@@ -242,4 +241,15 @@ impl<C: Connect> RelayPool<C> {
             self.put(job, true);
         }
     }
+}
+
+/// The first queued message whose sender still waits; those whose sender stopped waiting
+/// (its handler timed out) are dropped unsent, so that a later retry does not repeat them.
+fn next_job(queue: &mut Queue) -> Option<Job> {
+    while let Some(job) = queue.jobs.pop_front() {
+        if !job.answer.is_closed() {
+            return Some(job);
+        }
+    }
+    None
 }
