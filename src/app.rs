@@ -10,6 +10,8 @@ use crate::channels::push::PushHandler;
 use crate::config::{BrokerKind, Settings};
 use crate::domain::EventKind;
 use crate::http::{self, AppState};
+use crate::idempotency::Idempotency;
+use crate::ingress::Ingress;
 use crate::ledger::Ledger;
 use crate::realtime::chat::ChatHandler;
 use crate::realtime::{Realtime, RealtimeError};
@@ -70,6 +72,8 @@ pub struct Herald {
     pub templates: Arc<Templates>,
     /// Real-time delivery over WebSocket.
     pub realtime: Arc<Realtime>,
+    /// Where sends are accepted.
+    pub ingress: Arc<Ingress>,
 }
 
 /// Why Herald could not start.
@@ -133,15 +137,29 @@ impl Herald {
         let store = store::open(&settings.database.url).await?;
         let topology = Topology::from_settings(&settings);
         let broker = open_broker(&settings, &topology).await?;
+        let topology = Arc::new(topology);
+        let metrics = Arc::new(Metrics::new());
+        let ledger = Ledger::start(store.clone());
+        let rate_limits = Arc::new(RateLimits::new(&settings.rate_limits));
+        let ingress = Arc::new(Ingress::new(
+            broker.clone(),
+            topology.clone(),
+            ledger.clone(),
+            Idempotency::new(store.clone()),
+            rate_limits.clone(),
+            metrics.clone(),
+            settings.broker.publish_timeout,
+        ));
         Ok(Herald {
             broker,
-            topology: Arc::new(topology),
-            metrics: Arc::new(Metrics::new()),
-            ledger: Ledger::start(store.clone()),
+            topology,
+            metrics,
+            ledger,
             templates: Arc::new(Templates::new(store.clone())),
             realtime: Realtime::start(&settings, store.clone()).await?,
             tenancy: Arc::new(Tenancy::new(store)),
-            rate_limits: Arc::new(RateLimits::new(&settings.rate_limits)),
+            rate_limits,
+            ingress,
             settings: Arc::new(settings),
         })
     }
@@ -156,11 +174,7 @@ impl Herald {
             retry_after: self.settings.http.retry_after,
             tenancy: self.tenancy.clone(),
             admin_token: self.settings.admin.token(),
-            idempotency: Arc::new(crate::idempotency::Idempotency::new(
-                self.tenancy.store().clone(),
-            )),
-            rate_limits: self.rate_limits.clone(),
-            ledger: self.ledger.clone(),
+            ingress: self.ingress.clone(),
             templates: self.templates.clone(),
             realtime: self.realtime.clone(),
         })
@@ -176,6 +190,7 @@ impl Herald {
             self.settings.workers.handler_timeout,
         )
         .with_ledger(self.ledger.clone())
+        .with_tenancy(self.tenancy.clone())
     }
 
     /// Runs `roles` until `shutdown`: the API on `listener` (when it serves the API), and
@@ -227,6 +242,10 @@ impl Herald {
         for pool in pools {
             pool.await?;
         }
+        // Nothing accepted leaves without its record: publishes answered before their
+        // confirmation are followed to their end, and the ledger writes what it holds.
+        self.ingress.drain(grace).await;
+        self.ledger.flush().await;
         self.broker.close().await;
         Ok(())
     }

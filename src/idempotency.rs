@@ -1,11 +1,16 @@
 //! Idempotent sends. A send with an `Idempotency-Key` (or a chat message, whose
 //! `messageId` serves as its key) queues its event once: the first request claims the key in
-//! the store, where a primary key decides among concurrent requests on any instance;
-//! repeats wait for the first one's answer and get the same 202 body, and queue nothing.
-//! The same key with a different body is refused. Keys are kept 24 hours.
+//! the store, where a primary key decides among concurrent requests on any instance, and
+//! binds it to the ids its events will carry before publishing them. Repeats wait for the
+//! first one's answer and get the same 202 body, and queue nothing. Should the first
+//! request's events not be confirmed (a 503: the broker refused, or did not answer in time
+//! and may yet have them), the key keeps its binding and a repeat publishes the same
+//! envelopes again, under the same ids; consumers deduplicate by id, so that one key never
+//! sends one event twice, whatever happened to the first attempt. The same key with a
+//! different body is refused. Keys are kept 24 hours.
 
 use crate::domain::TenantId;
-use crate::store::{Claim, Store, StoreError};
+use crate::store::{Claim, KeyBinding, Store, StoreError};
 use chrono::Utc;
 use sha2::{Digest, Sha256};
 use std::sync::Arc;
@@ -17,13 +22,18 @@ pub const RETENTION: Duration = Duration::from_secs(24 * 3600);
 const WAIT_FOR_FIRST: Duration = Duration::from_secs(10);
 /// How often a repeat looks for that answer.
 const POLL: Duration = Duration::from_millis(20);
+/// A claim this old without an answer belongs to a process that died: a repeat resumes it.
+const STALE: Duration = Duration::from_secs(30);
 
 /// What to do with a request that carries a key.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Begin {
-    /// The first request with this key: send, then [`Idempotency::finish`] or
-    /// [`Idempotency::abandon`].
+    /// The first request with this key: send the events bound to it, then
+    /// [`Idempotency::finish`] or [`Idempotency::unconfirmed`].
     First,
+    /// An earlier request with this key did not see its events confirmed: send the events
+    /// again under these ids, then finish as a first request does.
+    Resume(KeyBinding),
     /// A repeat: answer this (status, JSON body) and queue nothing.
     Repeat(u16, String),
 }
@@ -51,7 +61,8 @@ pub fn fingerprint(route: &str, body: &serde_json::Value) -> [u8; 32] {
     hasher.finalize().into()
 }
 
-/// Idempotency keys, in the store.
+/// Idempotency keys, in the store; cheap to clone.
+#[derive(Clone)]
 pub struct Idempotency {
     store: Arc<dyn Store>,
 }
@@ -62,22 +73,32 @@ impl Idempotency {
         Idempotency { store }
     }
 
-    /// Claims `key` for a request, or finds the answer of the request that claimed it.
+    /// Claims `key` for a request whose events would be `binding`, or finds the answer
+    /// (or the binding, to resume) of the request that claimed it.
     pub async fn begin(
         &self,
         tenant: &TenantId,
         key: &str,
         fingerprint: &[u8],
+        binding: &KeyBinding,
     ) -> Result<Begin, IdempotencyError> {
-        let expired_before = Utc::now() - RETENTION;
         let deadline = tokio::time::Instant::now() + WAIT_FOR_FIRST;
         loop {
+            let now = Utc::now();
             match self
                 .store
-                .claim_idempotency_key(tenant, key, fingerprint, expired_before)
+                .claim_idempotency_key(
+                    tenant,
+                    key,
+                    fingerprint,
+                    binding,
+                    now - RETENTION,
+                    now - STALE,
+                )
                 .await?
             {
                 Claim::Claimed => return Ok(Begin::First),
+                Claim::Resumed(binding) => return Ok(Begin::Resume(binding)),
                 Claim::Held {
                     fingerprint: held, ..
                 } if held != fingerprint => {
@@ -108,11 +129,12 @@ impl Idempotency {
             .await
     }
 
-    /// Gives the key up after the first request failed, so that a retry can succeed.
-    pub async fn abandon(&self, tenant: &TenantId, key: &str) {
-        if let Err(e) = self.store.release_idempotency_key(tenant, key).await {
-            // The claim then expires with the retention period; until then repeats get 409.
-            tracing::warn!(error = %e, "releasing an idempotency key failed");
+    /// Marks the key's events as not confirmed after its request was answered 503, so
+    /// that a repeat publishes them again.
+    pub async fn unconfirmed(&self, tenant: &TenantId, key: &str) {
+        if let Err(e) = self.store.unconfirm_idempotency_key(tenant, key).await {
+            // A repeat resumes the claim once it is stale; until then it is answered 409.
+            tracing::warn!(error = %e, "marking an idempotency key unconfirmed failed");
         }
     }
 }

@@ -2,12 +2,12 @@
 //! `GET /v1/notifications/{id}` can answer each recipient's state.
 //!
 //! Writes go through one task that commits whatever has piled up in one transaction, with
-//! multi-row statements, so that neither the API nor a worker pool waits on a database
-//! round trip per event. An acceptance is handed over after the 202 without waiting (and
-//! skipped if the writer is far behind); an outcome is waited for, since a message is
-//! settled only after its outcome is recorded.
+//! multi-row statements, so that neither the API nor a worker pool pays a database round
+//! trip of its own per event. Both wait for their write: an acceptance is written before
+//! the 202 is answered, so that the `Location` it gives answers at once, from any instance
+//! sharing the store; an outcome before its message is settled.
 
-use crate::domain::{Envelope, Event, TenantId};
+use crate::domain::{Envelope, Event, EventKind, NotificationId, TenantId};
 use crate::store::{LedgerDelivery, LedgerNotification, LedgerRecord, Store, StoreError};
 use crate::workers::{DeliveryOutcome, Outcome, Report};
 use chrono::{DateTime, SubsecRound, Utc};
@@ -17,7 +17,8 @@ use tokio::sync::{mpsc, oneshot};
 /// Most records one transaction takes.
 const BATCH: usize = 512;
 
-type Write = (LedgerRecord, Option<oneshot::Sender<()>>);
+/// Records to write (none for a flush), and who waits for them.
+type Write = (Vec<LedgerRecord>, oneshot::Sender<()>);
 
 /// A handle on the ledger writer; cheap to clone.
 #[derive(Clone)]
@@ -56,6 +57,7 @@ fn notification(envelope: &Envelope, status: &str, now: DateTime<Utc>) -> Ledger
         tenant_id: envelope.event.tenant_id().as_str().to_owned(),
         kind: envelope.event.kind().as_str().to_owned(),
         status: status.to_owned(),
+        reason: None,
         created_at: envelope.created_at.trunc_subsecs(6),
         updated_at: now,
         template: None,
@@ -71,8 +73,11 @@ fn record(
     replace: bool,
 ) -> LedgerRecord {
     let now = Utc::now().trunc_subsecs(6);
+    let mut notification = notification(envelope, status, now);
+    // A whole event's failure is its reason; a delivery's own is in its row.
+    notification.reason = last_error.map(str::to_owned);
     LedgerRecord {
-        notification: notification(envelope, status, now),
+        notification,
         deliveries: deliveries(&envelope.event)
             .into_iter()
             .map(|(channel, recipient, target)| LedgerDelivery {
@@ -137,6 +142,7 @@ fn reported(envelope: &Envelope, report: &Report) -> LedgerRecord {
         let status = match summary.status() {
             "delivered" | "partially_delivered" | "processing" => "delivered",
             "queued" => "queued",
+            "undeliverable" => "undeliverable",
             _ => "failed",
         };
         rows.push(LedgerDelivery {
@@ -147,6 +153,7 @@ fn reported(envelope: &Envelope, report: &Report) -> LedgerRecord {
             attempts: targets.iter().map(|d| d.attempt).max().unwrap_or(0),
             last_error: match summary.settlement() {
                 Outcome::Retry { error, .. } | Outcome::Failed { error } => Some(error),
+                Outcome::Undeliverable { reason } => Some(reason),
                 _ if targets.is_empty() => Some("no delivery was made for this recipient".into()),
                 _ => None,
             },
@@ -167,27 +174,31 @@ fn status_of(outcome: &Outcome) -> (&'static str, Option<&str>) {
         Outcome::Delivered => ("delivered", None),
         Outcome::Retry { error, .. } => ("queued", Some(error.as_str())),
         Outcome::Failed { error } => ("failed", Some(error.as_str())),
-        Outcome::Expired => ("expired", None),
+        Outcome::Expired => ("expired", Some("it waited longer than its queue's TTL")),
+        Outcome::Rejected { reason } => ("rejected", Some(reason.as_str())),
+        Outcome::Undeliverable { reason } => ("undeliverable", Some(reason.as_str())),
         Outcome::PerDelivery(report) => (report.status(), None),
     }
 }
 
 impl Ledger {
-    /// Starts the writer on `store`.
+    /// Starts the writer on `store`; it runs until every handle is dropped.
     pub fn start(store: Arc<dyn Store>) -> Self {
-        // Small: under overload, acceptances are skipped rather than held in memory.
-        let (writes, queued) = mpsc::channel(1024);
+        // Bounded: when the writer falls behind, senders wait (back-pressure on the API
+        // and the worker pools) rather than the queue growing.
+        let (writes, queued) = mpsc::channel(BATCH);
         tokio::spawn(write_loop(store, queued));
         Ledger { writes }
     }
 
-    /// Records an accepted event; never waits. Should the writer fall behind, the record
-    /// is skipped rather than slowing the send: the event's first outcome writes its row.
-    pub fn accepted(&self, envelope: &Envelope) {
-        let record = record(envelope, "queued", 0, None, false);
-        if self.writes.try_send((record, None)).is_err() {
-            tracing::debug!(id = %envelope.id, "ledger writer behind; acceptance not recorded");
-        }
+    /// Records accepted events, and waits until they are written, so that the `Location`
+    /// of their 202 answers at once.
+    pub async fn accepted(&self, envelopes: &[Envelope]) {
+        let records = envelopes
+            .iter()
+            .map(|e| record(e, "queued", 0, None, false))
+            .collect();
+        self.write(records).await;
     }
 
     /// Records the outcome of an attempt, and waits until it is written.
@@ -209,11 +220,56 @@ impl Ledger {
                 record(envelope, status, attempt, error, true)
             }
         };
+        self.write(vec![record]).await;
+    }
+
+    /// Records that a message which could not be read as an event was rejected: known
+    /// only by its id, tenant and kind.
+    pub async fn rejected(&self, rejection: &Rejection, reason: &str) {
+        let now = Utc::now().trunc_subsecs(6);
+        let notification = LedgerNotification {
+            id: rejection.id.to_string(),
+            tenant_id: rejection.tenant.as_str().to_owned(),
+            kind: rejection.kind.as_str().to_owned(),
+            status: "rejected".to_owned(),
+            reason: Some(reason.to_owned()),
+            created_at: rejection.created_at.trunc_subsecs(6),
+            updated_at: now,
+            template: None,
+        };
+        self.write(vec![LedgerRecord {
+            notification,
+            deliveries: Vec::new(),
+            replace: true,
+        }])
+        .await;
+    }
+
+    /// Waits until everything handed to the ledger before is written: at shutdown, so
+    /// that nothing accepted leaves without its record.
+    pub async fn flush(&self) {
+        self.write(Vec::new()).await;
+    }
+
+    async fn write(&self, records: Vec<LedgerRecord>) {
         let (written, done) = oneshot::channel();
-        if self.writes.send((record, Some(written))).await.is_ok() {
+        if self.writes.send((records, written)).await.is_ok() {
             let _ = done.await;
         }
     }
+}
+
+/// What is known of a message that was rejected before it could be read as an event.
+#[derive(Debug, Clone)]
+pub struct Rejection {
+    /// Its id.
+    pub id: NotificationId,
+    /// The tenant it names.
+    pub tenant: TenantId,
+    /// The kind it was read as.
+    pub kind: EventKind,
+    /// When it was published.
+    pub created_at: DateTime<Utc>,
 }
 
 /// A tenant's notification with this id and the state of each of its deliveries.
@@ -240,6 +296,7 @@ pub async fn status(
             tenant_id: tenant.as_str().to_owned(),
             kind: "audit".to_owned(),
             status: String::new(),
+            reason: None,
             created_at: stored.recorded_at,
             updated_at: stored.recorded_at,
             template: None,
@@ -271,13 +328,17 @@ pub async fn status(
 async fn write_loop(store: Arc<dyn Store>, mut queued: mpsc::Receiver<Write>) {
     let mut batch = Vec::with_capacity(BATCH);
     while queued.recv_many(&mut batch, BATCH).await > 0 {
-        let (records, waiters): (Vec<_>, Vec<_>) = std::mem::take(&mut batch).into_iter().unzip();
-        if let Err(e) = store.write_ledger(&records).await {
+        let (records, waiters): (Vec<Vec<LedgerRecord>>, Vec<_>) =
+            std::mem::take(&mut batch).into_iter().unzip();
+        let records: Vec<LedgerRecord> = records.into_iter().flatten().collect();
+        if !records.is_empty()
+            && let Err(e) = store.write_ledger(&records).await
+        {
             // The ledger reports; it must not stop delivery. The statuses of this batch
             // are lost and the next outcome of each event rewrites them.
             tracing::error!(error = %e, records = records.len(), "writing the delivery ledger failed");
         }
-        for waiter in waiters.into_iter().flatten() {
+        for waiter in waiters {
             let _ = waiter.send(());
         }
     }

@@ -18,6 +18,7 @@ pub mod config;
 pub mod domain;
 pub mod http;
 pub mod idempotency;
+pub mod ingress;
 pub mod ledger;
 pub mod realtime;
 pub mod retention;

@@ -318,6 +318,8 @@ async fn a_worker_killed_mid_message_has_it_delivered_again(kind: BrokerKind) {
     let prefix = common::unique_prefix();
     let settings = common::settings(kind, dir.path(), &prefix, &[]);
     let herald = Herald::start(settings.clone()).await.unwrap();
+    // The child's pool handles only events of tenants that exist, in the same store.
+    common::tenant_key(&herald, "1").await;
     let (message, id) = publication(&herald.topology, EventKind::Audit, &audit_event());
     herald.broker.publish(message).await.unwrap();
     let topology = herald.topology.clone();
@@ -342,6 +344,10 @@ async fn a_worker_killed_mid_message_has_it_delivered_again(kind: BrokerKind) {
             },
         )
         .env("HERALD__BROKER__PREFIX", &prefix)
+        .env(
+            "HERALD__DATABASE__URL",
+            format!("sqlite://{}", dir.path().join("herald.db").display()),
+        )
         .env(
             "HERALD__BROKER__EMBEDDED__PATH",
             dir.path().join("broker.db"),

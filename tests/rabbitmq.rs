@@ -34,6 +34,8 @@ async fn a_payload_published_with_a_plain_amqp_client_reaches_the_push_handler()
     let Some(app) = TestApp::spawn(BrokerKind::Rabbitmq, Roles::api_only(), &[]).await else {
         return;
     };
+    // The envelope below names tenant 7, which must exist for its event to be handled.
+    common::tenant_key(&app.herald, "7").await;
     let (seen, mut received) = mpsc::unbounded_channel();
     let shutdown = Shutdown::new();
     let pool = app

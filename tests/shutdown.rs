@@ -33,6 +33,7 @@ async fn a_pool_drains_its_in_flight_messages_on_shutdown_and_takes_no_more() {
     let overrides = [("queues.audit.concurrency", "2")];
     let settings = common::settings(BrokerKind::Embedded, dir.path(), "", &overrides);
     let herald = Herald::start(settings).await.unwrap();
+    common::tenant_key(&herald, "1").await;
     for _ in 0..5 {
         let (message, _) = publication(&herald.topology, EventKind::Audit, &audit_event());
         herald.broker.publish(message).await.unwrap();

@@ -147,6 +147,7 @@ fn ledger_record(status: &str, attempts: u32, replace: bool) -> LedgerRecord {
             tenant_id: "acme".into(),
             kind: "email".into(),
             status: status.into(),
+            reason: None,
             created_at: now,
             updated_at: now,
             template: (status != "queued").then(|| RenderedFrom {
@@ -302,7 +303,12 @@ async fn retention_removes_what_is_past_its_age_and_keeps_the_rest(store: Arc<dy
             &tenant("acme"),
             "k",
             &[1],
+            &herald::store::KeyBinding {
+                event_ids: vec!["0190d8c4-7c8e-7000-8000-000000000001".into()],
+                accepted_at: chrono::Utc::now(),
+            },
             chrono::Utc::now() - chrono::Duration::hours(24),
+            chrono::Utc::now() - chrono::Duration::seconds(30),
         )
         .await
         .unwrap();

@@ -32,6 +32,18 @@ pub struct Publication {
     pub body: Bytes,
 }
 
+impl Publication {
+    /// The publication of `envelope`: to its kind's exchange, with its routing key and id.
+    pub fn of(envelope: &crate::domain::Envelope, topology: &Topology) -> Self {
+        Publication {
+            exchange: topology.queue(envelope.event.kind()).exchange.clone(),
+            routing_key: envelope.event.routing_key().to_owned(),
+            message_id: envelope.id.to_string(),
+            body: envelope.to_bytes().into(),
+        }
+    }
+}
+
 /// Why a publish was not accepted. Every variant means the event is not queued and the
 /// sender should try again later (503 with `Retry-After`).
 #[derive(Debug, Clone, thiserror::Error)]
@@ -56,6 +68,9 @@ pub enum PublishError {
     /// The broker cannot be reached.
     #[error("the broker is unavailable: {0}")]
     Unavailable(String),
+    /// The broker has blocked publishing (a RabbitMQ resource alarm); nothing was sent.
+    #[error("the broker has blocked publishing ({0})")]
+    Blocked(String),
 }
 
 impl PublishError {
@@ -67,6 +82,7 @@ impl PublishError {
             PublishError::Unroutable { .. } => "unroutable",
             PublishError::Timeout => "timeout",
             PublishError::Unavailable(_) => "unavailable",
+            PublishError::Blocked(_) => "blocked",
         }
     }
 }
@@ -108,7 +124,8 @@ pub enum DeadLetterReason {
     Expired,
     /// Its handler failed for good, or ran out of attempts.
     Failed,
-    /// It could not be read as an event at all.
+    /// It is not an event Herald may act on: it could not be read as one, or its tenant
+    /// does not exist.
     Rejected,
 }
 
@@ -172,8 +189,12 @@ pub struct Delivery {
     /// The AMQP `timestamp` (seconds since the epoch), if any.
     pub timestamp: Option<u64>,
     /// Which attempt this is: 1 the first time a handler sees the message, growing with
-    /// each retry. Redelivery after a crash does not count as an attempt.
+    /// each retry. Redelivery after a crash does not count as an attempt. A replay from
+    /// the dead-letter queue starts again at 1.
     pub attempt: u32,
+    /// Attempts made before the message was last replayed from its dead-letter queue, so
+    /// that the ledger counts every attempt.
+    pub earlier_attempts: u32,
     /// Whether the broker delivered it before without it being settled (a worker died).
     pub redelivered: bool,
     settle: Box<dyn Settle>,
@@ -185,6 +206,7 @@ impl std::fmt::Debug for Delivery {
             .field("routing_key", &self.routing_key)
             .field("message_id", &self.message_id)
             .field("attempt", &self.attempt)
+            .field("earlier_attempts", &self.earlier_attempts)
             .field("redelivered", &self.redelivered)
             .finish_non_exhaustive()
     }
@@ -197,7 +219,7 @@ impl Delivery {
         body: Bytes,
         message_id: Option<String>,
         timestamp: Option<u64>,
-        attempt: u32,
+        (attempt, earlier_attempts): (u32, u32),
         redelivered: bool,
         settle: Box<dyn Settle>,
     ) -> Self {
@@ -207,6 +229,7 @@ impl Delivery {
             message_id,
             timestamp,
             attempt,
+            earlier_attempts,
             redelivered,
             settle,
         }

@@ -21,6 +21,10 @@ pub struct Envelope {
     pub created_at: DateTime<Utc>,
     /// The event itself.
     pub event: Event,
+    /// Whether the event may have been published more than once under this id (it was
+    /// sent with an idempotency key, whose repeat republishes an unconfirmed event):
+    /// handlers then look up what was already done for it before doing it again.
+    pub deduplicate: bool,
 }
 
 /// Why a message taken off a queue cannot be read as an event.
@@ -36,12 +40,19 @@ pub enum EnvelopeError {
     #[error("the envelope has no 'payload' object")]
     NoPayload,
     /// The payload is not a valid event of its kind.
-    #[error("the payload is not a valid {kind} event: {errors}")]
+    #[error("the payload is not a valid {} event: {errors}", .kind.as_str())]
     InvalidPayload {
         /// The kind it was read as.
-        kind: &'static str,
+        kind: EventKind,
         /// What is wrong with it.
         errors: FieldErrors,
+        /// Its id, as a valid event's would be read.
+        id: NotificationId,
+        /// The tenant it names, if it names a valid one: whose ledger records the
+        /// rejection.
+        tenant: Option<TenantId>,
+        /// When it was published.
+        created_at: DateTime<Utc>,
     },
 }
 
@@ -54,6 +65,8 @@ struct Wire<'a> {
     tenant_id: &'a TenantId,
     created_at: DateTime<Utc>,
     payload: &'a Event,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    deduplicate: bool,
 }
 
 /// What a direct publisher's AMQP properties say about a message.
@@ -72,6 +85,18 @@ impl Envelope {
             id: NotificationId::new(),
             created_at: Utc::now(),
             event,
+            deduplicate: false,
+        }
+    }
+
+    /// Wraps an event under the id and acceptance time an idempotency key bound it to;
+    /// it may be published more than once, so it is marked for deduplication.
+    pub fn bound(event: Event, id: NotificationId, created_at: DateTime<Utc>) -> Self {
+        Envelope {
+            id,
+            created_at,
+            event,
+            deduplicate: true,
         }
     }
 
@@ -83,6 +108,7 @@ impl Envelope {
             tenant_id: self.event.tenant_id(),
             created_at: self.created_at,
             payload: &self.event,
+            deduplicate: self.deduplicate,
         })
         .expect("an envelope always serializes")
     }
@@ -123,20 +149,31 @@ impl Envelope {
         }
         let event =
             Event::parse(kind, payload).map_err(|errors| EnvelopeError::InvalidPayload {
-                kind: kind.as_str(),
+                kind,
                 errors,
+                id,
+                tenant: payload
+                    .get("tenantId")
+                    .and_then(|t| TenantId::from_json(t).ok()),
+                created_at,
             })?;
+        let deduplicate = document
+            .get("deduplicate")
+            .and_then(Value::as_bool)
+            .unwrap_or(false);
         Ok(Envelope {
             id,
             created_at,
             event,
+            deduplicate,
         })
     }
 }
 
 /// A stable id for a direct publisher's `message_id`, so that a redelivered message keeps
-/// its id: the UUID itself if it is one, a name-based UUID of it otherwise.
-fn id_from_message_id(message_id: &str) -> NotificationId {
+/// its id: the UUID itself if it is one, a name-based UUID of it otherwise. The same
+/// mapping lets `GET /v1/notifications/{messageId}` find it by the id its publisher gave.
+pub fn id_from_message_id(message_id: &str) -> NotificationId {
     NotificationId::parse(message_id).unwrap_or_else(|_| {
         NotificationId::parse(
             &uuid::Uuid::new_v5(&uuid::Uuid::NAMESPACE_OID, message_id.as_bytes()).to_string(),

@@ -48,12 +48,8 @@ pub struct AppState {
     pub tenancy: Arc<Tenancy>,
     /// The token of the admin API; `None` turns it off.
     pub admin_token: Option<SecretString>,
-    /// Idempotency keys.
-    pub idempotency: Arc<crate::idempotency::Idempotency>,
-    /// Per-tenant rate limits.
-    pub rate_limits: Arc<crate::tenants::limits::RateLimits>,
-    /// The delivery ledger.
-    pub ledger: crate::ledger::Ledger,
+    /// Where sends are accepted.
+    pub ingress: Arc<crate::ingress::Ingress>,
     /// Email templates, compiled.
     pub templates: Arc<crate::channels::email::Templates>,
     /// Real-time delivery.

@@ -1,24 +1,23 @@
-//! The send endpoints: each event is parsed at the edge, wrapped in its envelope and
-//! answered 202 only once the broker holds it durably.
+//! The send endpoints: each event is parsed at the edge and handed to [`Ingress`], which
+//! answers 202 only once the broker holds it durably and its acceptance is recorded.
 
 use super::AppState;
 use super::auth::Authenticated;
 use super::body::JsonBody;
 use super::error::{ApiError, ErrorBody};
-use crate::broker::{Publication, PublishError};
 use crate::domain::parse::{FieldError, FieldErrors, Fields, FromJson};
 use crate::domain::{
-    AuditEvent, ChatMessage, EmailNotification, Envelope, Event, EventKind, NotificationId,
-    PushNotification, TenantId,
+    AuditEvent, ChatMessage, EmailNotification, Event, EventKind, PushNotification, TenantId,
 };
-use crate::idempotency::{Begin, fingerprint};
+use crate::idempotency::fingerprint;
+pub use crate::ingress::{Accepted, BatchAccepted};
+use crate::ingress::{IdempotencyKey, IngressError, Receipt, Submission};
 use axum::Router;
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
-use serde::Serialize;
-use serde_json::{Value, json};
+use serde_json::Value;
 use utoipa::ToSchema;
 
 /// The most events one batch may hold.
@@ -36,23 +35,6 @@ pub fn router() -> Router<AppState> {
         )
         .route("/v1/audit/verify", axum::routing::get(super::audit::verify))
         .route("/v1/batch", post(send_batch))
-}
-
-/// The answer to an accepted event.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct Accepted {
-    /// Herald's id for the event; its status is at `/v1/notifications/{id}`.
-    #[schema(value_type = String, format = Uuid)]
-    pub id: NotificationId,
-    /// Always `queued`: the event is durably queued.
-    pub status: &'static str,
-}
-
-/// The answer to an accepted batch.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct BatchAccepted {
-    /// One entry per event, in the order sent.
-    pub results: Vec<Accepted>,
 }
 
 /// A batch of events of any kind.
@@ -86,50 +68,40 @@ fn bind_tenant(body: &mut Value, tenant: &TenantId) -> Result<(), ApiError> {
     }
 }
 
-/// An answer to a send, with the `Location` of the event it is for, if it is one event.
-trait Answer: Serialize {
-    fn location(&self) -> Option<String>;
-}
-
-impl Answer for Accepted {
-    fn location(&self) -> Option<String> {
-        Some(format!("/v1/notifications/{}", self.id))
-    }
-}
-
-impl Answer for BatchAccepted {
-    fn location(&self) -> Option<String> {
-        None
-    }
-}
-
-/// An answer with its JSON body and, for a single event, its `Location`.
-fn answer(status: u16, body: String, location: Option<String>) -> Response {
-    let status = StatusCode::from_u16(status).unwrap_or(StatusCode::ACCEPTED);
-    let mut response = (status, [(header::CONTENT_TYPE, "application/json")], body).into_response();
-    if let Some(location) = location.and_then(|l| HeaderValue::from_str(&l).ok()) {
+/// The HTTP answer of a receipt.
+fn respond(receipt: Receipt) -> Response {
+    let status = StatusCode::from_u16(receipt.status).unwrap_or(StatusCode::ACCEPTED);
+    let mut response = (
+        status,
+        [(header::CONTENT_TYPE, "application/json")],
+        receipt.body,
+    )
+        .into_response();
+    if let Some(location) = receipt
+        .location
+        .and_then(|l| HeaderValue::from_str(&l).ok())
+    {
         response.headers_mut().insert(header::LOCATION, location);
     }
     response
 }
 
-/// A stored answer replayed for a repeat: its `Location` is read back from its body.
-fn replayed(status: u16, body: String) -> Response {
-    let location = serde_json::from_str::<Value>(&body).ok().and_then(|v| {
-        v.get("id")
-            .and_then(Value::as_str)
-            .map(|id| format!("/v1/notifications/{id}"))
-    });
-    answer(status, body, location)
-}
-
-/// The send's idempotency key: the `Idempotency-Key` header, else `fallback`.
+/// The send's idempotency key: the `Idempotency-Key` header, else `fallback`; with the
+/// fingerprint of `route` and `body`.
 fn idempotency_key(
     headers: &HeaderMap,
     fallback: Option<String>,
-) -> Result<Option<String>, ApiError> {
+    route: &str,
+    body: &Value,
+) -> Result<Option<IdempotencyKey>, ApiError> {
+    let with_fingerprint = |key: Option<String>| {
+        key.map(|key| IdempotencyKey {
+            key,
+            fingerprint: fingerprint(route, body),
+        })
+    };
     let Some(value) = headers.get("idempotency-key") else {
-        return Ok(fallback);
+        return Ok(with_fingerprint(fallback));
     };
     let key = value
         .to_str()
@@ -141,96 +113,26 @@ fn idempotency_key(
                 message: "must be 1 to 255 printable ASCII characters".into(),
             }]))
         })?;
-    Ok(Some(format!("header:{key}")))
+    Ok(with_fingerprint(Some(format!("header:{key}"))))
 }
 
 impl AppState {
-    fn publication(&self, envelope: &Envelope) -> Publication {
-        Publication {
-            exchange: self.topology.queue(envelope.event.kind()).exchange.clone(),
-            routing_key: envelope.event.routing_key().to_owned(),
-            message_id: envelope.id.to_string(),
-            body: envelope.to_bytes().into(),
-        }
-    }
-
-    fn record_publish(&self, kind: EventKind, result: &Result<(), PublishError>) {
-        let queue = &self.topology.queue(kind).configured_name;
-        match result {
-            Ok(()) => self.metrics.publish(queue, "confirmed"),
-            Err(e) => self.metrics.publish(queue, e.label()),
-        }
-    }
-
-    fn unavailable(&self, error: &PublishError, details: Vec<Value>) -> ApiError {
-        tracing::warn!(error = %error, "event not queued");
-        ApiError::Unavailable {
-            message: format!("the event could not be queued ({error}); try again later"),
-            retry_after: self.retry_after,
-            details,
-        }
-    }
-
-    /// Queues one event; returns once it is durable.
-    async fn queue_one(&self, event: Event) -> Result<Accepted, ApiError> {
-        let kind = event.kind();
-        let envelope = Envelope::new(event);
-        let started = std::time::Instant::now();
-        let result = self.broker.publish(self.publication(&envelope)).await;
-        self.metrics
-            .confirm_seconds
-            .get_or_create(&crate::telemetry::QueueLabels {
-                queue: self.topology.queue(kind).configured_name.clone(),
-            })
-            .observe(started.elapsed().as_secs_f64());
-        self.record_publish(kind, &result);
-        match result {
-            Ok(()) => {
-                self.ledger.accepted(&envelope);
-                Ok(Accepted {
-                    id: envelope.id,
-                    status: "queued",
-                })
-            }
-            Err(e) => Err(self.unavailable(&e, Vec::new())),
-        }
-    }
-
-    /// Runs `send` once per idempotency key: a repeat gets the first answer and sends
-    /// nothing. Without a key, `send` just runs.
-    async fn once<T: Answer>(
+    /// Hands a parsed submission to the ingress and answers as it says.
+    async fn accept(
         &self,
         tenant: &TenantId,
-        events: usize,
-        key: Option<String>,
-        fingerprint: [u8; 32],
-        send: impl Future<Output = Result<T, ApiError>>,
+        key: Option<IdempotencyKey>,
+        submission: Submission,
     ) -> Result<Response, ApiError> {
-        let events = u32::try_from(events).unwrap_or(u32::MAX);
-        self.rate_limits
-            .admit(tenant, events)
-            .map_err(ApiError::RateLimited)?;
-        let to_json = |answer: &T| serde_json::to_string(answer).expect("an answer serializes");
-        let Some(key) = key else {
-            let accepted = send.await?;
-            return Ok(answer(202, to_json(&accepted), accepted.location()));
-        };
-        match self.idempotency.begin(tenant, &key, &fingerprint).await? {
-            Begin::Repeat(status, body) => Ok(replayed(status, body)),
-            Begin::First => match send.await {
-                Ok(accepted) => {
-                    let body = to_json(&accepted);
-                    if let Err(e) = self.idempotency.finish(tenant, &key, 202, &body).await {
-                        // The event is queued: say so. Repeats get 409 until the key expires.
-                        tracing::error!(error = %e, "recording an idempotent answer failed");
-                    }
-                    Ok(answer(202, body, accepted.location()))
-                }
-                Err(e) => {
-                    self.idempotency.abandon(tenant, &key).await;
-                    Err(e)
-                }
-            },
+        match self.ingress.accept(tenant, key, submission).await {
+            Ok(receipt) => Ok(respond(receipt)),
+            Err(IngressError::RateLimited(wait)) => Err(ApiError::RateLimited(wait)),
+            Err(IngressError::Idempotency(e)) => Err(e.into()),
+            Err(IngressError::NotQueued { message, details }) => Err(ApiError::Unavailable {
+                message,
+                retry_after: self.retry_after,
+                details,
+            }),
         }
     }
 }
@@ -251,16 +153,14 @@ pub async fn send_chat(
 ) -> Result<Response, ApiError> {
     bind_tenant(&mut body, &tenant)?;
     let event = ChatMessage::parse(&body)?;
-    let key = idempotency_key(&headers, Some(format!("messageId:{}", event.message_id)))?;
-    let fingerprint = fingerprint("/v1/chat/messages", &body);
+    let key = idempotency_key(
+        &headers,
+        Some(format!("messageId:{}", event.message_id)),
+        "/v1/chat/messages",
+        &body,
+    )?;
     state
-        .once(
-            &tenant,
-            1,
-            key,
-            fingerprint,
-            state.queue_one(Event::Chat(event)),
-        )
+        .accept(&tenant, key, Submission::One(Event::Chat(event)))
         .await
 }
 
@@ -280,16 +180,9 @@ pub async fn send_push(
 ) -> Result<Response, ApiError> {
     bind_tenant(&mut body, &tenant)?;
     let event = PushNotification::parse(&body)?;
-    let key = idempotency_key(&headers, None)?;
-    let fingerprint = fingerprint("/v1/notifications/push", &body);
+    let key = idempotency_key(&headers, None, "/v1/notifications/push", &body)?;
     state
-        .once(
-            &tenant,
-            1,
-            key,
-            fingerprint,
-            state.queue_one(Event::Push(event)),
-        )
+        .accept(&tenant, key, Submission::One(Event::Push(event)))
         .await
 }
 
@@ -309,16 +202,9 @@ pub async fn send_email(
 ) -> Result<Response, ApiError> {
     bind_tenant(&mut body, &tenant)?;
     let event = EmailNotification::parse(&body)?;
-    let key = idempotency_key(&headers, None)?;
-    let fingerprint = fingerprint("/v1/notifications/email", &body);
+    let key = idempotency_key(&headers, None, "/v1/notifications/email", &body)?;
     state
-        .once(
-            &tenant,
-            1,
-            key,
-            fingerprint,
-            state.queue_one(Event::Email(event)),
-        )
+        .accept(&tenant, key, Submission::One(Event::Email(event)))
         .await
 }
 
@@ -338,16 +224,9 @@ pub async fn send_audit(
 ) -> Result<Response, ApiError> {
     bind_tenant(&mut body, &tenant)?;
     let event = AuditEvent::parse(&body)?;
-    let key = idempotency_key(&headers, None)?;
-    let fingerprint = fingerprint("/v1/audit/events", &body);
+    let key = idempotency_key(&headers, None, "/v1/audit/events", &body)?;
     state
-        .once(
-            &tenant,
-            1,
-            key,
-            fingerprint,
-            state.queue_one(Event::Audit(event)),
-        )
+        .accept(&tenant, key, Submission::One(Event::Audit(event)))
         .await
 }
 
@@ -418,51 +297,9 @@ pub async fn send_batch(
         }
     }
     let events = parse_batch(&body)?;
-    let key = idempotency_key(&headers, None)?;
-    let fingerprint = fingerprint("/v1/batch", &body);
+    let key = idempotency_key(&headers, None, "/v1/batch", &body)?;
     // The parsed events are all that is needed from here on: free the document now, not
     // after the broker has confirmed every event.
     drop(body);
-    let count = events.len();
-    state
-        .once(&tenant, count, key, fingerprint, state.queue_batch(events))
-        .await
-}
-
-impl AppState {
-    /// Queues every event of a batch; returns once all are durable.
-    async fn queue_batch(&self, events: Vec<Event>) -> Result<BatchAccepted, ApiError> {
-        let kinds: Vec<EventKind> = events.iter().map(Event::kind).collect();
-        let envelopes: Vec<Envelope> = events.into_iter().map(Envelope::new).collect();
-        let publications = envelopes.iter().map(|e| self.publication(e)).collect();
-        let results = self.broker.publish_all(publications).await;
-        for ((kind, result), envelope) in kinds.iter().zip(&results).zip(&envelopes) {
-            self.record_publish(*kind, result);
-            if result.is_ok() {
-                self.ledger.accepted(envelope);
-            }
-        }
-        if let Some(error) = results.iter().find_map(|r| r.as_ref().err()) {
-            let details = envelopes
-                .iter()
-                .zip(&results)
-                .enumerate()
-                .map(|(index, (envelope, result))| match result {
-                    Ok(()) => json!({"index": index, "id": envelope.id, "status": "queued"}),
-                    Err(e) => {
-                        json!({"index": index, "status": "rejected", "message": e.to_string()})
-                    }
-                })
-                .collect();
-            return Err(self.unavailable(error, details));
-        }
-        let results = envelopes
-            .iter()
-            .map(|e| Accepted {
-                id: e.id,
-                status: "queued",
-            })
-            .collect();
-        Ok(BatchAccepted { results })
-    }
+    state.accept(&tenant, key, Submission::Batch(events)).await
 }

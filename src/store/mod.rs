@@ -60,11 +60,24 @@ pub struct StoredKey {
     pub revoked: bool,
 }
 
+/// The events an idempotency key stands for: bound to the key before they are published,
+/// so that every attempt with the key publishes the same envelopes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyBinding {
+    /// The events' ids, in the order sent.
+    pub event_ids: Vec<String>,
+    /// When they were accepted (the envelopes' `createdAt`).
+    pub accepted_at: DateTime<Utc>,
+}
+
 /// What claiming an idempotency key found.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Claim {
-    /// The key was free (or had expired): this request owns it now.
+    /// The key was free (or had expired): this request owns it now, with its binding.
     Claimed,
+    /// An earlier request with the key did not see its events confirmed (or its process
+    /// died): this request owns it now and publishes the same events again.
+    Resumed(KeyBinding),
     /// Another request holds the key.
     Held {
         /// Its fingerprint, to tell a repeat from a different request.
@@ -85,8 +98,14 @@ pub struct LedgerNotification {
     pub tenant_id: String,
     /// `chat`, `push`, `email` or `audit`.
     pub kind: String,
-    /// `queued`, `processing`, `delivered`, `partially_delivered`, `failed` or `expired`.
+    /// `queued`, `processing`, `delivered`, `partially_delivered`, `failed`, `expired`,
+    /// `undeliverable` (no recipient had anywhere to receive it) or `rejected` (not an
+    /// event Herald may act on, such as one for a tenant that does not exist).
     pub status: String,
+    /// Why the event as a whole ended as it did, when it did not reach its recipients
+    /// (`unknown tenant`, the last error of a failed event).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
     /// When it was accepted.
     pub created_at: DateTime<Utc>,
     /// When its status last changed.
@@ -107,7 +126,7 @@ pub struct LedgerDelivery {
     pub channel: String,
     /// Where it goes (an address, a device token), or empty until known.
     pub target: String,
-    /// `queued`, `delivered`, `failed` or `expired`.
+    /// `queued`, `delivered`, `failed`, `expired`, `undeliverable` or `rejected`.
     pub status: String,
     /// Handler attempts so far.
     pub attempts: u32,
@@ -260,14 +279,18 @@ pub trait Store: TemplateStore + ProviderStore + DeviceStore + RealtimeStore + S
     /// The key with this id, to check a presented key against.
     async fn api_key(&self, key_id: &str) -> Result<Option<StoredKey>, StoreError>;
 
-    /// Claims an idempotency key for a request with `fingerprint`; a claim older than
-    /// `expired_before` is taken over as if free.
+    /// Claims an idempotency key for a request with `fingerprint`, binding it to
+    /// `binding`; a claim older than `expired_before` is taken over as if free. A claim
+    /// whose events were not confirmed, or whose request started before `stale_before`
+    /// and never answered, is resumed with its own binding.
     async fn claim_idempotency_key(
         &self,
         tenant: &TenantId,
         key: &str,
         fingerprint: &[u8],
+        binding: &KeyBinding,
         expired_before: DateTime<Utc>,
+        stale_before: DateTime<Utc>,
     ) -> Result<Claim, StoreError>;
 
     /// Records the answer of the request that claimed the key.
@@ -279,9 +302,13 @@ pub trait Store: TemplateStore + ProviderStore + DeviceStore + RealtimeStore + S
         response: &str,
     ) -> Result<(), StoreError>;
 
-    /// Gives a claimed key up (its request failed), so that a retry may claim it.
-    async fn release_idempotency_key(&self, tenant: &TenantId, key: &str)
-    -> Result<(), StoreError>;
+    /// Marks a claimed key's events as not confirmed, so that a repeat publishes them
+    /// again; keeps the binding.
+    async fn unconfirm_idempotency_key(
+        &self,
+        tenant: &TenantId,
+        key: &str,
+    ) -> Result<(), StoreError>;
 
     /// Writes ledger records in one transaction.
     async fn write_ledger(&self, records: &[LedgerRecord]) -> Result<(), StoreError>;

@@ -2,8 +2,8 @@
 //! macro instantiated per database, since the SQL is the same.
 
 use super::{
-    ApiKeyInfo, AuditQuery, AuditRecord, Claim, LedgerDelivery, LedgerNotification, LedgerRecord,
-    NewAuditRecord, Store, StoreError, StoredKey, Tenant,
+    ApiKeyInfo, AuditQuery, AuditRecord, Claim, KeyBinding, LedgerDelivery, LedgerNotification,
+    LedgerRecord, NewAuditRecord, Store, StoreError, StoredKey, Tenant,
 };
 use crate::audit::chain;
 use crate::domain::TenantId;
@@ -90,10 +90,14 @@ fn is_unique_violation(e: &sqlx::Error) -> bool {
         .is_some_and(|d| d.is_unique_violation())
 }
 
+/// The status of an idempotency key whose events were not confirmed: what the send was
+/// answered, and the mark that a repeat publishes them again.
+const UNCONFIRMED: u16 = 503;
+
 /// Rows per multi-row audit statement: 13 parameters each.
 const AUDIT_ROWS_PER_STATEMENT: usize = 1000;
 
-/// Rows per multi-row ledger statement: 8 parameters each, well under both databases'
+/// Rows per multi-row ledger statement: 9 parameters at most, well under both databases'
 /// parameter limits.
 const LEDGER_ROWS_PER_STATEMENT: usize = 1000;
 
@@ -303,7 +307,9 @@ macro_rules! sql_store {
                 tenant: &TenantId,
                 key: &str,
                 fingerprint: &[u8],
+                binding: &KeyBinding,
                 expired_before: DateTime<Utc>,
+                stale_before: DateTime<Utc>,
             ) -> Result<Claim, StoreError> {
                 // An expired claim is removed first, so that the insert below can win.
                 sqlx::query("DELETE FROM idempotency_keys WHERE tenant_id = $1 AND key = $2 AND created_at < $3")
@@ -312,13 +318,17 @@ macro_rules! sql_store {
                     .bind(expired_before)
                     .execute(&self.writer)
                     .await?;
+                let event_ids = serde_json::to_string(&binding.event_ids).expect("ids serialize");
                 let inserted = sqlx::query(
-                    "INSERT INTO idempotency_keys (tenant_id, key, fingerprint, created_at) \
-                     VALUES ($1, $2, $3, $4) ON CONFLICT (tenant_id, key) DO NOTHING",
+                    "INSERT INTO idempotency_keys \
+                     (tenant_id, key, fingerprint, event_ids, accepted_at, claimed_at, created_at) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $6) ON CONFLICT (tenant_id, key) DO NOTHING",
                 )
                 .bind(tenant.as_str())
                 .bind(key)
                 .bind(fingerprint)
+                .bind(&event_ids)
+                .bind(binding.accepted_at)
                 .bind(now())
                 .execute(&self.writer)
                 .await?
@@ -327,23 +337,57 @@ macro_rules! sql_store {
                     return Ok(Claim::Claimed);
                 }
                 let row = sqlx::query(
-                    "SELECT fingerprint, status, response FROM idempotency_keys WHERE tenant_id = $1 AND key = $2",
+                    "SELECT fingerprint, status, response, event_ids, accepted_at FROM idempotency_keys \
+                     WHERE tenant_id = $1 AND key = $2",
                 )
                 .bind(tenant.as_str())
                 .bind(key)
                 .fetch_optional(&self.writer)
                 .await?;
                 let Some(row) = row else {
-                    // Released between our insert and our read: the caller tries again.
+                    // Expired between our insert and our read: the caller tries again.
                     return Ok(Claim::Held {
                         fingerprint: fingerprint.to_vec(),
                         response: None,
                     });
                 };
+                let held: Vec<u8> = row.try_get("fingerprint")?;
                 let status: Option<i32> = row.try_get("status")?;
                 let response: Option<String> = row.try_get("response")?;
+                if held == fingerprint && status.is_none_or(|s| s == i32::from(UNCONFIRMED)) {
+                    // Taken over only if it is still unconfirmed or stale: of several
+                    // repeats, one wins the update.
+                    let taken = sqlx::query(
+                        "UPDATE idempotency_keys SET status = NULL, claimed_at = $1 \
+                         WHERE tenant_id = $2 AND key = $3 \
+                           AND (status = $4 OR (status IS NULL AND claimed_at < $5))",
+                    )
+                    .bind(now())
+                    .bind(tenant.as_str())
+                    .bind(key)
+                    .bind(i32::from(UNCONFIRMED))
+                    .bind(stale_before)
+                    .execute(&self.writer)
+                    .await?
+                    .rows_affected();
+                    if taken == 1 {
+                        let ids: Option<String> = row.try_get("event_ids")?;
+                        let accepted_at: Option<DateTime<Utc>> = row.try_get("accepted_at")?;
+                        let ids = ids
+                            .map(|ids| serde_json::from_str(&ids))
+                            .transpose()
+                            .map_err(|e| StoreError::Corrupt(format!("idempotency key's event ids: {e}")))?;
+                        return Ok(match ids.zip(accepted_at) {
+                            Some((event_ids, accepted_at)) => Claim::Resumed(KeyBinding { event_ids, accepted_at }),
+                            // Claimed before keys were bound to events: its events are
+                            // unknown, so this request sends its own.
+                            None => Claim::Claimed,
+                        });
+                    }
+                    return Ok(Claim::Held { fingerprint: held, response: None });
+                }
                 Ok(Claim::Held {
-                    fingerprint: row.try_get("fingerprint")?,
+                    fingerprint: held,
                     response: status.zip(response).map(|(s, r)| (s as u16, r)),
                 })
             }
@@ -365,8 +409,9 @@ macro_rules! sql_store {
                 Ok(())
             }
 
-            async fn release_idempotency_key(&self, tenant: &TenantId, key: &str) -> Result<(), StoreError> {
-                sqlx::query("DELETE FROM idempotency_keys WHERE tenant_id = $1 AND key = $2 AND status IS NULL")
+            async fn unconfirm_idempotency_key(&self, tenant: &TenantId, key: &str) -> Result<(), StoreError> {
+                sqlx::query("UPDATE idempotency_keys SET status = $1 WHERE tenant_id = $2 AND key = $3 AND status IS NULL")
+                    .bind(i32::from(UNCONFIRMED))
                     .bind(tenant.as_str())
                     .bind(key)
                     .execute(&self.writer)
@@ -381,20 +426,22 @@ macro_rules! sql_store {
                 for replace in [false, true] {
                     let (notifications, deliveries) = latest_ledger_rows(records, replace);
                     let conflict = if replace {
-                        " ON CONFLICT (id) DO UPDATE SET status = excluded.status, updated_at = excluded.updated_at, \
+                        " ON CONFLICT (id) DO UPDATE SET status = excluded.status, reason = excluded.reason, \
+                         updated_at = excluded.updated_at, \
                          template = COALESCE(excluded.template, notifications.template)"
                     } else {
                         " ON CONFLICT (id) DO NOTHING"
                     };
                     for chunk in notifications.chunks(LEDGER_ROWS_PER_STATEMENT) {
                         let mut insert = QueryBuilder::<$db>::new(
-                            "INSERT INTO notifications (id, tenant_id, kind, status, created_at, updated_at, template) ",
+                            "INSERT INTO notifications (id, tenant_id, kind, status, reason, created_at, updated_at, template) ",
                         );
                         insert.push_values(chunk, |mut row, n| {
                             row.push_bind(n.id.clone())
                                 .push_bind(n.tenant_id.clone())
                                 .push_bind(n.kind.clone())
                                 .push_bind(n.status.clone())
+                                .push_bind(n.reason.clone())
                                 .push_bind(n.created_at)
                                 .push_bind(n.updated_at)
                                 .push_bind(n.template.as_ref().map(|t| {
@@ -442,7 +489,7 @@ macro_rules! sql_store {
                 id: &str,
             ) -> Result<Option<(LedgerNotification, Vec<LedgerDelivery>)>, StoreError> {
                 let row = sqlx::query(
-                    "SELECT id, tenant_id, kind, status, created_at, updated_at, template FROM notifications \
+                    "SELECT id, tenant_id, kind, status, reason, created_at, updated_at, template FROM notifications \
                      WHERE id = $1 AND tenant_id = $2",
                 )
                 .bind(id)
@@ -455,6 +502,7 @@ macro_rules! sql_store {
                     tenant_id: row.try_get("tenant_id")?,
                     kind: row.try_get("kind")?,
                     status: row.try_get("status")?,
+                    reason: row.try_get("reason")?,
                     created_at: row.try_get("created_at")?,
                     updated_at: row.try_get("updated_at")?,
                     template: row

@@ -30,10 +30,17 @@ pub enum AuthError {
     Store(#[from] StoreError),
 }
 
+/// How long a tenant found missing is taken as missing without asking again: short, so
+/// that a tenant created after its first events were rejected is served at once.
+const MISSING_TTL: Duration = Duration::from_secs(1);
+
 /// Tenants, keys, and the key cache.
 pub struct Tenancy {
     store: Arc<dyn Store>,
     cache: Mutex<HashMap<String, (StoredKey, Instant)>>,
+    /// Tenants known to exist (tenants are never deleted, so it holds), and those found
+    /// missing, with when: the worker pools ask for every event.
+    known: Mutex<HashMap<TenantId, Option<Instant>>>,
 }
 
 impl Tenancy {
@@ -42,7 +49,32 @@ impl Tenancy {
         Tenancy {
             store,
             cache: Mutex::new(HashMap::new()),
+            known: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// Whether `tenant` exists; answered from memory for tenants seen before.
+    pub async fn exists(&self, tenant: &TenantId) -> Result<bool, StoreError> {
+        let cached = self
+            .known
+            .lock()
+            .expect("tenant cache lock poisoned")
+            .get(tenant)
+            .copied();
+        match cached {
+            Some(None) => return Ok(true),
+            Some(Some(missing_since)) if missing_since.elapsed() < MISSING_TTL => {
+                return Ok(false);
+            }
+            _ => {}
+        }
+        let exists = self.store.tenant(tenant).await?.is_some();
+        let mut known = self.known.lock().expect("tenant cache lock poisoned");
+        if known.len() >= CACHE_LIMIT {
+            known.clear();
+        }
+        known.insert(tenant.clone(), (!exists).then(Instant::now));
+        Ok(exists)
     }
 
     /// The store underneath.

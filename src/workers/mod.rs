@@ -1,6 +1,10 @@
 //! Worker pools: per queue, consume with bounded concurrency, hand each message to its
 //! handler, and settle it by its one [`Outcome`] only after the outcome is recorded.
 //!
+//! Before a handler sees an event, the pool checks that its tenant exists (an event for
+//! an unknown tenant is rejected: nothing sent, nothing stored), and a handler that
+//! panics is caught: its message is retried like any transient failure.
+//!
 //! [`WorkerPool::process`] handles one delivery start to finish and is what tests step;
 //! [`WorkerPool::run`] is the loop around it, with shutdown that stops taking work and
 //! drains what is in flight.
@@ -13,11 +17,14 @@ pub use outcome::{DeliveryOutcome, Outcome, RenderedFrom, Report};
 
 use crate::broker::{Broker, BrokerError, DeadLetterReason, Delivery, QueueSpec};
 use crate::domain::{Envelope, EnvelopeError, WireProperties};
-use crate::ledger::Ledger;
+use crate::ledger::{Ledger, Rejection};
 use crate::shutdown::Shutdown;
 use crate::telemetry::{Metrics, QueueLabels, QueueOutcomeLabels};
+use crate::tenants::Tenancy;
 use async_trait::async_trait;
 use chrono::Utc;
+use futures_util::FutureExt;
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::Semaphore;
@@ -48,6 +55,7 @@ pub struct WorkerPool {
     metrics: Arc<Metrics>,
     handler_timeout: Duration,
     ledger: Option<Ledger>,
+    tenancy: Option<Arc<Tenancy>>,
 }
 
 impl WorkerPool {
@@ -66,12 +74,19 @@ impl WorkerPool {
             metrics,
             handler_timeout,
             ledger: None,
+            tenancy: None,
         }
     }
 
     /// Records every outcome in `ledger` before settling.
     pub fn with_ledger(mut self, ledger: Ledger) -> Self {
         self.ledger = Some(ledger);
+        self
+    }
+
+    /// Rejects events whose tenant `tenancy` does not know.
+    pub fn with_tenancy(mut self, tenancy: Arc<Tenancy>) -> Self {
+        self.tenancy = Some(tenancy);
         self
     }
 
@@ -106,12 +121,15 @@ impl WorkerPool {
                 match delivery {
                     Some(Ok(delivery)) => {
                         let pool = self.clone();
-                        // Read here, once: the order key comes from the envelope.
+                        // Read here, once: the order key comes from the envelope. Copies
+                        // of an event that may have been published twice go one after the
+                        // other, so that the second finds what the first did.
                         let envelope = read(&delivery);
-                        let key = envelope
-                            .as_ref()
-                            .ok()
-                            .and_then(|e| self.handler.order_key(e));
+                        let key = envelope.as_ref().ok().and_then(|e| {
+                            self.handler
+                                .order_key(e)
+                                .or_else(|| e.deduplicate.then(|| e.id.to_string()))
+                        });
                         let (before, done) = ordering.next(key);
                         in_flight.spawn(async move {
                             if let Some(before) = before {
@@ -163,23 +181,44 @@ impl WorkerPool {
         envelope: Result<Envelope, EnvelopeError>,
     ) -> Outcome {
         let started = Instant::now();
-        let (outcome, failure) = match envelope {
+        // The attempt as the ledger and the handler count it: every attempt, including
+        // those before the message was replayed from its dead-letter queue.
+        let attempt = delivery.earlier_attempts.saturating_add(delivery.attempt);
+        let outcome = match envelope {
             Ok(envelope) => {
-                let (envelope, outcome) = self.decide(envelope, delivery.attempt).await;
-                let outcome = self.within_attempts(outcome, delivery.attempt);
-                // Recorded before the message is settled: a crash in between repeats the
-                // attempt, never loses its outcome.
-                if let Some(ledger) = &self.ledger {
-                    ledger.outcome(&envelope, delivery.attempt, &outcome).await;
+                let span = tracing::Span::current();
+                span.record("id", tracing::field::display(envelope.id));
+                span.record(
+                    "tenant",
+                    tracing::field::display(envelope.event.tenant_id()),
+                );
+                match self.tenant_known(&envelope.event).await {
+                    Ok(true) => {
+                        let outcome = self.decide(&envelope, attempt).await;
+                        let outcome = self.within_attempts(outcome, delivery.attempt);
+                        // Recorded before the message is settled: a crash in between
+                        // repeats the attempt, never loses its outcome.
+                        if let Some(ledger) = &self.ledger {
+                            ledger.outcome(&envelope, attempt, &outcome).await;
+                        }
+                        outcome
+                    }
+                    // Nothing is stored for a tenant that does not exist, the ledger
+                    // included: no one could read it.
+                    Ok(false) => {
+                        tracing::warn!("event for an unknown tenant; rejected");
+                        Outcome::Rejected {
+                            reason: format!("unknown tenant '{}'", envelope.event.tenant_id()),
+                        }
+                    }
+                    Err(e) => Outcome::retry(format!("checking the tenant: {e}")),
                 }
-                (outcome, DeadLetterReason::Failed)
             }
             Err(e) => {
                 tracing::warn!(error = %e, "unreadable message");
-                (
-                    Outcome::failed(format!("unreadable message: {e}")),
-                    DeadLetterReason::Rejected,
-                )
+                let reason = format!("unreadable message: {e}");
+                self.record_rejection(&e, &reason).await;
+                Outcome::Rejected { reason }
             }
         };
         self.metrics
@@ -195,7 +234,7 @@ impl WorkerPool {
                 queue: self.spec.configured_name.clone(),
             })
             .observe(started.elapsed().as_secs_f64());
-        if let Err(e) = self.settle(delivery, &outcome, failure).await {
+        if let Err(e) = self.settle(delivery, &outcome).await {
             // The broker will deliver the message again; the handler must be idempotent.
             match e {
                 BrokerError::LeaseLost(_) => tracing::warn!(error = %e, "settling failed"),
@@ -207,27 +246,70 @@ impl WorkerPool {
         outcome
     }
 
-    /// Runs the handler on the envelope, bounded by the handler timeout.
-    async fn decide(&self, envelope: Envelope, attempt: u32) -> (Envelope, Outcome) {
-        let span = tracing::Span::current();
-        span.record("id", tracing::field::display(envelope.id));
-        span.record(
-            "tenant",
-            tracing::field::display(envelope.event.tenant_id()),
-        );
+    /// Whether the event's tenant exists (always, without a tenancy to ask).
+    async fn tenant_known(
+        &self,
+        event: &crate::domain::Event,
+    ) -> Result<bool, crate::store::StoreError> {
+        match &self.tenancy {
+            Some(tenancy) => tenancy.exists(event.tenant_id()).await,
+            None => Ok(true),
+        }
+    }
+
+    /// Records an unreadable message in its tenant's ledger, when it names a tenant that
+    /// exists, so that its publisher can see why it went nowhere.
+    async fn record_rejection(&self, error: &EnvelopeError, reason: &str) {
+        let EnvelopeError::InvalidPayload {
+            kind,
+            id,
+            tenant: Some(tenant),
+            created_at,
+            ..
+        } = error
+        else {
+            return;
+        };
+        let Some(ledger) = &self.ledger else { return };
+        let rejection = Rejection {
+            id: *id,
+            tenant: tenant.clone(),
+            kind: *kind,
+            created_at: *created_at,
+        };
+        let known = match &self.tenancy {
+            Some(tenancy) => tenancy.exists(tenant).await.unwrap_or(false),
+            None => true,
+        };
+        if known {
+            ledger.rejected(&rejection, reason).await;
+        }
+    }
+
+    /// Runs the handler on the envelope, bounded by the handler timeout; a panic in the
+    /// handler is a transient failure.
+    async fn decide(&self, envelope: &Envelope, attempt: u32) -> Outcome {
         let age = Utc::now().signed_duration_since(envelope.created_at);
         if age.to_std().is_ok_and(|age| age > self.spec.message_ttl) {
-            return (envelope, Outcome::Expired);
+            return Outcome::Expired;
         }
-        let handled = self.handler.handle(&envelope, attempt);
-        let outcome = match tokio::time::timeout(self.handler_timeout, handled).await {
-            Ok(outcome) => outcome,
+        let handled = AssertUnwindSafe(self.handler.handle(envelope, attempt)).catch_unwind();
+        match tokio::time::timeout(self.handler_timeout, handled).await {
+            Ok(Ok(outcome)) => outcome,
+            Ok(Err(panic)) => {
+                let message = panic
+                    .downcast_ref::<&str>()
+                    .map(|s| (*s).to_owned())
+                    .or_else(|| panic.downcast_ref::<String>().cloned())
+                    .unwrap_or_else(|| "no message".to_owned());
+                tracing::error!(id = %envelope.id, panic = %message, "the handler panicked; the message will be retried");
+                Outcome::retry(format!("the handler panicked: {message}"))
+            }
             Err(_) => Outcome::retry(format!(
                 "the handler took longer than {:?}",
                 self.handler_timeout
             )),
-        };
-        (envelope, outcome)
+        }
     }
 
     /// A retry on the last allowed attempt becomes a final failure.
@@ -247,18 +329,17 @@ impl WorkerPool {
         }
     }
 
-    /// Settles by the outcome; a failure is dead-lettered with `failure` as its reason.
-    async fn settle(
-        &self,
-        delivery: Delivery,
-        outcome: &Outcome,
-        failure: DeadLetterReason,
-    ) -> Result<(), BrokerError> {
+    /// Settles by the outcome.
+    async fn settle(&self, delivery: Delivery, outcome: &Outcome) -> Result<(), BrokerError> {
         match outcome {
             Outcome::PerDelivery(report) => {
-                Box::pin(self.settle(delivery, &report.settlement(), failure)).await
+                Box::pin(self.settle(delivery, &report.settlement())).await
             }
             Outcome::Delivered => delivery.ack().await,
+            Outcome::Undeliverable { reason } => {
+                tracing::info!(reason = %reason, "nothing to deliver to");
+                delivery.ack().await
+            }
             Outcome::Retry { error, after } => {
                 let delay = after.unwrap_or_else(|| self.spec.retry_delay(delivery.attempt + 1));
                 tracing::info!(error = %error, ?delay, "retrying later");
@@ -266,7 +347,14 @@ impl WorkerPool {
             }
             Outcome::Failed { error } => {
                 tracing::warn!(error = %error, "failed for good; dead-lettered");
-                delivery.dead_letter(failure, Some(error)).await
+                delivery
+                    .dead_letter(DeadLetterReason::Failed, Some(error))
+                    .await
+            }
+            Outcome::Rejected { reason } => {
+                delivery
+                    .dead_letter(DeadLetterReason::Rejected, Some(reason))
+                    .await
             }
             Outcome::Expired => {
                 tracing::warn!("expired; dead-lettered");

@@ -23,6 +23,19 @@ pub enum Outcome {
     },
     /// Too old to deliver: dead-lettered as expired.
     Expired,
+    /// Not an event Herald may act on (its tenant does not exist, say): dead-lettered as
+    /// rejected, with nothing sent and nothing stored.
+    Rejected {
+        /// Why.
+        reason: String,
+    },
+    /// Nothing to deliver to (a recipient without a device for the platform): a final
+    /// state of its own, acknowledged rather than dead-lettered, since no replay would
+    /// change it.
+    Undeliverable {
+        /// Why.
+        reason: String,
+    },
     /// The event went to several targets (one email per recipient, one push per device)
     /// with an outcome each; the message is settled by [`Report::settlement`].
     PerDelivery(Report),
@@ -47,7 +60,7 @@ pub struct DeliveryOutcome {
     pub recipient: String,
     /// Where it went: an address, a device token.
     pub target: String,
-    /// Delivered, retry or failed (never `PerDelivery`).
+    /// Delivered, retry, failed or undeliverable (never `PerDelivery`).
     pub outcome: Outcome,
     /// The attempt that produced this outcome.
     pub attempt: u32,
@@ -57,8 +70,9 @@ pub struct DeliveryOutcome {
 
 impl Report {
     /// How the message as a whole is settled: retried while any delivery waits for a
-    /// retry (only those are attempted again), dead-lettered when every delivery failed
-    /// for good, acknowledged otherwise: the ledger keeps each delivery's fate.
+    /// retry (only those are attempted again), dead-lettered when some failed for good
+    /// and none was delivered, acknowledged otherwise (undeliverable recipients included:
+    /// no replay would change them): the ledger keeps each delivery's fate.
     pub fn settlement(&self) -> Outcome {
         let errors = |wanted: fn(&Outcome) -> bool| {
             self.deliveries
@@ -87,14 +101,33 @@ impl Report {
                 after: retrying.into_iter().flatten().max(),
             };
         }
-        let all_failed = !self.deliveries.is_empty()
-            && self
-                .deliveries
-                .iter()
-                .all(|d| matches!(d.outcome, Outcome::Failed { .. }));
-        if all_failed {
+        // Dead-lettered when something failed and nothing reached anyone: a replay may
+        // then help. Undeliverable recipients stay as they are either way.
+        let any_failed = self
+            .deliveries
+            .iter()
+            .any(|d| matches!(d.outcome, Outcome::Failed { .. }));
+        let none_delivered = !self
+            .deliveries
+            .iter()
+            .any(|d| matches!(d.outcome, Outcome::Delivered));
+        if any_failed && none_delivered {
             Outcome::Failed {
                 error: errors(|o| matches!(o, Outcome::Failed { .. })),
+            }
+        } else if none_delivered && !self.deliveries.is_empty() {
+            Outcome::Undeliverable {
+                reason: self
+                    .deliveries
+                    .iter()
+                    .filter_map(|d| match &d.outcome {
+                        Outcome::Undeliverable { reason } => {
+                            Some(format!("{}: {reason}", d.recipient))
+                        }
+                        _ => None,
+                    })
+                    .collect::<Vec<_>>()
+                    .join("; "),
             }
         } else {
             Outcome::Delivered
@@ -112,11 +145,13 @@ impl Report {
         let delivered = count(|o| matches!(o, Outcome::Delivered));
         let waiting = count(|o| matches!(o, Outcome::Retry { .. }));
         let failed = count(|o| matches!(o, Outcome::Failed { .. }));
-        match (delivered, waiting, failed) {
-            (_, 0, 0) => "delivered",
-            (0, 0, _) => "failed",
-            (_, 0, _) => "partially_delivered",
-            (0, _, _) => "queued",
+        let undeliverable = count(|o| matches!(o, Outcome::Undeliverable { .. }));
+        match (delivered, waiting, failed, undeliverable) {
+            (_, 0, 0, 0) => "delivered",
+            (0, 0, 0, _) => "undeliverable",
+            (0, 0, _, _) => "failed",
+            (_, 0, _, _) => "partially_delivered",
+            (0, _, _, _) => "queued",
             _ => "processing",
         }
     }
@@ -138,6 +173,13 @@ impl Outcome {
         }
     }
 
+    /// A recipient with nothing to deliver to.
+    pub fn undeliverable(reason: impl std::fmt::Display) -> Self {
+        Outcome::Undeliverable {
+            reason: reason.to_string(),
+        }
+    }
+
     /// A short label for metrics and logs.
     pub fn label(&self) -> &'static str {
         match self {
@@ -145,6 +187,8 @@ impl Outcome {
             Outcome::Retry { .. } => "retry",
             Outcome::Failed { .. } => "failed",
             Outcome::Expired => "expired",
+            Outcome::Rejected { .. } => "rejected",
+            Outcome::Undeliverable { .. } => "undeliverable",
             Outcome::PerDelivery(report) => report.settlement().label(),
         }
     }

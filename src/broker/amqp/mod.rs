@@ -4,18 +4,23 @@
 //! many unconfirmed messages at once, and each publish awaits its own confirmation, so
 //! that a send is answered 202 only once RabbitMQ has the message on disk. Messages are
 //! published `mandatory`, so one that no queue would take comes back as an error instead
-//! of vanishing.
+//! of vanishing. While RabbitMQ has blocked publishing (a memory or disk alarm), a
+//! publish is refused at once rather than left waiting for a confirmation that cannot come.
 //!
-//! lapin's automatic recovery reconnects and replays the topology after a network failure.
-//! Should that recovery stall (it can, when the broker resets the socket and closes the
-//! connection at the same moment), a watchdog opens a fresh connection after
+//! Herald starts whether or not RabbitMQ answers: a supervisor connects, logging each
+//! failed attempt and the wait before the next, and until it succeeds every publish and
+//! consume is refused as unavailable (sends answer 503, health says why). lapin's
+//! automatic recovery reconnects and replays the topology after a network failure; should
+//! that recovery stall or give up (it can, when the broker resets the socket and closes
+//! the connection at the same moment), the supervisor opens a fresh connection after
 //! [`STALLED_RECOVERY`]; publisher channels and consumers notice the new generation and
 //! move over to it.
 //!
-//! Retries are not requeues: a retried message is republished (confirmed) to a retry queue
-//! whose TTL dead-letters it back onto the work queue after the delay, with its attempt
-//! count in a header, and only then acknowledged. A final failure is republished to the
-//! dead-letter queue with its reason and last error in headers.
+//! Retries are not requeues: a retried message is republished (confirmed) to a backoff
+//! queue of its delay, with its attempt count and the time it is due in headers, and only
+//! then acknowledged; the queue's consumers hold it until it is due (see [`consumer`]). A
+//! final failure is republished to the dead-letter queue with its reason and last error in
+//! headers.
 
 mod consumer;
 pub mod topology;
@@ -27,7 +32,8 @@ use super::{
 use crate::config::{RabbitMqSettings, redact_url};
 use async_trait::async_trait;
 use lapin::options::{
-    BasicGetOptions, BasicPublishOptions, ConfirmSelectOptions, QueueDeclareOptions,
+    BasicGetOptions, BasicNackOptions, BasicPublishOptions, ConfirmSelectOptions,
+    QueueDeclareOptions,
 };
 use lapin::types::{AMQPValue, FieldTable};
 use lapin::{BasicProperties, Channel, Confirmation, Connection, ConnectionProperties};
@@ -41,18 +47,34 @@ pub use topology::QueueType;
 
 /// Header: how many times handlers have failed with this message.
 pub const ATTEMPTS_HEADER: &str = "x-herald-attempts";
+/// Header: attempts made before the message was last replayed from its dead-letter queue.
+pub const EARLIER_ATTEMPTS_HEADER: &str = "x-herald-earlier-attempts";
 /// Header: why the message was dead-lettered.
 pub const REASON_HEADER: &str = "x-herald-reason";
 /// Header: the last handler error.
 pub const LAST_ERROR_HEADER: &str = "x-herald-last-error";
+/// Header: when a retried message is due (milliseconds since the epoch).
+pub const DUE_HEADER: &str = "x-herald-due";
+/// Header: the routing key a message was first published with. Retry and dead-letter
+/// hops go through the default exchange, which replaces the routing key with a queue name.
+pub const ROUTING_KEY_HEADER: &str = "x-herald-routing-key";
+/// Header: the replay that put a dead letter back, so that one replay takes each once.
+const REPLAY_HEADER: &str = "x-herald-replay";
 
-/// How long the connection may stay down before the watchdog replaces it.
+/// How long the connection may stay down before the supervisor replaces it.
 pub const STALLED_RECOVERY: Duration = Duration::from_secs(10);
+
+/// How long a send's publish is followed for its confirmation after its request was
+/// answered 503 (the confirmation then records the event as accepted after all).
+const LATE_CONFIRM_LIMIT: Duration = Duration::from_secs(120);
+
+/// How long one attempt to connect may take before it counts as failed.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// A publisher channel and the connection generation it belongs to.
 struct PublisherSlot {
     generation: u64,
-    channel: Channel,
+    channel: Option<Channel>,
 }
 
 struct Inner {
@@ -60,8 +82,11 @@ struct Inner {
     url_for_logs: String,
     queue_type: QueueType,
     topology: Topology,
-    /// The live connection; the watchdog swaps in a new one if recovery stalls.
-    connection: std::sync::RwLock<Arc<Connection>>,
+    /// The live connection, once there is one; the supervisor swaps in a new one if
+    /// recovery stalls.
+    connection: std::sync::RwLock<Option<Arc<Connection>>>,
+    /// Why there is no usable connection, while there is none.
+    trouble: std::sync::Mutex<Option<String>>,
     /// Bumped whenever the connection is replaced.
     generation: watch::Sender<u64>,
     /// Confirm-mode channels; a broken or outdated one is replaced on its next use.
@@ -87,14 +112,21 @@ async fn open(
     let properties = ConnectionProperties::default()
         .with_connection_name("herald".into())
         .enable_auto_recover()
-        // Keep trying for as long as the broker is away; sends answer 503 meanwhile.
+        // A few quick tries of lapin's own; a longer outage is the supervisor's, which
+        // logs it and opens a fresh connection (lapin would retry silently, forever).
         .configure_backoff(|b| {
             b.with_min_delay(Duration::from_millis(200))
-                .with_max_delay(Duration::from_secs(5))
-                .without_max_times()
+                .with_max_delay(Duration::from_secs(2))
+                .with_max_times(4)
         });
-    let connection = Connection::connect(url, properties)
+    let connecting = Connection::connect(url, properties);
+    let connection = tokio::time::timeout(CONNECT_TIMEOUT, connecting)
         .await
+        .map_err(|_| {
+            BrokerError::Unavailable(format!(
+                "connecting to {url_for_logs}: no answer within {CONNECT_TIMEOUT:?}"
+            ))
+        })?
         .map_err(|e| BrokerError::Unavailable(format!("connecting to {url_for_logs}: {e}")))?;
     let declaring = connection.create_channel().await?;
     topology::declare(&declaring, topology, queue_type).await?;
@@ -103,7 +135,9 @@ async fn open(
 }
 
 impl AmqpBroker {
-    /// Connects, declares the topology and opens the publisher channels.
+    /// Connects and declares the topology. When RabbitMQ does not answer, the broker is
+    /// returned all the same, refusing work, while a supervisor keeps trying; a topology
+    /// RabbitMQ refuses (a queue declared with other arguments) is an error at once.
     pub async fn connect(
         topology: Topology,
         settings: &RabbitMqSettings,
@@ -115,28 +149,40 @@ impl AmqpBroker {
         } else {
             QueueType::Classic
         };
-        let connection = open(
+        let first = open(
             settings.url.expose_secret(),
             &url_for_logs,
             &topology,
             queue_type,
         )
-        .await?;
-        let mut publishers = Vec::with_capacity(settings.confirm_channels);
-        for _ in 0..settings.confirm_channels {
-            publishers.push(Mutex::new(PublisherSlot {
-                generation: 0,
-                channel: confirm_channel(&connection).await?,
-            }));
-        }
-        tracing::info!(url = %url_for_logs, ?queue_type, "connected to RabbitMQ, topology declared");
+        .await;
+        let (connection, trouble) = match first {
+            Ok(connection) => {
+                tracing::info!(url = %url_for_logs, ?queue_type, "connected to RabbitMQ, topology declared");
+                (Some(Arc::new(connection)), None)
+            }
+            Err(e @ BrokerError::Topology { .. }) => return Err(e),
+            Err(e) => {
+                tracing::warn!(error = %e, "RabbitMQ is not reachable; Herald answers 503 until it is");
+                (None, Some(e.to_string()))
+            }
+        };
+        let publishers = (0..settings.confirm_channels.max(1))
+            .map(|_| {
+                Mutex::new(PublisherSlot {
+                    generation: 0,
+                    channel: None,
+                })
+            })
+            .collect();
         let broker = AmqpBroker {
             inner: Arc::new(Inner {
                 url: settings.url.clone(),
                 url_for_logs,
                 queue_type,
                 topology,
-                connection: std::sync::RwLock::new(Arc::new(connection)),
+                connection: std::sync::RwLock::new(connection),
+                trouble: std::sync::Mutex::new(trouble),
                 generation: watch::channel(0).0,
                 publishers,
                 next_publisher: AtomicUsize::new(0),
@@ -144,17 +190,46 @@ impl AmqpBroker {
                 closed: AtomicBool::new(false),
             }),
         };
-        tokio::spawn(watchdog(Arc::downgrade(&broker.inner)));
+        tokio::spawn(supervise(Arc::downgrade(&broker.inner)));
         Ok(broker)
     }
 
-    /// The live connection.
-    fn connection(&self) -> Arc<Connection> {
-        self.inner
+    /// Waits up to `timeout` for a connection: for `herald migrate`, which must say
+    /// whether it prepared the broker rather than wait forever.
+    pub async fn wait_connected(&self, timeout: Duration) -> Result<(), BrokerError> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if self.connection().is_ok() {
+                return Ok(());
+            }
+            if Instant::now() >= deadline {
+                let trouble = self.inner.trouble.lock().expect("never poisoned").clone();
+                return Err(BrokerError::Unavailable(format!(
+                    "RabbitMQ at {} did not accept a connection within {timeout:?}: {}",
+                    self.inner.url_for_logs,
+                    trouble.unwrap_or_else(|| "no answer".into())
+                )));
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    /// The live connection, or why there is none.
+    fn connection(&self) -> Result<Arc<Connection>, BrokerError> {
+        let connection = self
+            .inner
             .connection
             .read()
             .expect("connection lock poisoned")
-            .clone()
+            .clone();
+        connection.ok_or_else(|| {
+            let trouble = self.inner.trouble.lock().expect("never poisoned").clone();
+            BrokerError::Unavailable(format!(
+                "not connected to {}{}",
+                self.inner.url_for_logs,
+                trouble.map(|t| format!(": {t}")).unwrap_or_default()
+            ))
+        })
     }
 
     /// A publisher channel, round robin, reopened if it broke or belongs to a replaced
@@ -164,28 +239,45 @@ impl AmqpBroker {
             self.inner.next_publisher.fetch_add(1, Ordering::Relaxed) % self.inner.publishers.len();
         let generation = *self.inner.generation.borrow();
         let mut slot = self.inner.publishers[index].lock().await;
-        let status = slot.channel.status();
-        let broken = !status.connected() && !status.reconnecting();
-        if slot.generation != generation || broken {
-            let connection = self.connection();
+        let usable = slot.channel.as_ref().is_some_and(|channel| {
+            let status = channel.status();
+            status.connected() || status.reconnecting()
+        });
+        if slot.generation != generation || !usable {
+            let connection = self
+                .connection()
+                .map_err(|e| PublishError::Unavailable(e.to_string()))?;
             if connection.status().connected() {
-                slot.channel = confirm_channel(&connection)
-                    .await
-                    .map_err(|e| PublishError::Unavailable(e.to_string()))?;
+                slot.channel = Some(
+                    confirm_channel(&connection)
+                        .await
+                        .map_err(|e| PublishError::Unavailable(e.to_string()))?,
+                );
                 slot.generation = generation;
             }
         }
-        Ok(slot.channel.clone())
+        slot.channel
+            .clone()
+            .ok_or_else(|| PublishError::Unavailable("RabbitMQ is reconnecting".into()))
     }
 
-    /// Publishes and waits for the broker's confirmation.
+    /// Publishes and waits up to `deadline` for the broker's confirmation. While RabbitMQ
+    /// has blocked publishing, nothing is sent: the answer is at once, and certain.
     pub(crate) async fn publish_confirmed(
         &self,
         exchange: &str,
         routing_key: &str,
         body: &[u8],
         properties: BasicProperties,
+        deadline: Duration,
     ) -> Result<(), PublishError> {
+        if let Ok(connection) = self.connection()
+            && connection.status().blocked()
+        {
+            return Err(PublishError::Blocked(
+                "a RabbitMQ resource alarm is raised".into(),
+            ));
+        }
         let channel = self.publisher().await?;
         let confirmed = async {
             let confirm = channel
@@ -203,7 +295,7 @@ impl AmqpBroker {
                 .await?;
             confirm.await
         };
-        match tokio::time::timeout(self.inner.publish_timeout, confirmed).await {
+        match tokio::time::timeout(deadline, confirmed).await {
             Err(_) => Err(PublishError::Timeout),
             Ok(Err(e)) => Err(PublishError::Unavailable(e.to_string())),
             Ok(Ok(Confirmation::Ack(None))) => Ok(()),
@@ -221,16 +313,42 @@ impl AmqpBroker {
 
     /// A channel for one-off operations, closed after use.
     async fn scratch_channel(&self) -> Result<Channel, BrokerError> {
-        Ok(self.connection().create_channel().await?)
+        Ok(self.connection()?.create_channel().await?)
+    }
+
+    /// How many messages the named queue holds now.
+    async fn message_count(&self, channel: &Channel, queue: &str) -> Result<u64, BrokerError> {
+        // Passive: only look; a missing queue is an error, not a new queue.
+        let queue = channel
+            .queue_declare(
+                queue.into(),
+                QueueDeclareOptions {
+                    passive: true,
+                    ..QueueDeclareOptions::default()
+                },
+                FieldTable::default(),
+            )
+            .await?;
+        Ok(u64::from(queue.message_count()))
     }
 }
 
-/// Replaces the connection when it has been down longer than [`STALLED_RECOVERY`], or is
-/// closed for good, for as long as the broker lives.
-async fn watchdog(inner: std::sync::Weak<Inner>) {
+/// The wait before the supervisor's next look after `failures` failed connects in a row:
+/// a second while all is well, then 1, 2, 4, 8 and at most 15 seconds.
+fn reconnect_wait(failures: u32) -> Duration {
+    const WAITS: [u64; 5] = [1, 2, 4, 8, 15];
+    let index = (failures.max(1) - 1).min(4) as usize;
+    Duration::from_secs(WAITS[index])
+}
+
+/// Keeps a connection for as long as the broker lives: connects when there is none
+/// (logging each failure and the wait before the next attempt), and replaces one that has
+/// been down longer than [`STALLED_RECOVERY`] or is closed for good.
+async fn supervise(inner: std::sync::Weak<Inner>) {
     let mut down_since: Option<Instant> = None;
+    let mut failures: u32 = 0;
     loop {
-        tokio::time::sleep(Duration::from_secs(1)).await;
+        tokio::time::sleep(reconnect_wait(failures)).await;
         let Some(inner) = inner.upgrade() else { return };
         if inner.closed.load(Ordering::Relaxed) {
             return;
@@ -240,15 +358,18 @@ async fn watchdog(inner: std::sync::Weak<Inner>) {
             .read()
             .expect("connection lock poisoned")
             .clone();
-        let status = current.status();
-        if status.connected() {
-            down_since = None;
-            continue;
-        }
-        let since = *down_since.get_or_insert_with(Instant::now);
-        let gone_for_good = status.closed() || status.errored();
-        if !gone_for_good && since.elapsed() < STALLED_RECOVERY {
-            continue;
+        if let Some(current) = &current {
+            let status = current.status();
+            if status.connected() {
+                down_since = None;
+                failures = 0;
+                continue;
+            }
+            let since = *down_since.get_or_insert_with(Instant::now);
+            let gone_for_good = status.closed() || status.errored();
+            if !gone_for_good && since.elapsed() < STALLED_RECOVERY {
+                continue;
+            }
         }
         match open(
             inner.url.expose_secret(),
@@ -259,15 +380,30 @@ async fn watchdog(inner: std::sync::Weak<Inner>) {
         .await
         {
             Ok(fresh) => {
-                *inner.connection.write().expect("connection lock poisoned") = Arc::new(fresh);
+                *inner.connection.write().expect("connection lock poisoned") =
+                    Some(Arc::new(fresh));
+                *inner.trouble.lock().expect("never poisoned") = None;
                 inner.generation.send_modify(|g| *g += 1);
                 down_since = None;
-                tracing::warn!(url = %inner.url_for_logs, "RabbitMQ recovery stalled; opened a new connection");
-                tokio::spawn(async move {
-                    let _ = current.close(200, "replaced".into()).await;
-                });
+                failures = 0;
+                match current {
+                    Some(current) => {
+                        tracing::warn!(url = %inner.url_for_logs, "RabbitMQ recovery stalled; opened a new connection");
+                        tokio::spawn(async move {
+                            let _ = current.close(200, "replaced".into()).await;
+                        });
+                    }
+                    None => {
+                        tracing::info!(url = %inner.url_for_logs, "connected to RabbitMQ, topology declared");
+                    }
+                }
             }
-            Err(e) => tracing::warn!(error = %e, "RabbitMQ is still unreachable"),
+            Err(e) => {
+                failures = failures.saturating_add(1);
+                let next = reconnect_wait(failures);
+                tracing::warn!(error = %e, attempt = failures, retry_in = ?next, "RabbitMQ is unreachable; trying again");
+                *inner.trouble.lock().expect("never poisoned") = Some(e.to_string());
+            }
         }
     }
 }
@@ -298,15 +434,21 @@ pub(crate) fn persistent(message_id: Option<&str>, headers: FieldTable) -> Basic
 }
 
 /// Reads a header as a whole number.
-pub(crate) fn header_u32(headers: Option<&FieldTable>, name: &str) -> Option<u32> {
+pub(crate) fn header_i64(headers: Option<&FieldTable>, name: &str) -> Option<i64> {
     match headers?.inner().get(name)? {
-        AMQPValue::LongLongInt(n) => u32::try_from(*n).ok(),
-        AMQPValue::LongInt(n) => u32::try_from(*n).ok(),
-        AMQPValue::LongUInt(n) => Some(*n),
-        AMQPValue::ShortInt(n) => u32::try_from(*n).ok(),
-        AMQPValue::ShortUInt(n) => Some(u32::from(*n)),
+        AMQPValue::LongLongInt(n) => Some(*n),
+        AMQPValue::LongInt(n) => Some(i64::from(*n)),
+        AMQPValue::LongUInt(n) => Some(i64::from(*n)),
+        AMQPValue::ShortInt(n) => Some(i64::from(*n)),
+        AMQPValue::ShortUInt(n) => Some(i64::from(*n)),
+        AMQPValue::Timestamp(n) => i64::try_from(*n).ok(),
         _ => None,
     }
+}
+
+/// Reads a header as a whole number that fits 32 bits.
+pub(crate) fn header_u32(headers: Option<&FieldTable>, name: &str) -> Option<u32> {
+    header_i64(headers, name).and_then(|n| u32::try_from(n).ok())
 }
 
 /// Reads a header as text.
@@ -318,15 +460,36 @@ pub(crate) fn header_text(headers: Option<&FieldTable>, name: &str) -> Option<St
     }
 }
 
-/// RabbitMQ's own reason for a dead letter, from the first `x-death` entry.
-fn death_reason(headers: Option<&FieldTable>) -> Option<String> {
+/// The first `x-death` entry, where RabbitMQ records a message it dead-lettered itself
+/// (one that expired in its work queue).
+fn first_death(headers: Option<&FieldTable>) -> Option<&FieldTable> {
     let AMQPValue::FieldArray(deaths) = headers?.inner().get("x-death")? else {
         return None;
     };
-    let AMQPValue::FieldTable(first) = deaths.as_slice().first()? else {
-        return None;
-    };
-    header_text(Some(first), "reason")
+    match deaths.as_slice().first()? {
+        AMQPValue::FieldTable(first) => Some(first),
+        _ => None,
+    }
+}
+
+/// The routing key a dead letter was first published with: Herald's header, else the one
+/// RabbitMQ recorded when it dead-lettered the message, else the key it arrived with.
+fn original_routing_key(delivery: &lapin::message::Delivery) -> String {
+    let headers = delivery.properties.headers().as_ref();
+    header_text(headers, ROUTING_KEY_HEADER)
+        .or_else(|| {
+            let AMQPValue::FieldArray(keys) = first_death(headers)?.inner().get("routing-keys")?
+            else {
+                return None;
+            };
+            match keys.as_slice().first()? {
+                AMQPValue::LongString(key) => {
+                    Some(String::from_utf8_lossy(key.as_bytes()).into_owned())
+                }
+                _ => None,
+            }
+        })
+        .unwrap_or_else(|| delivery.routing_key.as_str().to_owned())
 }
 
 #[async_trait]
@@ -336,11 +499,13 @@ impl Broker for AmqpBroker {
     }
 
     async fn publish(&self, publication: Publication) -> Result<(), PublishError> {
+        // Followed past the sender's own timeout: a late confirmation still counts.
         self.publish_confirmed(
             &publication.exchange,
             &publication.routing_key,
             &publication.body,
             persistent(Some(&publication.message_id), FieldTable::default()),
+            LATE_CONFIRM_LIMIT,
         )
         .await
     }
@@ -401,9 +566,9 @@ impl Broker for AmqpBroker {
                     .message_id()
                     .as_ref()
                     .map(|s| s.as_str().to_owned()),
-                routing_key: delivery.routing_key.as_str().to_owned(),
+                routing_key: original_routing_key(&delivery),
                 reason: header_text(headers, REASON_HEADER)
-                    .or_else(|| death_reason(headers))
+                    .or_else(|| header_text(first_death(headers), "reason"))
                     .unwrap_or_else(|| "unknown".into()),
                 last_error: header_text(headers, LAST_ERROR_HEADER),
                 attempts: header_u32(headers, ATTEMPTS_HEADER).unwrap_or(0),
@@ -420,11 +585,15 @@ impl Broker for AmqpBroker {
         limit: usize,
     ) -> Result<u64, BrokerError> {
         // Take each dead letter, republish it (confirmed) to the work queue through the
-        // default exchange without Herald's dead-letter headers, then acknowledge it.
+        // default exchange without Herald's dead-letter headers, then acknowledge it. Only
+        // the letters there when the replay starts are taken, and each carries the
+        // replay's mark: one that fails again and comes back is not taken a second time.
         let channel = self.scratch_channel().await?;
         let dlq = queue.dead_letter_queue();
+        let replay = uuid::Uuid::now_v7().to_string();
+        let there = self.message_count(&channel, &dlq).await?;
         let mut moved = 0;
-        while moved < limit as u64 {
+        while moved < there.min(limit as u64) {
             let Some(message) = channel
                 .basic_get(dlq.as_str().into(), BasicGetOptions { no_ack: false })
                 .await?
@@ -432,15 +601,46 @@ impl Broker for AmqpBroker {
                 break;
             };
             let delivery = message.delivery;
+            let old = delivery.properties.headers().as_ref();
+            if header_text(old, REPLAY_HEADER).as_deref() == Some(replay.as_str()) {
+                let _ = delivery
+                    .acker
+                    .nack(BasicNackOptions {
+                        multiple: false,
+                        requeue: true,
+                    })
+                    .await;
+                break;
+            }
+            let earlier = header_u32(old, EARLIER_ATTEMPTS_HEADER).unwrap_or(0)
+                + header_u32(old, ATTEMPTS_HEADER).unwrap_or(0);
             let mut headers = FieldTable::default();
-            if let Some(old) = delivery.properties.headers() {
-                for (name, value) in old.inner() {
-                    let ours = [ATTEMPTS_HEADER, REASON_HEADER, LAST_ERROR_HEADER, "x-death"];
-                    if !ours.contains(&name.as_str()) {
-                        headers.insert(name.clone(), value.clone());
-                    }
+            for (name, value) in old.map(FieldTable::inner).into_iter().flatten() {
+                let ours = [
+                    ATTEMPTS_HEADER,
+                    EARLIER_ATTEMPTS_HEADER,
+                    REASON_HEADER,
+                    LAST_ERROR_HEADER,
+                    DUE_HEADER,
+                    REPLAY_HEADER,
+                    "x-death",
+                ];
+                if !ours.contains(&name.as_str()) {
+                    headers.insert(name.clone(), value.clone());
                 }
             }
+            headers.insert(
+                ROUTING_KEY_HEADER.into(),
+                AMQPValue::LongString(original_routing_key(&delivery).into()),
+            );
+            headers.insert(
+                EARLIER_ATTEMPTS_HEADER.into(),
+                AMQPValue::LongLongInt(i64::from(earlier)),
+            );
+            headers.insert(
+                REPLAY_HEADER.into(),
+                AMQPValue::LongString(replay.as_str().into()),
+            );
             let message_id = delivery
                 .properties
                 .message_id()
@@ -452,6 +652,7 @@ impl Broker for AmqpBroker {
                     &queue.name,
                     &delivery.data,
                     persistent(message_id.as_deref(), headers),
+                    self.inner.publish_timeout,
                 )
                 .await;
             match republished {
@@ -476,30 +677,40 @@ impl Broker for AmqpBroker {
     }
 
     async fn health(&self) -> BrokerHealth {
-        let connection = self.connection();
-        let status = connection.status();
-        let healthy = status.connected() && !status.blocked();
-        let detail = if status.blocked() {
-            "RabbitMQ has blocked publishing (a resource alarm is raised)".to_owned()
-        } else if status.connected() {
-            format!("connected to {}", self.inner.url_for_logs)
-        } else if status.reconnecting() {
-            format!("reconnecting to {}", self.inner.url_for_logs)
-        } else {
-            format!("not connected to {}", self.inner.url_for_logs)
-        };
-        BrokerHealth {
-            healthy,
+        let unhealthy = |detail: String| BrokerHealth {
+            healthy: false,
             broker: "rabbitmq",
             detail,
+        };
+        let connection = match self.connection() {
+            Ok(connection) => connection,
+            Err(e) => return unhealthy(e.to_string()),
+        };
+        let status = connection.status();
+        if status.blocked() {
+            return unhealthy(
+                "RabbitMQ has blocked publishing (a resource alarm is raised)".into(),
+            );
+        }
+        if !status.connected() {
+            let state = if status.reconnecting() {
+                "reconnecting to"
+            } else {
+                "not connected to"
+            };
+            return unhealthy(format!("{state} {}", self.inner.url_for_logs));
+        }
+        BrokerHealth {
+            healthy: true,
+            broker: "rabbitmq",
+            detail: format!("connected to {}", self.inner.url_for_logs),
         }
     }
 
     async fn close(&self) {
         self.inner.closed.store(true, Ordering::Relaxed);
-        let _ = self
-            .connection()
-            .close(200, "herald shutting down".into())
-            .await;
+        if let Ok(connection) = self.connection() {
+            let _ = connection.close(200, "herald shutting down".into()).await;
+        }
     }
 }

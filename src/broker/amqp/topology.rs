@@ -19,9 +19,9 @@ pub enum QueueType {
     Quorum,
 }
 
-/// The name of the retry queue that holds messages of `queue` for `delay`.
-pub fn retry_queue(queue: &QueueSpec, delay: Duration) -> String {
-    format!("{}.retry.{}ms", queue.name, delay.as_millis())
+/// The name of the backoff queue where retried messages of `queue` wait out `delay`.
+pub fn backoff_queue(queue: &QueueSpec, delay: Duration) -> String {
+    format!("{}.backoff.{}ms", queue.name, delay.as_millis())
 }
 
 fn millis(d: Duration) -> AMQPValue {
@@ -66,23 +66,12 @@ pub fn work_queue_arguments(queue: &QueueSpec, queue_type: QueueType) -> FieldTa
     args
 }
 
-/// The arguments of a retry queue: it holds each message for `delay`, then dead-letters
-/// it back onto the work queue. One queue per delay, so that a long delay at the head
-/// never holds back a short one behind it.
-pub fn retry_queue_arguments(
-    queue: &QueueSpec,
-    delay: Duration,
-    queue_type: QueueType,
-) -> FieldTable {
-    let mut args = queue_type_arguments(queue_type);
-    args.insert("x-message-ttl".into(), millis(delay));
-    args.insert("x-dead-letter-exchange".into(), text(""));
-    args.insert("x-dead-letter-routing-key".into(), text(&queue.name));
-    if queue_type == QueueType::Quorum {
-        args.insert("x-overflow".into(), text("reject-publish"));
-        args.insert("x-dead-letter-strategy".into(), text("at-least-once"));
-    }
-    args
+/// The arguments of a backoff queue: none but its type. Its messages leave it only when
+/// Herald's consumers take them once due (see the consumer), never by a TTL and a
+/// dead-letter hop, which a classic queue makes at most once and a full work queue
+/// refuses. One queue per delay, so that its head is always the first message due.
+pub fn backoff_queue_arguments(queue_type: QueueType) -> FieldTable {
+    queue_type_arguments(queue_type)
 }
 
 fn durable() -> QueueDeclareOptions {
@@ -171,12 +160,12 @@ async fn declare_queue(
             )))?;
     }
     for delay in queue.retry_delays() {
-        let name = retry_queue(queue, delay);
+        let name = backoff_queue(queue, delay);
         channel
             .queue_declare(
                 name.as_str().into(),
                 durable(),
-                retry_queue_arguments(queue, delay, queue_type),
+                backoff_queue_arguments(queue_type),
             )
             .await
             .map_err(failed(format!("queue {name}")))?;
@@ -185,7 +174,7 @@ async fn declare_queue(
 }
 
 /// Every queue [`declare`] makes for `topology`: each work queue, its dead-letter queue
-/// and its retry queues.
+/// and its backoff queues.
 pub fn queue_names(topology: &Topology) -> Vec<String> {
     let mut names = Vec::new();
     for queue in &topology.queues {
@@ -195,7 +184,7 @@ pub fn queue_names(topology: &Topology) -> Vec<String> {
             queue
                 .retry_delays()
                 .into_iter()
-                .map(|delay| retry_queue(queue, delay)),
+                .map(|delay| backoff_queue(queue, delay)),
         );
     }
     names

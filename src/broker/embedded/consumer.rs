@@ -19,6 +19,7 @@ struct Leased {
     body: Vec<u8>,
     published_ms: i64,
     attempts: i64,
+    earlier_attempts: i64,
     redelivered: bool,
 }
 
@@ -69,7 +70,7 @@ impl EmbeddedConsumer {
             q.leases.keys().copied().collect()
         });
         let rows = sqlx::query(
-            "SELECT id, routing_key, message_id, body, published_ms, attempts FROM broker_messages \
+            "SELECT id, routing_key, message_id, body, published_ms, attempts, earlier_attempts FROM broker_messages \
              WHERE queue = ? AND available_ms <= ? AND id NOT IN (SELECT value FROM json_each(?)) \
              ORDER BY id LIMIT ?",
         )
@@ -104,6 +105,7 @@ impl EmbeddedConsumer {
                     body: row.get("body"),
                     published_ms: row.get("published_ms"),
                     attempts: row.get("attempts"),
+                    earlier_attempts: row.get("earlier_attempts"),
                     redelivered,
                 });
             }
@@ -128,9 +130,12 @@ impl EmbeddedConsumer {
             bytes::Bytes::from(m.body),
             m.message_id,
             u64::try_from(m.published_ms / 1000).ok(),
-            u32::try_from(m.attempts)
-                .unwrap_or(u32::MAX)
-                .saturating_add(1),
+            (
+                u32::try_from(m.attempts)
+                    .unwrap_or(u32::MAX)
+                    .saturating_add(1),
+                u32::try_from(m.earlier_attempts).unwrap_or(u32::MAX),
+            ),
             m.redelivered,
             Box::new(EmbeddedSettle {
                 broker: self.broker.clone(),

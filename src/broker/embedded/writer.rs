@@ -270,7 +270,8 @@ async fn apply(
             } => {
                 let moved = sqlx::query(
                     "UPDATE broker_messages \
-                     SET queue = ?, dead_reason = NULL, last_error = NULL, attempts = 0, \
+                     SET queue = ?, dead_reason = NULL, last_error = NULL, \
+                         earlier_attempts = earlier_attempts + attempts, attempts = 0, \
                          available_ms = ?, expires_ms = ? \
                      WHERE id IN (SELECT id FROM broker_messages WHERE queue = ? ORDER BY id LIMIT ?)",
                 )
