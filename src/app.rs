@@ -111,6 +111,38 @@ pub async fn open_broker(
     })
 }
 
+/// How long `herald migrate` waits for RabbitMQ before it gives up.
+const MIGRATE_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// Applies the database's migrations and prepares the broker (the embedded one's file, or
+/// RabbitMQ's topology), then closes both: what `herald migrate` does. It fails, saying
+/// why, when RabbitMQ does not accept a connection within 30 seconds, rather than wait.
+pub async fn migrate(settings: &Settings) -> Result<(), StartError> {
+    crate::channels::tls::install_default_provider();
+    store::open(&settings.database.url).await?;
+    let topology = Topology::from_settings(settings);
+    match settings.broker.kind {
+        BrokerKind::Embedded => {
+            EmbeddedBroker::open(topology, settings.broker.embedded.clone())
+                .await?
+                .close()
+                .await;
+        }
+        BrokerKind::Rabbitmq => {
+            let broker = AmqpBroker::connect(
+                topology,
+                &settings.broker.rabbitmq,
+                settings.broker.publish_timeout,
+            )
+            .await?;
+            let connected = broker.wait_connected(MIGRATE_WAIT).await;
+            broker.close().await;
+            connected?;
+        }
+    }
+    Ok(())
+}
+
 /// The handler of each queue.
 fn handler_for(kind: EventKind, herald: &Herald) -> Arc<dyn Handler> {
     let store = herald.tenancy.store();
@@ -191,6 +223,7 @@ impl Herald {
         )
         .with_ledger(self.ledger.clone())
         .with_tenancy(self.tenancy.clone())
+        .with_dead_letter_bounds(self.settings.dead_letters.every)
     }
 
     /// Runs `roles` until `shutdown`: the API on `listener` (when it serves the API), and

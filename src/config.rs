@@ -39,6 +39,8 @@ pub struct Settings {
     pub retention: RetentionSettings,
     /// Settings shared by every worker pool.
     pub workers: WorkerSettings,
+    /// How much each dead-letter queue keeps.
+    pub dead_letters: DeadLetterSettings,
     /// One queue per event kind.
     pub queues: QueuesSettings,
 }
@@ -318,6 +320,21 @@ pub struct WorkerSettings {
     pub shutdown_grace: Duration,
 }
 
+/// The bounds of every dead-letter queue: what an operator has to look at and replay,
+/// kept long enough to do so, but never without limit.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeadLetterSettings {
+    /// The most letters a dead-letter queue keeps; beyond it the oldest are dropped.
+    pub max_length: u32,
+    /// Letters dead for longer are dropped.
+    #[serde(with = "humantime_serde")]
+    pub max_age: Duration,
+    /// How often the bounds are applied.
+    #[serde(with = "humantime_serde")]
+    pub every: Duration,
+}
+
 /// One queue per event kind.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -458,6 +475,9 @@ impl Settings {
         }
         if self.retention.every.is_zero() {
             return invalid("retention.every", "must be longer than zero");
+        }
+        if self.dead_letters.every.is_zero() {
+            return invalid("dead_letters.every", "must be longer than zero");
         }
         if self.http.body_limit_bytes < 1024 {
             return invalid("http.body_limit_bytes", "must be at least 1024");

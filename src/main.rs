@@ -147,12 +147,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         },
         Command::Worker { queues } => Roles { api: false, queues },
         Command::Migrate => {
-            let herald = Herald::start(settings).await?;
-            herald.broker.close().await;
-            tracing::info!(
-                broker = herald.broker.name(),
-                "database migrated, broker prepared"
-            );
+            herald::app::migrate(&settings).await?;
+            tracing::info!("database migrated, broker prepared");
             return Ok(());
         }
         Command::Tenant { action } => {

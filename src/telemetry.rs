@@ -50,6 +50,15 @@ pub struct QueueOutcomeLabels {
     pub outcome: String,
 }
 
+/// Labels of dead letters dropped to keep a dead-letter queue within its bounds.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DroppedLabels {
+    /// The queue's configured name.
+    pub queue: String,
+    /// The bound that dropped them: `length` or `age`.
+    pub bound: String,
+}
+
 fn latency_histogram() -> Histogram {
     // 0.5 ms to ~16 s.
     Histogram::new(exponential_buckets(0.0005, 2.0, 16))
@@ -71,6 +80,8 @@ pub struct Metrics {
     pub handled: Family<QueueOutcomeLabels, Counter>,
     /// Handler latency.
     pub handler_seconds: Family<QueueLabels, Histogram>,
+    /// Dead letters dropped to keep their queue within its bounds.
+    pub dead_letters_dropped: Family<DroppedLabels, Counter>,
 }
 
 impl Metrics {
@@ -112,8 +123,15 @@ impl Metrics {
             "Time a handler took with one message",
             handler_seconds.clone(),
         );
+        let dead_letters_dropped = Family::<DroppedLabels, Counter>::default();
+        registry.register(
+            "dead_letters_dropped",
+            "Dead letters dropped because their queue was over its length or they were past its age",
+            dead_letters_dropped.clone(),
+        );
         Metrics {
             registry,
+            dead_letters_dropped,
             requests,
             request_seconds,
             publishes,

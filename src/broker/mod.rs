@@ -157,6 +157,17 @@ pub struct DeadLetter {
     pub body: Bytes,
 }
 
+/// A dead letter dropped to keep its queue within its bounds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DroppedLetter {
+    /// The event id (the AMQP `message_id`), when the message had one.
+    pub message_id: Option<String>,
+    /// Why it had been dead-lettered.
+    pub reason: String,
+    /// Which bound dropped it: `length` or `age`.
+    pub bound: &'static str,
+}
+
 /// How full a queue is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
@@ -322,6 +333,12 @@ pub trait Broker: Send + Sync {
         queue: &QueueSpec,
         limit: usize,
     ) -> Result<u64, BrokerError>;
+
+    /// Drops the dead letters of `queue` past its bounds (older than its maximum age, or
+    /// the oldest beyond its maximum length) and answers them, so that they are logged
+    /// and counted rather than lost silently.
+    async fn trim_dead_letters(&self, queue: &QueueSpec)
+    -> Result<Vec<DroppedLetter>, BrokerError>;
 
     /// Whether the broker can take work now.
     async fn health(&self) -> BrokerHealth;

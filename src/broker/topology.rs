@@ -1,7 +1,7 @@
 //! The queue topology of the contract, from configuration: exchanges, queues, bindings,
 //! TTLs, lengths, dead-letter queues and retry schedules. Both brokers declare exactly this.
 
-use crate::config::{QueueSettings, Settings};
+use crate::config::{DeadLetterSettings, QueueSettings, Settings};
 use crate::domain::EventKind;
 use std::time::Duration;
 
@@ -28,10 +28,19 @@ pub struct QueueSpec {
     pub max_attempts: u32,
     /// The wait before each retry; the last entry repeats.
     pub backoff: Vec<Duration>,
+    /// The most letters its dead-letter queue keeps.
+    pub dead_letter_max_length: u64,
+    /// How long a letter is kept in its dead-letter queue.
+    pub dead_letter_max_age: Duration,
 }
 
 impl QueueSpec {
-    fn from_settings(kind: EventKind, prefix: &str, q: &QueueSettings) -> Self {
+    fn from_settings(
+        kind: EventKind,
+        prefix: &str,
+        q: &QueueSettings,
+        dead_letters: &DeadLetterSettings,
+    ) -> Self {
         QueueSpec {
             kind,
             configured_name: q.name.clone(),
@@ -43,6 +52,8 @@ impl QueueSpec {
             concurrency: q.concurrency,
             max_attempts: q.max_attempts,
             backoff: q.backoff.clone(),
+            dead_letter_max_length: u64::from(dead_letters.max_length),
+            dead_letter_max_age: dead_letters.max_age,
         }
     }
 
@@ -95,7 +106,14 @@ impl Topology {
         Topology {
             queues: EventKind::ALL
                 .into_iter()
-                .map(|kind| QueueSpec::from_settings(kind, prefix, settings.queues.of(kind)))
+                .map(|kind| {
+                    QueueSpec::from_settings(
+                        kind,
+                        prefix,
+                        settings.queues.of(kind),
+                        &settings.dead_letters,
+                    )
+                })
                 .collect(),
         }
     }
@@ -181,6 +199,8 @@ mod tests {
             concurrency: 1,
             max_attempts: 5,
             backoff: vec![Duration::from_secs(1), Duration::from_secs(5)],
+            dead_letter_max_length: 10,
+            dead_letter_max_age: Duration::from_secs(60),
         };
         assert_eq!(spec.retry_delay(2), Duration::from_secs(1));
         assert_eq!(spec.retry_delay(3), Duration::from_secs(5));

@@ -16,12 +16,19 @@ use std::collections::HashMap;
 
 /// What earlier attempts at `envelope` settled for good on `channel`, by recipient and
 /// target, from the ledger: a retry carries those forward instead of sending them again.
+/// A first attempt has nothing before it, unless the event may have been published more
+/// than once (an idempotency key's repeat): then another copy may have been handled, and
+/// what it did is looked up too.
 pub async fn settled_deliveries(
     store: &dyn Store,
-    tenant: &TenantId,
     envelope: &Envelope,
+    attempt: u32,
     channel: &str,
 ) -> Result<HashMap<(String, String), DeliveryOutcome>, StoreError> {
+    if attempt <= 1 && !envelope.deduplicate {
+        return Ok(HashMap::new());
+    }
+    let tenant: &TenantId = envelope.event.tenant_id();
     let Some((_, deliveries)) = store.notification(tenant, &envelope.id.to_string()).await? else {
         return Ok(HashMap::new());
     };

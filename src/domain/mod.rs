@@ -8,7 +8,7 @@ mod events;
 mod ids;
 pub mod parse;
 
-pub use envelope::{Envelope, EnvelopeError, WireProperties};
+pub use envelope::{Envelope, EnvelopeError, WireProperties, id_from_message_id};
 pub use events::{
     AuditEvent, ChatMessage, ConversationType, EmailNotification, Event, EventKind, MessageType,
     Platform, Priority, PushNotification,

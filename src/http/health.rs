@@ -56,13 +56,15 @@ pub async fn alive() -> Json<serde_json::Value> {
     Json(json!({"status": "ok"}))
 }
 
-/// Herald can accept events: the broker and the database answer.
+/// Herald can accept and deliver events: the broker, the database and the real-time bus
+/// answer.
 #[utoipa::path(get, path = "/health/ready", tag = "operations",
     responses((status = 200, description = "Ready"), (status = 503, description = "Not ready")))]
 pub async fn ready(State(state): State<AppState>) -> Response {
     let broker = state.broker.health().await;
     let database = state.tenancy.store().ping().await;
-    let healthy = broker.healthy && database.is_ok();
+    let bus = state.realtime.hub.bus_trouble();
+    let healthy = broker.healthy && database.is_ok() && bus.is_none();
     let body = json!({
         "status": if healthy { "ready" } else { "unavailable" },
         "broker": BrokerHealthBody::from(broker),
@@ -70,22 +72,32 @@ pub async fn ready(State(state): State<AppState>) -> Response {
             "healthy": database.is_ok(),
             "detail": database.err().map_or_else(|| "answering".to_owned(), |e| e.to_string()),
         },
+        "realtime": {
+            "healthy": bus.is_none(),
+            "detail": bus.unwrap_or_else(|| "pokes reach every instance".to_owned()),
+        },
     });
     (status_of(healthy), Json(body)).into_response()
 }
 
-/// RabbitMQ's state as Herald sees it.
+/// RabbitMQ's state as Herald sees it: the broker's connection, and the real-time bus's.
 #[utoipa::path(get, path = "/health/rabbitmq", tag = "operations",
     responses((status = 200, body = BrokerHealthBody), (status = 503, body = BrokerHealthBody)))]
 pub async fn rabbitmq(State(state): State<AppState>) -> Response {
     let health = state.broker.health().await;
-    let health = if health.broker == "rabbitmq" {
-        health
-    } else {
+    let health = if health.broker != "rabbitmq" {
         BrokerHealth {
             detail: format!("RabbitMQ is not configured; {}", health.detail),
             ..health
         }
+    } else if let Some(trouble) = state.realtime.hub.bus_trouble() {
+        BrokerHealth {
+            healthy: false,
+            detail: format!("{}; the real-time bus is down: {trouble}", health.detail),
+            ..health
+        }
+    } else {
+        health
     };
     (
         status_of(health.healthy),

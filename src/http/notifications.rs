@@ -25,16 +25,20 @@ pub struct NotificationStatus {
     pub deliveries: Vec<LedgerDelivery>,
 }
 
-/// The status of one of the tenant's notifications. Another tenant's is 404, as is an id
-/// that does not exist.
+/// The status of one of the tenant's notifications, by the id its send answered (or, for
+/// an event published straight to an exchange, its AMQP `message_id`). Another tenant's is
+/// 404, as is an id that does not exist.
 #[utoipa::path(get, path = "/v1/notifications/{id}", tag = "send", security(("api_key" = [])),
-    params(("id" = String, Path, description = "The id a send answered")),
+    params(("id" = String, Path, description = "The id a send answered, or a direct publish's message_id")),
     responses((status = 200, body = NotificationStatus), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub async fn status(
     State(state): State<AppState>,
     Authenticated(tenant): Authenticated,
     Path(id): Path<String>,
 ) -> Result<Json<NotificationStatus>, ApiError> {
+    // An event published straight to an exchange is known by the id its publisher gave
+    // it (its AMQP message_id), which Herald turned into a UUID the same way.
+    let id = crate::domain::id_from_message_id(&id).to_string();
     let found = crate::ledger::status(state.tenancy.store().as_ref(), &tenant, &id).await?;
     let (notification, deliveries) =
         found.ok_or_else(|| ApiError::NotFound(format!("notification {id}")))?;

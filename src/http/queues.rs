@@ -30,15 +30,19 @@ pub struct Limit {
 impl Limit {
     /// The limit asked for, or a 422 naming the parameter.
     fn read(query: Result<Query<Limit>, QueryRejection>) -> Result<usize, ApiError> {
-        let Query(limit) = query.map_err(|_| {
+        let invalid = || {
             ApiError::Validation(crate::domain::parse::FieldErrors(vec![
                 crate::domain::parse::FieldError {
                     field: "limit".into(),
                     message: "must be a whole number from 1 to 1000".into(),
                 },
             ]))
-        })?;
-        Ok(limit.limit.unwrap_or(100).clamp(1, 1000))
+        };
+        let Query(limit) = query.map_err(|_| invalid())?;
+        match limit.limit.unwrap_or(100) {
+            limit @ 1..=1000 => Ok(limit),
+            _ => Err(invalid()),
+        }
     }
 }
 
@@ -48,7 +52,7 @@ impl Limit {
 pub struct DeadLetterBody {
     /// The event's id, if the message had one.
     pub message_id: Option<String>,
-    /// The routing key it was published with.
+    /// The routing key it was first published with.
     pub routing_key: String,
     /// `expired`, `failed` or `rejected` (or RabbitMQ's own reason).
     pub reason: String,
@@ -119,7 +123,8 @@ pub async fn queues(
 /// A queue's dead letters, with their reason and last error, oldest first.
 #[utoipa::path(get, path = "/admin/queues/{name}/dead-letters", tag = "admin", security(("admin_token" = [])),
     params(("name" = String, Path, description = "The queue, e.g. email.notifications"), Limit),
-    responses((status = 200, body = DeadLetters), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
+    responses((status = 200, body = DeadLetters), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody),
+              (status = 422, description = "limit is not from 1 to 1000", body = ErrorBody)))]
 pub async fn dead_letters(
     _: Admin,
     State(state): State<AppState>,
@@ -148,10 +153,12 @@ pub async fn dead_letters(
     Ok(Json(DeadLetters { items }))
 }
 
-/// Puts a queue's dead letters back on it, attempts reset, oldest first.
+/// Puts a queue's dead letters back on it, oldest first, each once: their attempts start
+/// afresh, and the ledger keeps counting from the earlier ones.
 #[utoipa::path(post, path = "/admin/queues/{name}/dead-letters/replay", tag = "admin", security(("admin_token" = [])),
     params(("name" = String, Path, description = "The queue, e.g. email.notifications"), Limit),
-    responses((status = 200, body = Replayed), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
+    responses((status = 200, body = Replayed), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody),
+              (status = 422, description = "limit is not from 1 to 1000", body = ErrorBody)))]
 pub async fn replay(
     _: Admin,
     State(state): State<AppState>,

@@ -38,6 +38,10 @@ pub trait UserBus: Send + Sync {
     async fn unbind(&self, key: &str);
     /// Pokes `key` on every instance bound to it.
     async fn poke(&self, key: &str);
+    /// Why the bus cannot carry pokes now, if it cannot.
+    fn trouble(&self) -> Option<String> {
+        None
+    }
 }
 
 /// One connection's doorbell.
@@ -143,6 +147,21 @@ impl Hub {
         for doorbell in connections.get(key).into_iter().flatten() {
             doorbell.notify.notify_one();
         }
+    }
+
+    /// The keys of every user connected here (and of those whose presence is watched).
+    pub fn keys(&self) -> Vec<String> {
+        self.connections
+            .lock()
+            .expect("never poisoned")
+            .keys()
+            .cloned()
+            .collect()
+    }
+
+    /// Why pokes cannot travel between instances now, if they cannot.
+    pub fn bus_trouble(&self) -> Option<String> {
+        self.bus().and_then(|bus| bus.trouble())
     }
 
     /// How many connections this instance holds.

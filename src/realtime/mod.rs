@@ -41,9 +41,6 @@ pub enum RealtimeError {
     /// The token key could not be read or made.
     #[error("the real-time token key: {0}")]
     Store(#[from] StoreError),
-    /// The bus could not be set up on RabbitMQ.
-    #[error("the real-time bus on RabbitMQ: {0}")]
-    Bus(#[from] lapin::Error),
 }
 
 impl Realtime {
@@ -60,14 +57,12 @@ impl Realtime {
             BrokerKind::Embedded => Arc::new(LocalBus::new(&hub)),
             BrokerKind::Rabbitmq => {
                 let exchange = settings.realtime_exchange();
-                Arc::new(
-                    amqp_bus::AmqpBus::start(
-                        settings.broker.rabbitmq.url.expose_secret(),
-                        &exchange,
-                        &hub,
-                    )
-                    .await?,
+                amqp_bus::AmqpBus::start(
+                    settings.broker.rabbitmq.url.expose_secret(),
+                    &exchange,
+                    &hub,
                 )
+                .await
             }
         };
         hub.set_bus(bus);

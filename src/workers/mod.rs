@@ -56,6 +56,8 @@ pub struct WorkerPool {
     handler_timeout: Duration,
     ledger: Option<Ledger>,
     tenancy: Option<Arc<Tenancy>>,
+    /// How often the queue's dead letters are kept within their bounds, if they are.
+    dead_letter_check: Option<Duration>,
 }
 
 impl WorkerPool {
@@ -75,7 +77,14 @@ impl WorkerPool {
             handler_timeout,
             ledger: None,
             tenancy: None,
+            dead_letter_check: None,
         }
+    }
+
+    /// Keeps the queue's dead letters within their bounds, checking `every` so often.
+    pub fn with_dead_letter_bounds(mut self, every: Duration) -> Self {
+        self.dead_letter_check = Some(every);
+        self
     }
 
     /// Records every outcome in `ledger` before settling.
@@ -93,6 +102,9 @@ impl WorkerPool {
     /// Consumes until `shutdown`, then waits up to `grace` for in-flight messages. What is
     /// still unsettled after that is redelivered by the broker.
     pub async fn run(self, shutdown: Shutdown, grace: Duration) {
+        let keeping = self
+            .dead_letter_check
+            .map(|every| tokio::spawn(self.clone().keep_dead_letters(every, shutdown.clone())));
         let permits = Arc::new(Semaphore::new(self.spec.concurrency));
         let prefetch = u16::try_from(self.spec.concurrency).unwrap_or(u16::MAX);
         let mut in_flight = JoinSet::new();
@@ -164,6 +176,45 @@ impl WorkerPool {
         .is_err()
         {
             tracing::warn!(queue = %self.spec.configured_name, left = in_flight.len(), "grace period over; unsettled messages will be redelivered");
+        }
+        if let Some(keeping) = keeping {
+            let _ = keeping.await;
+        }
+    }
+
+    /// Drops the dead letters past their queue's bounds every `every`, until shutdown:
+    /// each one logged with its id and reason, and counted.
+    async fn keep_dead_letters(self, every: Duration, shutdown: Shutdown) {
+        let mut tick = tokio::time::interval(every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = shutdown.raised() => return,
+            }
+            let dropped = match self.broker.trim_dead_letters(&self.spec).await {
+                Ok(dropped) => dropped,
+                Err(e) => {
+                    tracing::warn!(queue = %self.spec.configured_name, error = %e, "keeping the dead letters within bounds failed");
+                    continue;
+                }
+            };
+            for letter in &dropped {
+                tracing::warn!(
+                    queue = %self.spec.configured_name,
+                    id = letter.message_id.as_deref().unwrap_or("-"),
+                    reason = %letter.reason,
+                    bound = letter.bound,
+                    "dead letter dropped: its queue is over its bounds"
+                );
+                self.metrics
+                    .dead_letters_dropped
+                    .get_or_create(&crate::telemetry::DroppedLabels {
+                        queue: self.spec.configured_name.clone(),
+                        bound: letter.bound.to_owned(),
+                    })
+                    .inc();
+            }
         }
     }
 

@@ -26,8 +26,8 @@ mod consumer;
 pub mod topology;
 
 use super::{
-    Broker, BrokerError, BrokerHealth, Consumer, DeadLetter, Publication, PublishError, QueueSpec,
-    QueueStats, Topology,
+    Broker, BrokerError, BrokerHealth, Consumer, DeadLetter, DroppedLetter, Publication,
+    PublishError, QueueSpec, QueueStats, Topology,
 };
 use crate::config::{RabbitMqSettings, redact_url};
 use async_trait::async_trait;
@@ -674,6 +674,72 @@ impl Broker for AmqpBroker {
         }
         let _ = channel.close(200, "replayed".into()).await;
         Ok(moved)
+    }
+
+    async fn trim_dead_letters(
+        &self,
+        queue: &QueueSpec,
+    ) -> Result<Vec<DroppedLetter>, BrokerError> {
+        // Look at the head: drop it while the queue is over its length or the head is
+        // past its age, and put the first letter that is neither back where it was.
+        let channel = self.scratch_channel().await?;
+        let dlq = queue.dead_letter_queue();
+        let mut count = self.message_count(&channel, &dlq).await?;
+        let max_age = i64::try_from(queue.dead_letter_max_age.as_secs()).unwrap_or(i64::MAX);
+        let dead_before = consumer::now_ms() / 1000 - max_age;
+        let mut dropped = Vec::new();
+        while count > 0 {
+            let Some(message) = channel
+                .basic_get(dlq.as_str().into(), BasicGetOptions { no_ack: false })
+                .await?
+            else {
+                break;
+            };
+            let delivery = message.delivery;
+            let headers = delivery.properties.headers().as_ref();
+            // Herald stamps the letters it dead-letters; RabbitMQ records when it
+            // dead-lettered one that expired.
+            let dead_at = header_i64(first_death(headers), "time")
+                .or_else(|| {
+                    delivery
+                        .properties
+                        .timestamp()
+                        .and_then(|t| i64::try_from(t).ok())
+                })
+                .unwrap_or(i64::MAX);
+            let bound = if count > queue.dead_letter_max_length {
+                "length"
+            } else if dead_at < dead_before {
+                "age"
+            } else {
+                let _ = delivery
+                    .acker
+                    .nack(BasicNackOptions {
+                        multiple: false,
+                        requeue: true,
+                    })
+                    .await;
+                break;
+            };
+            dropped.push(DroppedLetter {
+                message_id: delivery
+                    .properties
+                    .message_id()
+                    .as_ref()
+                    .map(|s| s.as_str().to_owned()),
+                reason: header_text(headers, REASON_HEADER)
+                    .or_else(|| header_text(first_death(headers), "reason"))
+                    .unwrap_or_else(|| "unknown".into()),
+                bound,
+            });
+            delivery
+                .acker
+                .ack(lapin::options::BasicAckOptions { multiple: false })
+                .await?;
+            count -= 1;
+        }
+        let _ = channel.close(200, "trimmed".into()).await;
+        Ok(dropped)
     }
 
     async fn health(&self) -> BrokerHealth {

@@ -13,8 +13,8 @@ mod consumer;
 mod writer;
 
 use super::{
-    Broker, BrokerError, BrokerHealth, Consumer, DeadLetter, Publication, PublishError, QueueSpec,
-    QueueStats, Topology,
+    Broker, BrokerError, BrokerHealth, Consumer, DeadLetter, DroppedLetter, Publication,
+    PublishError, QueueSpec, QueueStats, Topology,
 };
 use crate::config::EmbeddedSettings;
 use async_trait::async_trait;
@@ -331,6 +331,19 @@ impl Broker for EmbeddedBroker {
             limit: i64::try_from(limit).unwrap_or(i64::MAX),
             now_ms: now_ms(),
             ttl_ms: millis(queue.message_ttl),
+            reply,
+        })
+        .await?
+    }
+
+    async fn trim_dead_letters(
+        &self,
+        queue: &QueueSpec,
+    ) -> Result<Vec<DroppedLetter>, BrokerError> {
+        self.write(|reply| Write::Trim {
+            dead_letter_queue: queue.dead_letter_queue(),
+            max_length: queue.dead_letter_max_length,
+            dead_before_ms: now_ms().saturating_sub(millis(queue.dead_letter_max_age)),
             reply,
         })
         .await?

@@ -1,7 +1,7 @@
 //! The embedded broker's single writer: every change to the queues, committed in groups.
 
 use super::Shared;
-use crate::broker::{BrokerError, PublishError};
+use crate::broker::{BrokerError, DroppedLetter, PublishError};
 use bytes::Bytes;
 use sqlx::{Connection, QueryBuilder, Sqlite, SqliteConnection};
 use std::collections::{HashMap, HashSet};
@@ -66,6 +66,14 @@ pub(super) enum Write {
         now_ms: i64,
         ttl_ms: i64,
         reply: oneshot::Sender<Result<u64, BrokerError>>,
+    },
+    /// Drop the letters of a dead-letter queue dead before `dead_before_ms`, then the
+    /// oldest beyond `max_length`; answers them.
+    Trim {
+        dead_letter_queue: String,
+        max_length: u64,
+        dead_before_ms: i64,
+        reply: oneshot::Sender<Result<Vec<DroppedLetter>, BrokerError>>,
     },
     /// Move what has expired in these (queue, dead-letter queue) pairs; answers how many.
     Expire {
@@ -132,6 +140,10 @@ enum Pending {
     ),
     Settle(SettleReply, bool),
     Count(oneshot::Sender<Result<u64, BrokerError>>, u64),
+    Dropped(
+        oneshot::Sender<Result<Vec<DroppedLetter>, BrokerError>>,
+        Vec<DroppedLetter>,
+    ),
 }
 
 impl Pending {
@@ -141,6 +153,7 @@ impl Pending {
             Pending::Publish(reply, result) => reply.send(result).is_ok(),
             Pending::Settle(reply, found) => reply.send(Ok(found)).is_ok(),
             Pending::Count(reply, count) => reply.send(Ok(count)).is_ok(),
+            Pending::Dropped(reply, dropped) => reply.send(Ok(dropped)).is_ok(),
         };
     }
 
@@ -152,6 +165,7 @@ impl Pending {
                 .is_ok(),
             Pending::Settle(reply, _) => reply.send(Err(error())).is_ok(),
             Pending::Count(reply, _) => reply.send(Err(error())).is_ok(),
+            Pending::Dropped(reply, _) => reply.send(Err(error())).is_ok(),
         };
     }
 }
@@ -287,6 +301,46 @@ async fn apply(
                 *depth_changes.entry(queue).or_default() += moved as i64;
                 pending.push(Pending::Count(reply, moved));
             }
+            Write::Trim {
+                dead_letter_queue,
+                max_length,
+                dead_before_ms,
+                reply,
+            } => {
+                // A letter's available_ms is when it was dead-lettered.
+                let mut dropped = dropped_letters(
+                    sqlx::query_as(
+                        "DELETE FROM broker_messages WHERE queue = ? AND available_ms < ? \
+                         RETURNING message_id, dead_reason",
+                    )
+                    .bind(&dead_letter_queue)
+                    .bind(dead_before_ms)
+                    .fetch_all(&mut *tx)
+                    .await?,
+                    "age",
+                );
+                let (depth, _) = limits.get(&dead_letter_queue).copied().unwrap_or_default();
+                let depth = depth as i64
+                    + depth_changes.get(&dead_letter_queue).copied().unwrap_or(0)
+                    - dropped.len() as i64;
+                let surplus = depth - i64::try_from(max_length).unwrap_or(i64::MAX);
+                if surplus > 0 {
+                    dropped.extend(dropped_letters(
+                        sqlx::query_as(
+                            "DELETE FROM broker_messages WHERE id IN \
+                             (SELECT id FROM broker_messages WHERE queue = ? ORDER BY id LIMIT ?) \
+                             RETURNING message_id, dead_reason",
+                        )
+                        .bind(&dead_letter_queue)
+                        .bind(surplus)
+                        .fetch_all(&mut *tx)
+                        .await?,
+                        "length",
+                    ));
+                }
+                *depth_changes.entry(dead_letter_queue).or_default() -= dropped.len() as i64;
+                pending.push(Pending::Dropped(reply, dropped));
+            }
             Write::Expire {
                 now_ms,
                 queues,
@@ -338,6 +392,20 @@ async fn apply(
         insert.build().execute(&mut *tx).await?;
     }
     tx.commit().await
+}
+
+/// Dead letters deleted by the bound `bound`, from their (message id, reason) rows.
+fn dropped_letters(
+    rows: Vec<(Option<String>, Option<String>)>,
+    bound: &'static str,
+) -> Vec<DroppedLetter> {
+    rows.into_iter()
+        .map(|(message_id, reason)| DroppedLetter {
+            message_id,
+            reason: reason.unwrap_or_else(|| "unknown".into()),
+            bound,
+        })
+        .collect()
 }
 
 /// Deletes acknowledged messages, one statement per queue rather than one per message;

@@ -27,7 +27,6 @@ use crate::workers::{DeliveryOutcome, Handler, Outcome, Report};
 use async_trait::async_trait;
 use futures_util::StreamExt;
 use lettre::message::Mailbox;
-use std::collections::HashMap;
 use std::sync::Arc;
 
 /// The ledger's channel name for email.
@@ -199,14 +198,11 @@ impl EmailHandler {
             _ => None,
         }
         .unwrap_or_else(|| self.default_from.clone());
-        let mut settled = if attempt > 1 {
-            match settled_deliveries(self.store.as_ref(), tenant, envelope, CHANNEL).await {
+        let mut settled =
+            match settled_deliveries(self.store.as_ref(), envelope, attempt, CHANNEL).await {
                 Ok(settled) => settled,
                 Err(e) => return Outcome::retry(e),
-            }
-        } else {
-            HashMap::new()
-        };
+            };
         let sends: Vec<_> = email
             .to
             .as_slice()

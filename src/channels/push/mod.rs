@@ -34,6 +34,8 @@ use std::time::{Duration, Instant};
 
 /// The ledger's channel name for push.
 const CHANNEL: &str = "push";
+/// The ledger's target for a push's copy in the recipient's in-app inbox.
+const INBOX: &str = "inbox";
 
 /// What a provider made of one push to one device.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -370,14 +372,11 @@ impl PushHandler {
             Ok(devices) => devices,
             Err(e) => return Outcome::retry(format!("reading the device registry: {e}")),
         };
-        let mut settled = if attempt > 1 {
-            match settled_deliveries(self.store.as_ref(), tenant, envelope, CHANNEL).await {
+        let mut settled =
+            match settled_deliveries(self.store.as_ref(), envelope, attempt, CHANNEL).await {
                 Ok(settled) => settled,
                 Err(e) => return Outcome::retry(e),
-            }
-        } else {
-            HashMap::new()
-        };
+            };
         let mut routes = HashMap::new();
         for provider in [Provider::Apns, Provider::Fcm] {
             routes.insert(provider.name(), self.route(tenant, provider).await);
@@ -393,13 +392,23 @@ impl PushHandler {
             .buffer_unordered(self.settings.parallel_devices)
             .collect()
             .await;
-        // A recipient without a device for this platform is accounted for too.
         for user in users {
-            if !devices.iter().any(|d| d.user_id == user) {
+            if push.in_app {
+                // The inbox is a delivery of its own: a recipient without a device still
+                // has the notification there.
+                deliveries.push(DeliveryOutcome {
+                    recipient: user.to_owned(),
+                    target: INBOX.to_owned(),
+                    outcome: Outcome::Delivered,
+                    attempt,
+                    reply: Some("added to the in-app inbox".to_owned()),
+                });
+            } else if !devices.iter().any(|d| d.user_id == user) {
+                // Nowhere to deliver to: final, not a failure a retry or replay would mend.
                 deliveries.push(DeliveryOutcome {
                     recipient: user.to_owned(),
                     target: String::new(),
-                    outcome: Outcome::failed(format!(
+                    outcome: Outcome::undeliverable(format!(
                         "no {} device registered",
                         push.platform.as_str()
                     )),
