@@ -4,7 +4,7 @@
 mod common;
 
 use async_trait::async_trait;
-use common::{TestApp, audit_event, email_event, publication, push_event};
+use common::{TestApp, audit_event, email_event, eventually, publication, push_event};
 use herald::app::{Herald, Roles};
 use herald::config::BrokerKind;
 use herald::domain::{EventKind, NotificationId};
@@ -40,6 +40,10 @@ conformance!(
     a_failing_handler_is_retried_with_growing_delays_then_dead_lettered,
     a_worker_killed_mid_message_has_it_delivered_again,
     dead_letters_are_listed_with_their_reason_and_replayed_onto_their_queue,
+    a_replay_takes_each_dead_letter_once_and_the_ledger_keeps_every_attempt,
+    a_handler_that_panics_has_its_message_retried,
+    an_event_for_an_unknown_tenant_is_rejected_and_nothing_is_sent_or_stored,
+    dead_letters_past_their_bounds_are_dropped_logged_and_counted,
 );
 
 /// The contract's topology table: queue, exchange, routing keys, TTL (ms), max length.
@@ -540,5 +544,290 @@ async fn dead_letters_are_listed_with_their_reason_and_replayed_onto_their_queue
     again.ack().await.unwrap();
     consumer.cancel().await;
     drop(consumer);
+    app.stop().await;
+}
+
+/// Fails every attempt for good.
+struct AlwaysRefused;
+
+#[async_trait]
+impl Handler for AlwaysRefused {
+    async fn handle(&self, _: &herald::domain::Envelope, _: u32) -> Outcome {
+        Outcome::failed("550 mailbox unavailable")
+    }
+}
+
+/// Sends `count` emails and answers their ids.
+async fn send_emails(app: &TestApp, count: usize) -> Vec<String> {
+    let mut ids = Vec::new();
+    for _ in 0..count {
+        let response = app
+            .post_json("/v1/notifications/email", &email_event())
+            .await;
+        assert_eq!(response.status(), StatusCode::ACCEPTED);
+        let body: serde_json::Value = response.json().await.unwrap();
+        ids.push(body["id"].as_str().unwrap().to_owned());
+    }
+    ids
+}
+
+async fn a_replay_takes_each_dead_letter_once_and_the_ledger_keeps_every_attempt(kind: BrokerKind) {
+    let token = "an-admin-token-for-tests";
+    let overrides = [("admin.token", token)];
+    let Some(app) = TestApp::spawn(kind, Roles::api_only(), &overrides).await else {
+        return;
+    };
+    let admin = |request: reqwest::RequestBuilder| request.bearer_auth(token).send();
+    let url = |path: &str| format!("{}{path}", app.address);
+    let ids = send_emails(&app, 4).await;
+    // The pool keeps running through the replay: each replayed letter fails again at once
+    // and comes back to the dead-letter queue while the replay is still taking letters.
+    let shutdown = Shutdown::new();
+    let pool = app
+        .herald
+        .worker_pool(EventKind::Email, Arc::new(AlwaysRefused));
+    let working = tokio::spawn(pool.run(shutdown.clone(), Duration::from_secs(5)));
+    let letters = app.dead_letters(EventKind::Email, 4).await;
+    assert_eq!(letters.len(), 4);
+    for letter in &letters {
+        assert_eq!(
+            letter.routing_key, "email.template",
+            "a dead letter answers the routing key it was published with"
+        );
+    }
+
+    for limit in ["0", "1001", "-1"] {
+        let refused = admin(app.client.post(url(&format!(
+            "/admin/queues/email.notifications/dead-letters/replay?limit={limit}"
+        ))))
+        .await
+        .unwrap();
+        assert_eq!(
+            refused.status(),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "limit={limit}"
+        );
+    }
+    let replayed: serde_json::Value = admin(app.client.post(url(
+        "/admin/queues/email.notifications/dead-letters/replay?limit=50",
+    )))
+    .await
+    .unwrap()
+    .json()
+    .await
+    .unwrap();
+    assert_eq!(replayed["replayed"], 4, "each letter is replayed once");
+
+    // Every replayed letter was tried once more, failed, and is back: four letters, each
+    // with its attempts before and after the replay in the ledger.
+    let spec = app.herald.topology.queue(EventKind::Email).clone();
+    for id in &ids {
+        let status = app
+            .notification_when(id, |s| s["deliveries"][0]["attempts"] == 2)
+            .await;
+        assert_eq!(status["status"], "failed", "{status}");
+        assert_eq!(
+            status["deliveries"][0]["attempts"], 2,
+            "the attempt before the replay still counts: {status}"
+        );
+    }
+    let back = app.dead_letters(EventKind::Email, 4).await;
+    assert_eq!(back.len(), 4, "{back:?}");
+    assert_eq!(
+        app.herald
+            .broker
+            .queue_stats(&spec.dead_letter_queue())
+            .await
+            .unwrap()
+            .message_count,
+        4
+    );
+    shutdown.raise();
+    working.await.unwrap();
+    app.stop().await;
+}
+
+/// Panics on its first attempt at each message, and delivers on the next.
+#[derive(Default)]
+struct PanicsFirstTime {
+    attempts: Mutex<Vec<u32>>,
+}
+
+#[async_trait]
+impl Handler for PanicsFirstTime {
+    async fn handle(&self, _: &herald::domain::Envelope, attempt: u32) -> Outcome {
+        self.attempts.lock().unwrap().push(attempt);
+        if attempt == 1 {
+            panic!("a bug in the handler");
+        }
+        Outcome::Delivered
+    }
+}
+
+async fn a_handler_that_panics_has_its_message_retried(kind: BrokerKind) {
+    let overrides = [("queues.email.backoff", "[\"300ms\"]")];
+    let Some(app) = TestApp::spawn(kind, Roles::api_only(), &overrides).await else {
+        return;
+    };
+    let handler = Arc::new(PanicsFirstTime::default());
+    let shutdown = Shutdown::new();
+    let pool = app.herald.worker_pool(EventKind::Email, handler.clone());
+    let working = tokio::spawn(pool.run(shutdown.clone(), Duration::from_secs(5)));
+    let id = send_emails(&app, 1).await.remove(0);
+    let status = app
+        .notification_when(&id, |s| s["status"] == "delivered")
+        .await;
+    assert_eq!(status["status"], "delivered", "{status}");
+    assert_eq!(*handler.attempts.lock().unwrap(), [1, 2]);
+    let spec = app.herald.topology.queue(EventKind::Email).clone();
+    assert_eq!(
+        app.herald
+            .broker
+            .queue_stats(&spec.name)
+            .await
+            .unwrap()
+            .message_count,
+        0,
+        "settled, not left unacknowledged"
+    );
+    shutdown.raise();
+    working.await.unwrap();
+    app.stop().await;
+}
+
+async fn an_event_for_an_unknown_tenant_is_rejected_and_nothing_is_sent_or_stored(
+    kind: BrokerKind,
+) {
+    let Some(app) = TestApp::spawn(kind, Roles::everything(), &[]).await else {
+        return;
+    };
+    let herald = &app.herald;
+    // Published straight to the exchanges, as another service would, for tenant 999,
+    // which does not exist.
+    let mut email = email_event();
+    email["tenantId"] = serde_json::json!(999);
+    let mut audit = audit_event();
+    audit["tenantId"] = serde_json::json!(999);
+    for (kind, payload) in [(EventKind::Email, &email), (EventKind::Audit, &audit)] {
+        let (message, _) = publication(&herald.topology, kind, payload);
+        herald.broker.publish(message).await.unwrap();
+    }
+    for kind in [EventKind::Email, EventKind::Audit] {
+        let letters = app.dead_letters(kind, 1).await;
+        assert_eq!(letters.len(), 1, "{kind:?} is dead-lettered");
+        assert_eq!(letters[0].reason, "rejected");
+        assert!(
+            letters[0]
+                .last_error
+                .as_deref()
+                .unwrap()
+                .contains("unknown tenant"),
+            "{:?}",
+            letters[0]
+        );
+    }
+    let outbox = app.dir.path().join("outbox");
+    assert!(
+        std::fs::read_dir(&outbox).map_or(true, |mut d| d.next().is_none()),
+        "no email was sent"
+    );
+    let unknown = herald::domain::TenantId::parse("999").unwrap();
+    let store = herald.tenancy.store();
+    assert!(
+        store.audit_chain(&unknown, 0, 10).await.unwrap().is_empty(),
+        "no audit chain was started for it"
+    );
+
+    // A known tenant's message that is not a valid event is rejected too, and its
+    // publisher finds it, with why, under the message_id it gave.
+    let spec = herald.topology.queue(EventKind::Email);
+    herald
+        .broker
+        .publish(herald::broker::Publication {
+            exchange: spec.exchange.clone(),
+            routing_key: "email.send".into(),
+            message_id: "order-42".into(),
+            body: serde_json::to_vec(&serde_json::json!({"payload": {"tenantId": 1, "to": []}}))
+                .unwrap()
+                .into(),
+        })
+        .await
+        .unwrap();
+    let status = app
+        .notification_when("order-42", |s| s["status"] == "rejected")
+        .await;
+    assert_eq!(status["status"], "rejected", "{status}");
+    assert!(
+        status["reason"].as_str().unwrap().contains("to"),
+        "the reason names what is wrong: {status}"
+    );
+    app.stop().await;
+}
+
+async fn dead_letters_past_their_bounds_are_dropped_logged_and_counted(kind: BrokerKind) {
+    let overrides = [
+        ("dead_letters.max_length", "2"),
+        ("dead_letters.max_age", "3s"),
+        ("dead_letters.every", "200ms"),
+    ];
+    let Some(app) = TestApp::spawn(kind, Roles::api_only(), &overrides).await else {
+        return;
+    };
+    let shutdown = Shutdown::new();
+    let pool = app
+        .herald
+        .worker_pool(EventKind::Email, Arc::new(AlwaysRefused));
+    let working = tokio::spawn(pool.run(shutdown.clone(), Duration::from_secs(5)));
+    let ids = send_emails(&app, 5).await;
+    let spec = app.herald.topology.queue(EventKind::Email).clone();
+    let dead = || async {
+        app.herald
+            .broker
+            .queue_stats(&spec.dead_letter_queue())
+            .await
+            .unwrap()
+            .message_count
+    };
+    let metric = |bound: &str| {
+        let line = format!(
+            "herald_dead_letters_dropped_total{{queue=\"email.notifications\",bound=\"{bound}\"}} "
+        );
+        let text = app.herald.metrics.encode();
+        text.lines()
+            .find_map(|l| l.strip_prefix(&line).map(|n| n.parse::<u64>().unwrap()))
+            .unwrap_or(0)
+    };
+    // Five failed; the queue keeps two, the newest, and counts the three it dropped.
+    assert!(
+        eventually(Duration::from_secs(10), || async {
+            metric("length") == 3 && dead().await == 2
+        })
+        .await,
+        "dropped by length: {}, left: {}",
+        metric("length"),
+        dead().await
+    );
+    let kept: Vec<String> = app
+        .herald
+        .broker
+        .dead_letters(&spec, 10)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter_map(|l| l.message_id)
+        .collect();
+    assert_eq!(kept.len(), 2);
+    assert!(kept.iter().all(|id| ids.contains(id)), "{kept:?}");
+    // Past their age, the last two go as well.
+    assert!(
+        eventually(Duration::from_secs(10), || async {
+            metric("age") == 2 && dead().await == 0
+        })
+        .await,
+        "dropped by age: {}",
+        metric("age")
+    );
+    shutdown.raise();
+    working.await.unwrap();
     app.stop().await;
 }

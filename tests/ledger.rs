@@ -4,8 +4,9 @@
 mod common;
 
 use common::{TestApp, email_event, eventually};
-use herald::app::Roles;
+use herald::app::{Herald, Roles};
 use herald::config::BrokerKind;
+use herald::shutdown::Shutdown;
 use reqwest::StatusCode;
 use serde_json::Value;
 use std::time::Duration;
@@ -67,4 +68,102 @@ async fn a_sends_location_answers_its_status_per_recipient() {
         .unwrap();
     assert_eq!(unknown.status(), StatusCode::NOT_FOUND);
     app.stop().await;
+}
+
+/// A client following a 202's `Location` gets the event's status at once, from another
+/// instance sharing the store: the acceptance is written before the 202 is answered.
+async fn a_location_answers_at_once_from_another_instance(broker: BrokerKind) {
+    if broker == BrokerKind::Rabbitmq && !common::rabbitmq_available() {
+        return;
+    }
+    let Some(database) = common::fresh_postgres_database().await else {
+        return;
+    };
+    let prefix = common::unique_prefix();
+    let shutdown = Shutdown::new();
+    let mut instances = Vec::new();
+    let mut dirs = Vec::new();
+    for _ in 0..2 {
+        let dir = tempfile::TempDir::new().unwrap();
+        let overrides = [("database.url", database.as_str())];
+        let settings = common::settings(broker, dir.path(), &prefix, &overrides);
+        let herald = Herald::start(settings).await.unwrap();
+        let (address, _) = common::serve(&herald, Roles::api_only(), &shutdown).await;
+        instances.push((herald, address));
+        dirs.push(dir);
+    }
+    let key = common::tenant_key(&instances[0].0, "1").await;
+    let (sending, reading) = (&instances[0].1, &instances[1].1);
+    let client = common::http_client();
+    let status_of = |id: String| {
+        let (client, key) = (client.clone(), key.clone());
+        let url = format!("{reading}/v1/notifications/{id}");
+        async move {
+            let response = client.get(url).bearer_auth(key).send().await.unwrap();
+            let status = response.status();
+            (
+                status,
+                response.json::<Value>().await.unwrap_or(Value::Null),
+            )
+        }
+    };
+    for _ in 0..50 {
+        let response = client
+            .post(format!("{sending}/v1/notifications/email"))
+            .bearer_auth(&key)
+            .json(&email_event())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::ACCEPTED);
+        let location = response.headers()["location"].to_str().unwrap().to_owned();
+        let id = location.rsplit('/').next().unwrap().to_owned();
+        let (status, body) = status_of(id).await;
+        assert_eq!(
+            status,
+            StatusCode::OK,
+            "{location} right after its 202: {body}"
+        );
+        assert_eq!(body["status"], "queued", "{body}");
+        assert_eq!(body["deliveries"][0]["status"], "queued", "{body}");
+    }
+    let batch = serde_json::json!({"events": (0..20).map(|_| {
+        let mut event = email_event();
+        event["kind"] = "email".into();
+        event
+    }).collect::<Vec<_>>()});
+    for _ in 0..5 {
+        let response = client
+            .post(format!("{sending}/v1/batch"))
+            .bearer_auth(&key)
+            .json(&batch)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::ACCEPTED);
+        let body: Value = response.json().await.unwrap();
+        for result in body["results"].as_array().unwrap() {
+            let (status, body) = status_of(result["id"].as_str().unwrap().to_owned()).await;
+            assert_eq!(
+                status,
+                StatusCode::OK,
+                "a batch's event right after its 202"
+            );
+            assert_eq!(body["status"], "queued");
+        }
+    }
+    shutdown.raise();
+    if broker == BrokerKind::Rabbitmq {
+        common::delete_rabbitmq_topology(&instances[0].0.topology).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_location_answers_at_once_from_another_instance_on_the_embedded_broker() {
+    a_location_answers_at_once_from_another_instance(BrokerKind::Embedded).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_location_answers_at_once_from_another_instance_on_rabbitmq() {
+    a_location_answers_at_once_from_another_instance(BrokerKind::Rabbitmq).await;
 }

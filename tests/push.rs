@@ -623,3 +623,61 @@ async fn configured_credentials_serve_tenants_without_their_own() {
     assert_eq!(only(&fcm.received(), "android-ada").status, 200);
     app.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_in_app_push_reaches_a_user_without_devices_and_nothing_to_deliver_to_is_final() {
+    let app = TestApp::spawn(BrokerKind::Embedded, Roles::everything(), &[])
+        .await
+        .unwrap();
+    let push = |in_app: bool| json!({"recipientIds": ["no-device"], "title": "Hi", "body": "There", "inApp": in_app});
+    let send = |body: Value| {
+        let app = &app;
+        async move {
+            let (status, body) = app
+                .call(Method::POST, "/v1/notifications/push", Some(&body))
+                .await;
+            assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+            body["id"].as_str().unwrap().to_owned()
+        }
+    };
+    let settled = |s: &Value| s["status"] != "queued";
+
+    // In the app, the user's inbox is somewhere to deliver to.
+    let id = send(push(true)).await;
+    let status = app.notification_when(&id, settled).await;
+    assert_eq!(status["status"], "delivered", "{status}");
+    let inbox = status["deliveries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["target"] == "inbox")
+        .unwrap_or_else(|| panic!("the inbox is a delivery: {status}"));
+    assert_eq!(inbox["status"], "delivered");
+    let (_, items) = app
+        .call(Method::GET, "/v1/users/no-device/inbox", None)
+        .await;
+    assert_eq!(items["items"].as_array().unwrap().len(), 1, "{items}");
+
+    // Without it there is nowhere: a final state of its own, acknowledged, not a dead
+    // letter an operator could replay to any effect.
+    let id = send(push(false)).await;
+    let status = app.notification_when(&id, settled).await;
+    assert_eq!(status["status"], "undeliverable", "{status}");
+    assert_eq!(status["deliveries"][0]["status"], "undeliverable");
+    assert!(
+        status["deliveries"][0]["lastError"]
+            .as_str()
+            .unwrap()
+            .contains("no mobile device registered"),
+        "{status}"
+    );
+    let spec = app.herald.topology.queue(herald::domain::EventKind::Push);
+    let dead = app
+        .herald
+        .broker
+        .queue_stats(&spec.dead_letter_queue())
+        .await
+        .unwrap();
+    assert_eq!(dead.message_count, 0, "nothing was dead-lettered");
+    app.stop().await;
+}

@@ -1,20 +1,20 @@
 //! RabbitMQ-only behaviour: events published straight to the exchanges by other services,
-//! and a broker restart during a steady stream of sends.
+//! quorum queues, and retries while a work queue is full. Faults of RabbitMQ itself (a
+//! restart, an alarm, a broker down at start) are in `rabbitmq_node.rs`.
 
 mod common;
 
 use async_trait::async_trait;
 use common::{TestApp, audit_event, push_event};
-use herald::app::{Herald, Roles};
+use herald::app::Roles;
 use herald::config::BrokerKind;
 use herald::domain::{Envelope, Event, EventKind};
 use herald::shutdown::Shutdown;
 use herald::workers::{Handler, Outcome};
 use lapin::options::BasicPublishOptions;
 use lapin::{BasicProperties, Connection};
-use std::collections::HashSet;
-use std::process::Command;
-use std::sync::{Arc, Mutex};
+use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc;
 
@@ -110,197 +110,6 @@ async fn a_payload_published_with_a_plain_amqp_client_reaches_the_push_handler()
     app.stop().await;
 }
 
-/// A RabbitMQ node of the test's own, on port 5673, so that stopping it disturbs no other
-/// test. Started by the test and stopped when it ends; `rabbitmq-server` must be installed.
-const RESTART_NODE: &str = "herald-restart@localhost";
-const RESTART_PORT: &str = "5673";
-
-fn rabbitmqctl(args: &[&str]) -> bool {
-    Command::new("rabbitmqctl")
-        .args(["-n", RESTART_NODE])
-        .args(args)
-        .output()
-        .is_ok_and(|o| o.status.success())
-}
-
-/// Stops the restart node when dropped, so that no stray broker is left running (and
-/// taking CPU from benchmarks) after the tests.
-struct StopsRestartNode;
-
-impl Drop for StopsRestartNode {
-    fn drop(&mut self) {
-        let _ = rabbitmqctl(&["stop"]);
-    }
-}
-
-/// Starts the restart node if it is not running; false if it cannot be had here.
-fn restart_node() -> bool {
-    if common::reachable(&format!("127.0.0.1:{RESTART_PORT}")) {
-        return rabbitmqctl(&["start_app"]);
-    }
-    let base = std::env::temp_dir().join("herald-rabbitmq-restart");
-    let _ = std::fs::create_dir_all(&base);
-    // The server runs as the rabbitmq user, which must own its directory.
-    let _ = Command::new("chown")
-        .args(["-R", "rabbitmq:rabbitmq"])
-        .arg(&base)
-        .status();
-    let started = Command::new("rabbitmq-server")
-        .arg("-detached")
-        .env("RABBITMQ_NODENAME", RESTART_NODE)
-        .env("RABBITMQ_NODE_IP_ADDRESS", "127.0.0.1")
-        .env("RABBITMQ_NODE_PORT", RESTART_PORT)
-        .env("RABBITMQ_DIST_PORT", "25673")
-        .env("RABBITMQ_MNESIA_BASE", base.join("mnesia"))
-        .env("RABBITMQ_LOG_BASE", base.join("log"))
-        .env("RABBITMQ_PID_FILE", base.join("pid"))
-        .env("RABBITMQ_CONFIG_FILE", base.join("no-config"))
-        .env("RABBITMQ_ENABLED_PLUGINS_FILE", base.join("no-plugins"))
-        .status()
-        .is_ok_and(|s| s.success());
-    // `await_startup` fails at once while the node has not yet registered with epmd, so
-    // ask again until it answers or a generous deadline passes.
-    let deadline = std::time::Instant::now() + Duration::from_secs(120);
-    while started && std::time::Instant::now() < deadline {
-        if rabbitmqctl(&["await_startup", "--timeout", "60"]) {
-            return true;
-        }
-        std::thread::sleep(Duration::from_secs(1));
-    }
-    false
-}
-
-/// Counts the events the audit pool receives, by id.
-struct Counting(Arc<Mutex<HashSet<String>>>);
-
-#[async_trait]
-impl Handler for Counting {
-    async fn handle(&self, envelope: &Envelope, _: u32) -> Outcome {
-        self.0.lock().unwrap().insert(envelope.id.to_string());
-        Outcome::Delivered
-    }
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_rabbitmq_restart_loses_no_accepted_event() {
-    herald::telemetry::init_logging();
-    if !common::rabbitmq_available() {
-        return;
-    }
-    let _stops = StopsRestartNode;
-    if !restart_node() {
-        let message =
-            "a RabbitMQ node of its own could not be started (is rabbitmq-server installed?)";
-        if std::env::var("CI").is_ok_and(|v| v == "true") {
-            panic!("{message}");
-        }
-        eprintln!("SKIPPED: {message}");
-        return;
-    }
-    let url = format!("amqp://guest:guest@127.0.0.1:{RESTART_PORT}/%2f");
-    let dir = tempfile::TempDir::new().unwrap();
-    let overrides = [
-        ("broker.rabbitmq.url", url.as_str()),
-        ("broker.publish_timeout", "2s"),
-    ];
-    let settings = common::settings(
-        BrokerKind::Rabbitmq,
-        dir.path(),
-        &common::unique_prefix(),
-        &overrides,
-    );
-    let herald = Herald::start(settings).await.unwrap();
-    let key = common::tenant_key(&herald, "1").await;
-    let shutdown = Shutdown::new();
-    let (address, serving) = common::serve(&herald, Roles::api_only(), &shutdown).await;
-
-    // A steady stream of sends from 4 clients while the broker goes away and comes back.
-    let client = common::http_client();
-    let sending = Arc::new(std::sync::atomic::AtomicBool::new(true));
-    let mut senders = Vec::new();
-    for _ in 0..4 {
-        let (client, address, sending, key) = (
-            client.clone(),
-            address.clone(),
-            sending.clone(),
-            key.clone(),
-        );
-        senders.push(tokio::spawn(async move {
-            let (mut accepted, mut refused) = (Vec::new(), 0usize);
-            while sending.load(std::sync::atomic::Ordering::Relaxed) {
-                let response = client
-                    .post(format!("{address}/v1/audit/events"))
-                    .bearer_auth(&key)
-                    .json(&audit_event())
-                    .send()
-                    .await
-                    .expect("Herald answers every send");
-                match response.status().as_u16() {
-                    202 => accepted.push(
-                        response.json::<serde_json::Value>().await.unwrap()["id"]
-                            .as_str()
-                            .unwrap()
-                            .to_owned(),
-                    ),
-                    503 => {
-                        assert!(response.headers().contains_key("retry-after"));
-                        refused += 1;
-                        tokio::time::sleep(Duration::from_millis(20)).await;
-                    }
-                    other => panic!("a send was answered {other}, neither 202 nor 503"),
-                }
-            }
-            (accepted, refused)
-        }));
-    }
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    assert!(rabbitmqctl(&["stop_app"]), "the node stops");
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    assert!(rabbitmqctl(&["start_app"]), "the node starts again");
-    // Keep sending until Herald has recovered and sends are accepted again.
-    let recovered = common::eventually(Duration::from_secs(30), || async {
-        herald.broker.health().await.healthy
-    })
-    .await;
-    assert!(
-        recovered,
-        "Herald reconnected to RabbitMQ: {:?}",
-        herald.broker.health().await
-    );
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    sending.store(false, std::sync::atomic::Ordering::Relaxed);
-    let mut accepted = HashSet::new();
-    let mut refused = 0;
-    for sender in senders {
-        let (ids, refusals) = sender.await.unwrap();
-        accepted.extend(ids);
-        refused += refusals;
-    }
-    assert!(refused > 0, "sends during the outage were refused with 503");
-
-    // Every event answered 202 is consumed afterwards.
-    let seen = Arc::new(Mutex::new(HashSet::new()));
-    let pool = herald.worker_pool(EventKind::Audit, Arc::new(Counting(seen.clone())));
-    let working = tokio::spawn(pool.run(shutdown.clone(), Duration::from_secs(5)));
-    let all_consumed = common::eventually(Duration::from_secs(30), || async {
-        accepted.is_subset(&seen.lock().unwrap())
-    })
-    .await;
-    let missing = accepted.difference(&seen.lock().unwrap()).count();
-    assert!(
-        all_consumed,
-        "{missing} of {} accepted events were never consumed",
-        accepted.len()
-    );
-    eprintln!(
-        "{} accepted, {refused} refused with 503, all accepted consumed",
-        accepted.len()
-    );
-    shutdown.raise();
-    working.await.unwrap();
-    serving.await.unwrap().unwrap();
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn quorum_queues_take_and_deliver_events() {
     let overrides = [("broker.rabbitmq.quorum_queues", "true")];
@@ -324,4 +133,142 @@ async fn quorum_queues_take_and_deliver_events() {
     shutdown.raise();
     working.await.unwrap();
     app.stop().await;
+}
+
+/// Seconds since the epoch, as the SMTP relay stamps what it receives.
+fn epoch_seconds() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64()
+}
+
+/// Emails that meet a 451 while other sends keep their queue full all come back within
+/// their backoff, and every email accepted is delivered: a retry does not go back through
+/// the full work queue (which, on classic queues, dropped it: RabbitMQ dead-letters at
+/// most once), nor wait on RabbitMQ's dead-letter publisher (which, on quorum queues,
+/// waited minutes for the full queue).
+async fn retries_come_back_within_their_backoff_while_the_queue_is_full(quorum: bool) {
+    let Some(relay) = common::smtp_relay::SmtpRelay::start() else {
+        return;
+    };
+    let relay_overrides = relay.overrides();
+    let mut overrides: Vec<(&str, &str)> = relay_overrides
+        .iter()
+        .map(|(k, v)| (*k, v.as_str()))
+        .collect();
+    overrides.extend([
+        ("queues.email.max_length", "20"),
+        ("queues.email.concurrency", "2"),
+        ("queues.email.backoff", "[\"1s\"]"),
+        ("email.pool_size", "2"),
+        (
+            "broker.rabbitmq.quorum_queues",
+            if quorum { "true" } else { "false" },
+        ),
+    ]);
+    let Some(app) = TestApp::spawn(BrokerKind::Rabbitmq, Roles::everything(), &overrides).await
+    else {
+        return;
+    };
+    let app = Arc::new(app);
+    let email =
+        |to: &str| serde_json::json!({"to": [to], "template": "welcome", "data": {"name": "Ada"}});
+    // Four senders keep the email queue full for five seconds.
+    let filling = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let mut fillers = Vec::new();
+    for sender in 0..4 {
+        let (app, filling) = (app.clone(), filling.clone());
+        fillers.push(tokio::spawn(async move {
+            let (mut accepted, mut refused) = (Vec::new(), 0);
+            let mut n = 0;
+            while filling.load(std::sync::atomic::Ordering::Relaxed) {
+                let to = format!("filler-{sender}-{n}@example.com");
+                let response = app.post_json("/v1/notifications/email", &email(&to)).await;
+                match response.status().as_u16() {
+                    202 => accepted.push(to),
+                    503 => refused += 1,
+                    other => panic!("a send was answered {other}"),
+                }
+                n += 1;
+            }
+            (accepted, refused)
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Each of these is refused with 451 the first time, then accepted.
+    let mut busy = Vec::new();
+    for i in 0..5 {
+        let to = format!("busy-{i}@example.com");
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let response = app.post_json("/v1/notifications/email", &email(&to)).await;
+            if response.status() == 202 {
+                busy.push((to, epoch_seconds()));
+                break;
+            }
+            assert_eq!(response.status(), 503);
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{to} was never accepted"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    filling.store(false, std::sync::atomic::Ordering::Relaxed);
+    let (mut accepted, mut refused) = (Vec::new(), 0);
+    for filler in fillers {
+        let (to, n) = filler.await.unwrap();
+        accepted.extend(to);
+        refused += n;
+    }
+    assert!(
+        refused > 0,
+        "the queue was full: sends were refused with 503"
+    );
+    accepted.extend(busy.iter().map(|(to, _)| to.clone()));
+
+    let received = relay.wait_for(accepted.len()).await;
+    let mut by_recipient: HashMap<String, Vec<f64>> = HashMap::new();
+    for message in &received {
+        let to = message["rcptTos"][0].as_str().unwrap().to_owned();
+        let at = message["receivedAt"].as_f64().unwrap();
+        by_recipient.entry(to).or_default().push(at);
+    }
+    let missing: Vec<&String> = accepted
+        .iter()
+        .filter(|to| !by_recipient.contains_key(*to))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "{} of {} accepted emails never arrived: {missing:?}",
+        missing.len(),
+        accepted.len()
+    );
+    for (to, accepted_at) in &busy {
+        let took = by_recipient[to][0] - accepted_at;
+        assert!(
+            took < 1.0 + 3.0,
+            "{to} arrived {took:.1} s after it was accepted, its backoff being 1 s"
+        );
+    }
+    let duplicates = received.len() - by_recipient.len();
+    assert_eq!(duplicates, 0, "no email was sent twice");
+    eprintln!(
+        "{} accepted ({} refused while full), every one delivered; retries within their backoff",
+        accepted.len(),
+        refused
+    );
+    Arc::try_unwrap(app).ok().unwrap().stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retries_come_back_within_their_backoff_while_a_classic_queue_is_full() {
+    retries_come_back_within_their_backoff_while_the_queue_is_full(false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retries_come_back_within_their_backoff_while_a_quorum_queue_is_full() {
+    retries_come_back_within_their_backoff_while_the_queue_is_full(true).await;
 }

@@ -5,6 +5,7 @@
 mod common;
 
 use common::TestApp;
+use common::socket::{Socket, next, open, token, until_ready};
 use futures_util::{SinkExt, StreamExt};
 use herald::app::{Herald, Roles};
 use herald::config::BrokerKind;
@@ -13,63 +14,6 @@ use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use std::time::Duration;
 use tokio_tungstenite::tungstenite::Message;
-
-type Socket =
-    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
-
-/// A token for `user`, from the API of `app`.
-async fn token(app: &TestApp, user: &str) -> String {
-    let (status, body) = app
-        .call(
-            Method::POST,
-            "/v1/realtime/tokens",
-            Some(&json!({"userId": user, "ttlSeconds": 300})),
-        )
-        .await;
-    assert_eq!(status, StatusCode::CREATED, "{body}");
-    body["token"].as_str().unwrap().to_owned()
-}
-
-/// Opens `user`'s socket on the instance at `address` with `token`, from `since`.
-async fn open(address: &str, token: &str, since: Option<&str>) -> Socket {
-    let mut url = format!(
-        "{}/v1/realtime?token={token}",
-        address.replacen("http", "ws", 1)
-    );
-    if let Some(since) = since {
-        url.push_str(&format!("&since={since}"));
-    }
-    let (socket, _) = tokio_tungstenite::connect_async(url)
-        .await
-        .expect("the socket opens");
-    socket
-}
-
-/// The next JSON frame (pings are answered by the client itself), within 10 s.
-async fn next(socket: &mut Socket) -> Value {
-    loop {
-        let message = tokio::time::timeout(Duration::from_secs(10), socket.next())
-            .await
-            .expect("a frame within 10 s")
-            .expect("the socket stays open")
-            .expect("a frame");
-        if let Message::Text(text) = message {
-            return serde_json::from_str(&text).unwrap();
-        }
-    }
-}
-
-/// Frames up to and including `ready`.
-async fn until_ready(socket: &mut Socket) -> Vec<Value> {
-    let mut frames = Vec::new();
-    loop {
-        let frame = next(socket).await;
-        if frame["type"] == "ready" {
-            return frames;
-        }
-        frames.push(frame);
-    }
-}
 
 /// No frame arrives within `wait`.
 async fn quiet(socket: &mut Socket, wait: Duration) -> bool {

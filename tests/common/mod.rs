@@ -9,6 +9,7 @@
 pub mod keys;
 pub mod push_providers;
 pub mod smtp_relay;
+pub mod socket;
 
 use figment::providers::Serialized;
 use herald::app::{Herald, Roles};

@@ -10,8 +10,9 @@ the recipient's local part, so that a test can ask for a refusal:
   bye-...@     answers RCPT TO with 421 and closes the connection,
   busy-...@    answers RCPT TO with 451 the first time, then accepts (a transient one).
 
-Every accepted message is appended to <dir>/received.jsonl as {"pipelined",
-"nextMailPipelined", "mailFrom", "rcptTos", "data", "headers", "parts"}: whether DATA came
+Every accepted message is appended to <dir>/received.jsonl as {"receivedAt", "pipelined",
+"nextMailPipelined", "mailFrom", "rcptTos", "data", "headers", "parts"}: when it was
+accepted (seconds since the epoch), whether DATA came
 with RCPT, and the next message's MAIL with this one's end marker; the raw message, and
 what Python's own email parser reads in it (every header, decoded; each MIME part's type
 and decoded body). Prints "listening on <port>" once it accepts connections,
@@ -29,6 +30,7 @@ import json
 import os
 import socket
 import ssl
+import time
 import warnings
 import sys
 from email import policy
@@ -82,6 +84,7 @@ class Relay:
             if not part.is_multipart()
         ]
         record = {
+            "receivedAt": time.time(),
             "authUser": session.auth_data if session.authenticated else None,
             "tls": session.ssl is not None
             or server.transport.get_extra_info("ssl_object") is not None,

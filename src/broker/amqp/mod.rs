@@ -164,7 +164,7 @@ impl AmqpBroker {
             Err(e @ BrokerError::Topology { .. }) => return Err(e),
             Err(e) => {
                 tracing::warn!(error = %e, "RabbitMQ is not reachable; Herald answers 503 until it is");
-                (None, Some(e.to_string()))
+                (None, Some(cause(&e)))
             }
         };
         let publishers = (0..settings.confirm_channels.max(1))
@@ -225,9 +225,8 @@ impl AmqpBroker {
         connection.ok_or_else(|| {
             let trouble = self.inner.trouble.lock().expect("never poisoned").clone();
             BrokerError::Unavailable(format!(
-                "not connected to {}{}",
-                self.inner.url_for_logs,
-                trouble.map(|t| format!(": {t}")).unwrap_or_default()
+                "not connected ({})",
+                trouble.unwrap_or_else(|| format!("connecting to {}", self.inner.url_for_logs))
             ))
         })
     }
@@ -333,6 +332,14 @@ impl AmqpBroker {
     }
 }
 
+/// What went wrong, without the "broker unavailable" every connection failure says.
+fn cause(e: &BrokerError) -> String {
+    match e {
+        BrokerError::Unavailable(cause) => cause.clone(),
+        other => other.to_string(),
+    }
+}
+
 /// The wait before the supervisor's next look after `failures` failed connects in a row:
 /// a second while all is well, then 1, 2, 4, 8 and at most 15 seconds.
 fn reconnect_wait(failures: u32) -> Duration {
@@ -402,7 +409,7 @@ async fn supervise(inner: std::sync::Weak<Inner>) {
                 failures = failures.saturating_add(1);
                 let next = reconnect_wait(failures);
                 tracing::warn!(error = %e, attempt = failures, retry_in = ?next, "RabbitMQ is unreachable; trying again");
-                *inner.trouble.lock().expect("never poisoned") = Some(e.to_string());
+                *inner.trouble.lock().expect("never poisoned") = Some(cause(&e));
             }
         }
     }
