@@ -177,7 +177,9 @@ impl Herald {
             broker.clone(),
             topology.clone(),
             ledger.clone(),
-            Idempotency::new(store.clone()),
+            // A request answers within its publish timeout and a ledger write: a claim
+            // unanswered for three timeouts was left by a process that died.
+            Idempotency::new(store.clone(), settings.broker.publish_timeout * 3),
             rate_limits.clone(),
             metrics.clone(),
             settings.broker.publish_timeout,

@@ -22,8 +22,6 @@ pub const RETENTION: Duration = Duration::from_secs(24 * 3600);
 const WAIT_FOR_FIRST: Duration = Duration::from_secs(10);
 /// How often a repeat looks for that answer.
 const POLL: Duration = Duration::from_millis(20);
-/// A claim this old without an answer belongs to a process that died: a repeat resumes it.
-const STALE: Duration = Duration::from_secs(30);
 
 /// What to do with a request that carries a key.
 #[derive(Debug, PartialEq, Eq)]
@@ -65,12 +63,15 @@ pub fn fingerprint(route: &str, body: &serde_json::Value) -> [u8; 32] {
 #[derive(Clone)]
 pub struct Idempotency {
     store: Arc<dyn Store>,
+    /// A claim this old without an answer belongs to a process that died: a repeat
+    /// resumes it. A live request answers well within it (it is a few publish timeouts).
+    stale_after: Duration,
 }
 
 impl Idempotency {
-    /// Idempotency over `store`.
-    pub fn new(store: Arc<dyn Store>) -> Self {
-        Idempotency { store }
+    /// Idempotency over `store`, resuming unanswered claims after `stale_after`.
+    pub fn new(store: Arc<dyn Store>, stale_after: Duration) -> Self {
+        Idempotency { store, stale_after }
     }
 
     /// Claims `key` for a request whose events would be `binding`, or finds the answer
@@ -93,7 +94,7 @@ impl Idempotency {
                     fingerprint,
                     binding,
                     now - RETENTION,
-                    now - STALE,
+                    now - self.stale_after,
                 )
                 .await?
             {

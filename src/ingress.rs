@@ -208,7 +208,7 @@ impl Ingress {
             Begin::Repeat(status, body) => return Ok(Receipt::replayed(status, body)),
             Begin::First => proposed,
             Begin::Resume(binding) => {
-                tracing::info!(key = %key.key, "publishing the unconfirmed events of an idempotency key again");
+                tracing::debug!(key = %key.key, "publishing the unconfirmed events of an idempotency key again");
                 binding
             }
         };

@@ -498,3 +498,83 @@ async fn with_rabbitmq_down_at_start_herald_answers_503_until_it_is_up() {
     serving.await.unwrap().unwrap();
     common::delete_rabbitmq_topology(&herald.topology).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn emails_accepted_across_broker_restarts_are_each_delivered_and_duplicates_are_bounded() {
+    const RESTARTS: usize = 2;
+    let Some(relay) = common::smtp_relay::SmtpRelay::start() else {
+        return;
+    };
+    let relay_overrides = relay.overrides();
+    let mut overrides: Vec<(&str, &str)> = relay_overrides
+        .iter()
+        .map(|(k, v)| (*k, v.as_str()))
+        .collect();
+    overrides.extend([
+        ("broker.publish_timeout", "2s"),
+        ("queues.email.backoff", "[\"1s\"]"),
+    ]);
+    let Some((_node, app)) = on_node(Roles::everything(), &overrides).await else {
+        return;
+    };
+    herald::telemetry::init_logging();
+    let clients = common::accounting::Clients::start(8, &app.address, &app.key);
+    for _ in 0..RESTARTS {
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        assert!(rabbitmqctl(&["stop_app"]), "the node stops");
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        assert!(rabbitmqctl(&["start_app"]), "the node starts again");
+        let back = Instant::now();
+        assert!(
+            common::eventually(Duration::from_secs(60), || async {
+                rabbitmq_healthy(&app).await
+            })
+            .await,
+            "Herald reconnected"
+        );
+        eprintln!("Herald healthy {:?} after the node started", back.elapsed());
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let log = clients.stop().await;
+    let tally = common::accounting::tally(
+        &relay,
+        &log,
+        &app.address,
+        &app.key,
+        Duration::from_secs(120),
+    )
+    .await;
+    eprintln!(
+        "{RESTARTS} broker restarts: {} emails accepted ({} answers 503, {} 409, {} unanswered); \
+         ledger {:?}; {} lost; {} duplicates",
+        tally.accepted,
+        log.refused,
+        log.in_progress,
+        log.unreachable,
+        tally.statuses,
+        tally.lost.len(),
+        tally.duplicates
+    );
+    assert!(log.refused > 0, "the restarts refused sends");
+    assert!(
+        tally.lost.is_empty(),
+        "accepted but never received: {:?}",
+        tally.lost
+    );
+    assert_eq!(
+        tally.statuses.get("delivered"),
+        Some(&tally.accepted),
+        "every accepted email is delivered in the ledger: {:?}",
+        tally.statuses
+    );
+    // A duplicate is an email sent whose acknowledgement the restart lost, or an
+    // unconfirmed publish repeated: at most what was in flight (the queue's concurrency,
+    // and the clients' own requests) at each restart.
+    let in_flight = (128 + 8) * RESTARTS;
+    assert!(
+        tally.duplicates <= in_flight,
+        "{} duplicates, more than the {in_flight} that could have been in flight",
+        tally.duplicates
+    );
+    app.stop().await;
+}

@@ -109,18 +109,30 @@ impl WorkerPool {
         let prefetch = u16::try_from(self.spec.concurrency).unwrap_or(u16::MAX);
         let mut in_flight = JoinSet::new();
         let mut ordering = Ordering::default();
+        // Since when the queue cannot be consumed: said once, not every second.
+        let mut failing_since: Option<Instant> = None;
         'consuming: while !shutdown.is_raised() {
             let mut consumer = match self.broker.consume(&self.spec, prefetch).await {
                 Ok(consumer) => consumer,
                 Err(e) => {
-                    tracing::warn!(queue = %self.spec.configured_name, error = %e, "cannot consume; trying again");
+                    if failing_since.is_none() {
+                        tracing::warn!(queue = %self.spec.configured_name, error = %e, "cannot consume; trying again every second");
+                    }
+                    failing_since.get_or_insert_with(Instant::now);
                     tokio::select! {
                         _ = shutdown.raised() => break,
                         _ = tokio::time::sleep(RECONSUME_DELAY) => continue,
                     }
                 }
             };
-            tracing::info!(queue = %self.spec.configured_name, concurrency = self.spec.concurrency, "worker pool consuming");
+            match failing_since.take() {
+                Some(since) => {
+                    tracing::info!(queue = %self.spec.configured_name, after = ?since.elapsed(), "worker pool consuming again")
+                }
+                None => {
+                    tracing::info!(queue = %self.spec.configured_name, concurrency = self.spec.concurrency, "worker pool consuming")
+                }
+            }
             loop {
                 let permit = tokio::select! {
                     permit = permits.clone().acquire_owned() => permit.expect("the semaphore is never closed"),
@@ -165,6 +177,7 @@ impl WorkerPool {
                 while in_flight.try_join_next().is_some() {}
             }
         }
+        while in_flight.try_join_next().is_some() {}
         let draining = in_flight.len();
         if draining > 0 {
             tracing::info!(queue = %self.spec.configured_name, draining, "draining in-flight messages");

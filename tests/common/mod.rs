@@ -6,6 +6,7 @@
 
 #![allow(dead_code)] // Each test binary uses its own part of this module.
 
+pub mod accounting;
 pub mod keys;
 pub mod push_providers;
 pub mod smtp_relay;

@@ -9,12 +9,11 @@
 //!
 //! Herald starts whether or not RabbitMQ answers: a supervisor connects, logging each
 //! failed attempt and the wait before the next, and until it succeeds every publish and
-//! consume is refused as unavailable (sends answer 503, health says why). lapin's
-//! automatic recovery reconnects and replays the topology after a network failure; should
-//! that recovery stall or give up (it can, when the broker resets the socket and closes
-//! the connection at the same moment), the supervisor opens a fresh connection after
-//! [`STALLED_RECOVERY`]; publisher channels and consumers notice the new generation and
-//! move over to it.
+//! consume is refused as unavailable (sends answer 503, health says why). The same
+//! supervisor replaces a connection that is lost, declaring the topology again; publisher
+//! channels and consumers notice the new generation and move over to it. (lapin's own
+//! recovery is not used: after a broker restart it stalled for good as often as not, and
+//! a fresh connection is what it would build anyway.)
 //!
 //! Retries are not requeues: a retried message is republished (confirmed) to a backoff
 //! queue of its delay, with its attempt count and the time it is due in headers, and only
@@ -61,9 +60,6 @@ pub const ROUTING_KEY_HEADER: &str = "x-herald-routing-key";
 /// Header: the replay that put a dead letter back, so that one replay takes each once.
 const REPLAY_HEADER: &str = "x-herald-replay";
 
-/// How long the connection may stay down before the supervisor replaces it.
-pub const STALLED_RECOVERY: Duration = Duration::from_secs(10);
-
 /// How long a send's publish is followed for its confirmation after its request was
 /// answered 503 (the confirmation then records the event as accepted after all).
 const LATE_CONFIRM_LIMIT: Duration = Duration::from_secs(120);
@@ -102,23 +98,14 @@ pub struct AmqpBroker {
     inner: Arc<Inner>,
 }
 
-/// Connects with lapin's recovery on, and declares the topology.
+/// Connects and declares the topology.
 async fn open(
     url: &str,
     url_for_logs: &str,
     topology: &Topology,
     queue_type: QueueType,
 ) -> Result<Connection, BrokerError> {
-    let properties = ConnectionProperties::default()
-        .with_connection_name("herald".into())
-        .enable_auto_recover()
-        // A few quick tries of lapin's own; a longer outage is the supervisor's, which
-        // logs it and opens a fresh connection (lapin would retry silently, forever).
-        .configure_backoff(|b| {
-            b.with_min_delay(Duration::from_millis(200))
-                .with_max_delay(Duration::from_secs(2))
-                .with_max_times(4)
-        });
+    let properties = ConnectionProperties::default().with_connection_name("herald".into());
     let connecting = Connection::connect(url, properties);
     let connection = tokio::time::timeout(CONNECT_TIMEOUT, connecting)
         .await
@@ -238,10 +225,10 @@ impl AmqpBroker {
             self.inner.next_publisher.fetch_add(1, Ordering::Relaxed) % self.inner.publishers.len();
         let generation = *self.inner.generation.borrow();
         let mut slot = self.inner.publishers[index].lock().await;
-        let usable = slot.channel.as_ref().is_some_and(|channel| {
-            let status = channel.status();
-            status.connected() || status.reconnecting()
-        });
+        let usable = slot
+            .channel
+            .as_ref()
+            .is_some_and(|channel| channel.status().connected());
         if slot.generation != generation || !usable {
             let connection = self
                 .connection()
@@ -340,22 +327,27 @@ fn cause(e: &BrokerError) -> String {
     }
 }
 
-/// The wait before the supervisor's next look after `failures` failed connects in a row:
-/// a second while all is well, then 1, 2, 4, 8 and at most 15 seconds.
+/// The wait before the next attempt after `failures` failed connects in a row: 1, 2, 4, 8
+/// and at most 15 seconds.
 fn reconnect_wait(failures: u32) -> Duration {
     const WAITS: [u64; 5] = [1, 2, 4, 8, 15];
     let index = (failures.max(1) - 1).min(4) as usize;
     Duration::from_secs(WAITS[index])
 }
 
-/// Keeps a connection for as long as the broker lives: connects when there is none
-/// (logging each failure and the wait before the next attempt), and replaces one that has
-/// been down longer than [`STALLED_RECOVERY`] or is closed for good.
+/// Keeps a connection for as long as the broker lives: connects when there is none, or
+/// when the one there was is lost, logging each failure and the wait before the next
+/// attempt.
 async fn supervise(inner: std::sync::Weak<Inner>) {
-    let mut down_since: Option<Instant> = None;
     let mut failures: u32 = 0;
     loop {
-        tokio::time::sleep(reconnect_wait(failures)).await;
+        let wait = if failures == 0 {
+            // Cheap: a look at the connection's state.
+            Duration::from_millis(250)
+        } else {
+            reconnect_wait(failures)
+        };
+        tokio::time::sleep(wait).await;
         let Some(inner) = inner.upgrade() else { return };
         if inner.closed.load(Ordering::Relaxed) {
             return;
@@ -365,18 +357,11 @@ async fn supervise(inner: std::sync::Weak<Inner>) {
             .read()
             .expect("connection lock poisoned")
             .clone();
-        if let Some(current) = &current {
-            let status = current.status();
-            if status.connected() {
-                down_since = None;
-                failures = 0;
-                continue;
-            }
-            let since = *down_since.get_or_insert_with(Instant::now);
-            let gone_for_good = status.closed() || status.errored();
-            if !gone_for_good && since.elapsed() < STALLED_RECOVERY {
-                continue;
-            }
+        if current.as_ref().is_some_and(|c| c.status().connected()) {
+            continue;
+        }
+        if current.is_some() && failures == 0 {
+            tracing::warn!(url = %inner.url_for_logs, "the connection to RabbitMQ was lost; reconnecting");
         }
         match open(
             inner.url.expose_secret(),
@@ -391,18 +376,12 @@ async fn supervise(inner: std::sync::Weak<Inner>) {
                     Some(Arc::new(fresh));
                 *inner.trouble.lock().expect("never poisoned") = None;
                 inner.generation.send_modify(|g| *g += 1);
-                down_since = None;
                 failures = 0;
-                match current {
-                    Some(current) => {
-                        tracing::warn!(url = %inner.url_for_logs, "RabbitMQ recovery stalled; opened a new connection");
-                        tokio::spawn(async move {
-                            let _ = current.close(200, "replaced".into()).await;
-                        });
-                    }
-                    None => {
-                        tracing::info!(url = %inner.url_for_logs, "connected to RabbitMQ, topology declared");
-                    }
+                tracing::info!(url = %inner.url_for_logs, "connected to RabbitMQ, topology declared");
+                if let Some(lost) = current {
+                    tokio::spawn(async move {
+                        let _ = lost.close(200, "replaced".into()).await;
+                    });
                 }
             }
             Err(e) => {
@@ -766,12 +745,10 @@ impl Broker for AmqpBroker {
             );
         }
         if !status.connected() {
-            let state = if status.reconnecting() {
-                "reconnecting to"
-            } else {
-                "not connected to"
-            };
-            return unhealthy(format!("{state} {}", self.inner.url_for_logs));
+            return unhealthy(format!(
+                "reconnecting to {} (the connection was lost)",
+                self.inner.url_for_logs
+            ));
         }
         BrokerHealth {
             healthy: true,
