@@ -111,12 +111,10 @@ pub async fn open_broker(
     })
 }
 
-/// How long `herald migrate` waits for RabbitMQ before it gives up.
-const MIGRATE_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
-
 /// Applies the database's migrations and prepares the broker (the embedded one's file, or
 /// RabbitMQ's topology), then closes both: what `herald migrate` does. It fails, saying
-/// why, when RabbitMQ does not accept a connection within 30 seconds, rather than wait.
+/// why, when RabbitMQ does not accept a connection within `broker.rabbitmq.migrate_wait`,
+/// rather than wait forever.
 pub async fn migrate(settings: &Settings) -> Result<(), StartError> {
     crate::channels::tls::install_default_provider();
     store::open(&settings.database.url).await?;
@@ -135,7 +133,9 @@ pub async fn migrate(settings: &Settings) -> Result<(), StartError> {
                 settings.broker.publish_timeout,
             )
             .await?;
-            let connected = broker.wait_connected(MIGRATE_WAIT).await;
+            let connected = broker
+                .wait_connected(settings.broker.rabbitmq.migrate_wait)
+                .await;
             broker.close().await;
             connected?;
         }

@@ -166,6 +166,10 @@ pub struct RabbitMqSettings {
     pub confirm_channels: usize,
     /// Declare quorum queues (for clusters) instead of classic ones.
     pub quorum_queues: bool,
+    /// How long `herald migrate` waits for RabbitMQ to accept a connection before it
+    /// fails (an init container may start before the broker does).
+    #[serde(with = "humantime_serde")]
+    pub migrate_wait: Duration,
 }
 
 /// Email delivery.

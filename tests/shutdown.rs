@@ -158,3 +158,32 @@ async fn the_binary_serves_on_defaults_and_exits_cleanly_on_sigterm() {
         .unwrap();
     assert!(status.success(), "herald exits 0 after SIGTERM: {status}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn migrate_gives_up_on_an_unreachable_rabbitmq_and_says_why() {
+    let dir = tempfile::TempDir::new().unwrap();
+    // Nothing listens on port 1.
+    let started = std::time::Instant::now();
+    let migrating = std::process::Command::new(env!("CARGO_BIN_EXE_herald"))
+        .arg("migrate")
+        .current_dir(dir.path())
+        .env("RABBITMQ_URL", "amqp://guest:guest@127.0.0.1:1/%2f")
+        .env("HERALD__BROKER__RABBITMQ__MIGRATE_WAIT", "2s")
+        .env_remove("DATABASE_URL")
+        .output();
+    let output = tokio::task::spawn_blocking(move || migrating.unwrap())
+        .await
+        .unwrap();
+    let took = started.elapsed();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "migrate fails: {stderr}");
+    assert!(
+        took < Duration::from_secs(20),
+        "migrate gave up after {took:?}, not after its 2 s wait"
+    );
+    assert!(
+        stderr.contains("did not accept a connection within 2s") && stderr.contains("127.0.0.1:1"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("guest:guest"), "the password is not shown");
+}

@@ -144,7 +144,7 @@ impl AppState {
               (status = 401, body = ErrorBody), (status = 403, description = "tenantId differs from the key's tenant", body = ErrorBody),
               (status = 400, body = ErrorBody), (status = 413, body = ErrorBody),
               (status = 415, body = ErrorBody), (status = 422, body = ErrorBody),
-              (status = 503, description = "Broker full or down; see Retry-After", body = ErrorBody)))]
+              (status = 503, description = "Not queued (the broker is full, blocked or down), or not confirmed in time; details give the event's id and status (rejected or unconfirmed); see Retry-After", body = ErrorBody)))]
 pub async fn send_chat(
     State(state): State<AppState>,
     Authenticated(tenant): Authenticated,
@@ -171,7 +171,7 @@ pub async fn send_chat(
               (status = 401, body = ErrorBody), (status = 403, description = "tenantId differs from the key's tenant", body = ErrorBody),
               (status = 400, body = ErrorBody), (status = 413, body = ErrorBody),
               (status = 415, body = ErrorBody), (status = 422, body = ErrorBody),
-              (status = 503, description = "Broker full or down; see Retry-After", body = ErrorBody)))]
+              (status = 503, description = "Not queued (the broker is full, blocked or down), or not confirmed in time; details give the event's id and status (rejected or unconfirmed); see Retry-After", body = ErrorBody)))]
 pub async fn send_push(
     State(state): State<AppState>,
     Authenticated(tenant): Authenticated,
@@ -193,7 +193,7 @@ pub async fn send_push(
               (status = 401, body = ErrorBody), (status = 403, description = "tenantId differs from the key's tenant", body = ErrorBody),
               (status = 400, body = ErrorBody), (status = 413, body = ErrorBody),
               (status = 415, body = ErrorBody), (status = 422, body = ErrorBody),
-              (status = 503, description = "Broker full or down; see Retry-After", body = ErrorBody)))]
+              (status = 503, description = "Not queued (the broker is full, blocked or down), or not confirmed in time; details give the event's id and status (rejected or unconfirmed); see Retry-After", body = ErrorBody)))]
 pub async fn send_email(
     State(state): State<AppState>,
     Authenticated(tenant): Authenticated,
@@ -215,7 +215,7 @@ pub async fn send_email(
               (status = 401, body = ErrorBody), (status = 403, description = "tenantId differs from the key's tenant", body = ErrorBody),
               (status = 400, body = ErrorBody), (status = 413, body = ErrorBody),
               (status = 415, body = ErrorBody), (status = 422, body = ErrorBody),
-              (status = 503, description = "Broker full or down; see Retry-After", body = ErrorBody)))]
+              (status = 503, description = "Not queued (the broker is full, blocked or down), or not confirmed in time; details give the event's id and status (rejected or unconfirmed); see Retry-After", body = ErrorBody)))]
 pub async fn send_audit(
     State(state): State<AppState>,
     Authenticated(tenant): Authenticated,
@@ -284,7 +284,7 @@ fn parse_batch(body: &Value) -> Result<Vec<Event>, FieldErrors> {
               (status = 400, body = ErrorBody), (status = 413, body = ErrorBody),
               (status = 415, body = ErrorBody),
               (status = 422, description = "Nothing queued; details name each invalid field", body = ErrorBody),
-              (status = 503, description = "Not every event was queued; details give each event's status", body = ErrorBody)))]
+              (status = 503, description = "Not every event was queued; details give each event's id and status (queued, rejected or unconfirmed); see Retry-After", body = ErrorBody)))]
 pub async fn send_batch(
     State(state): State<AppState>,
     Authenticated(tenant): Authenticated,
