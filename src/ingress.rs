@@ -15,7 +15,7 @@
 //!   deduplicate by id: one key never sends an event twice.
 
 use crate::broker::{Broker, Publication, PublishError, Topology};
-use crate::domain::{Envelope, Event, EventKind, NotificationId, TenantId};
+use crate::domain::{Envelope, Event, NotificationId, TenantId};
 use crate::idempotency::{Begin, Idempotency, IdempotencyError};
 use crate::ledger::Ledger;
 use crate::store::KeyBinding;
@@ -356,11 +356,6 @@ impl Ingress {
                 "publishes still unconfirmed at exit; their events may be queued without an acceptance in the ledger"
             );
         }
-    }
-
-    /// The queue an event of `kind` goes to, by its configured name.
-    pub fn queue_name(&self, kind: EventKind) -> &str {
-        &self.topology.queue(kind).configured_name
     }
 }
 

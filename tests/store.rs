@@ -42,6 +42,7 @@ store_suite!(
     provider_settings_are_replaced_and_removed_per_tenant,
     a_device_token_belongs_to_one_user_at_a_time,
     chat_messages_are_stored_once_numbered_per_conversation_and_logged_per_recipient,
+    an_idempotency_key_keeps_its_binding_until_answered_and_one_repeat_resumes_it,
 );
 
 async fn open(url: &str) -> Arc<dyn Store> {
@@ -579,5 +580,83 @@ async fn chat_messages_are_stored_once_numbered_per_conversation_and_logged_per_
         store.realtime_key(&[2; 32]).await.unwrap(),
         key,
         "the first key stays"
+    );
+}
+
+async fn an_idempotency_key_keeps_its_binding_until_answered_and_one_repeat_resumes_it(
+    store: Arc<dyn Store>,
+) {
+    use herald::store::{Claim, KeyBinding};
+    let now = chrono::Utc::now;
+    let binding = |id: &str| KeyBinding {
+        event_ids: vec![id.to_owned()],
+        accepted_at: chrono::DateTime::parse_from_rfc3339("2026-12-02T10:00:00.123456Z")
+            .unwrap()
+            .into(),
+    };
+    let first = binding("0190d8c4-7c8e-7000-8000-000000000001");
+    let other = binding("0190d8c4-7c8e-7000-8000-000000000002");
+    let claim = |binding: KeyBinding, stale: chrono::Duration| {
+        let store = store.clone();
+        async move {
+            store
+                .claim_idempotency_key(
+                    &tenant("acme"),
+                    "k",
+                    &[1],
+                    &binding,
+                    now() - chrono::Duration::hours(24),
+                    now() - stale,
+                )
+                .await
+                .unwrap()
+        }
+    };
+    let long = chrono::Duration::seconds(30);
+    assert_eq!(claim(first.clone(), long).await, Claim::Claimed);
+    // While the first request publishes, a repeat waits; its own binding is not taken.
+    assert_eq!(
+        claim(other.clone(), long).await,
+        Claim::Held {
+            fingerprint: vec![1],
+            response: None
+        }
+    );
+    // Not confirmed: of three concurrent repeats, one resumes it with the first binding.
+    store
+        .unconfirm_idempotency_key(&tenant("acme"), "k")
+        .await
+        .unwrap();
+    let repeats = futures_util::future::join_all((0..3).map(|_| claim(other.clone(), long))).await;
+    let resumed: Vec<&Claim> = repeats
+        .iter()
+        .filter(|c| matches!(c, Claim::Resumed(_)))
+        .collect();
+    assert_eq!(resumed, [&Claim::Resumed(first.clone())], "{repeats:?}");
+    // A claim never answered is resumed once it is stale (its process died).
+    assert!(matches!(
+        claim(other.clone(), long).await,
+        Claim::Held { .. }
+    ));
+    assert_eq!(
+        claim(other.clone(), chrono::Duration::zero()).await,
+        Claim::Resumed(first.clone())
+    );
+    // Answered: every repeat gets the answer.
+    store
+        .complete_idempotency_key(&tenant("acme"), "k", 202, "{\"id\":\"1\"}")
+        .await
+        .unwrap();
+    store
+        .unconfirm_idempotency_key(&tenant("acme"), "k")
+        .await
+        .unwrap();
+    assert_eq!(
+        claim(other, chrono::Duration::zero()).await,
+        Claim::Held {
+            fingerprint: vec![1],
+            response: Some((202, "{\"id\":\"1\"}".to_owned()))
+        },
+        "an answered key is not resumed, and not unconfirmed afterwards"
     );
 }
