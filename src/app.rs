@@ -245,11 +245,11 @@ impl Herald {
                 tokio::spawn(pool.run(shutdown.clone(), grace))
             })
             .collect();
-        tokio::spawn(crate::retention::run(
+        let mut background = vec![tokio::spawn(crate::retention::run(
             self.tenancy.store().clone(),
             self.settings.retention.clone(),
             shutdown.clone(),
-        ));
+        ))];
         if roles.api {
             let listener =
                 listener.ok_or_else(|| anyhow::anyhow!("the API role needs a listener"))?;
@@ -259,16 +259,16 @@ impl Herald {
                 "Herald is accepting events"
             );
             // Idle tenants' rate-limit state is dropped once a minute.
-            let limits = Arc::downgrade(&self.rate_limits);
-            tokio::spawn(async move {
+            let (limits, stop) = (self.rate_limits.clone(), shutdown.clone());
+            background.push(tokio::spawn(async move {
                 let mut tick = tokio::time::interval(std::time::Duration::from_secs(60));
-                while let Some(limits) = {
-                    tick.tick().await;
-                    limits.upgrade()
-                } {
-                    limits.evict_idle();
+                loop {
+                    tokio::select! {
+                        _ = tick.tick() => limits.evict_idle(),
+                        _ = stop.raised() => return,
+                    }
                 }
-            });
+            }));
             let stop = shutdown.clone();
             axum::serve(listener, self.router())
                 .with_graceful_shutdown(async move { stop.raised().await })
@@ -281,6 +281,9 @@ impl Herald {
         // confirmation are followed to their end, and the ledger writes what it holds.
         self.ingress.drain(grace).await;
         self.ledger.flush().await;
+        for task in background {
+            let _ = task.await;
+        }
         self.broker.close().await;
         Ok(())
     }

@@ -24,9 +24,7 @@ async fn relay_and_herald_with(
     more: &[(&str, &str)],
 ) -> Option<(SmtpRelay, TestApp)> {
     let relay = SmtpRelay::start_with(relay_args)?;
-    let overrides = relay.overrides();
-    let mut overrides: Vec<(&str, &str)> =
-        overrides.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let mut overrides = relay.overrides();
     overrides.push(("queues.email.backoff", "[\"300ms\"]"));
     overrides.extend_from_slice(more);
     let app = TestApp::spawn(BrokerKind::Embedded, Roles::everything(), &overrides)

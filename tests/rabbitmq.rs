@@ -152,11 +152,7 @@ async fn retries_come_back_within_their_backoff_while_the_queue_is_full(quorum: 
     let Some(relay) = common::smtp_relay::SmtpRelay::start() else {
         return;
     };
-    let relay_overrides = relay.overrides();
-    let mut overrides: Vec<(&str, &str)> = relay_overrides
-        .iter()
-        .map(|(k, v)| (*k, v.as_str()))
-        .collect();
+    let mut overrides = relay.overrides();
     overrides.extend([
         ("queues.email.max_length", "20"),
         ("queues.email.concurrency", "2"),

@@ -79,11 +79,7 @@ async fn a_pool_drains_its_in_flight_messages_on_shutdown_and_takes_no_more() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_binary_serves_on_defaults_and_exits_cleanly_on_sigterm() {
     let dir = tempfile::TempDir::new().unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = common::free_port();
     // A fresh directory with nothing configured, as on a new clone; only the port differs
     // from the defaults so that tests can run side by side.
     let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_herald"))

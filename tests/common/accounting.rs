@@ -121,6 +121,29 @@ pub struct Tally {
     pub duplicates: usize,
 }
 
+impl Tally {
+    /// Asserts the promise: every accepted email received and `delivered` in the ledger,
+    /// with at most `in_flight` duplicates (what the faults could have caught in flight).
+    pub fn assert_accounted(&self, in_flight: usize) {
+        assert!(
+            self.lost.is_empty(),
+            "accepted but never received: {:?}",
+            self.lost
+        );
+        assert_eq!(
+            self.statuses.get("delivered"),
+            Some(&self.accepted),
+            "every accepted email is delivered in the ledger: {:?}",
+            self.statuses
+        );
+        assert!(
+            self.duplicates <= in_flight,
+            "{} duplicates, more than the {in_flight} that could have been in flight",
+            self.duplicates
+        );
+    }
+}
+
 /// Waits (up to `within`) until the relay has every accepted email and the ledger gives
 /// each a final state, then tallies them.
 pub async fn tally(

@@ -14,6 +14,8 @@ use tempfile::TempDir;
 pub struct SmtpRelay {
     /// The port it listens on, at 127.0.0.1.
     pub port: u16,
+    /// The port as settings take it.
+    port_text: String,
     child: Child,
     dir: TempDir,
 }
@@ -66,15 +68,20 @@ impl SmtpRelay {
             .strip_prefix("listening on ")
             .and_then(|p| p.parse().ok())
             .unwrap_or_else(|| panic!("the relay did not start: {line:?}"));
-        Some(SmtpRelay { port, child, dir })
+        Some(SmtpRelay {
+            port,
+            port_text: port.to_string(),
+            child,
+            dir,
+        })
     }
 
     /// Settings overrides that make Herald send through this relay.
-    pub fn overrides(&self) -> Vec<(&'static str, String)> {
+    pub fn overrides(&self) -> Vec<(&'static str, &str)> {
         vec![
-            ("email.smtp.host", "127.0.0.1".to_owned()),
-            ("email.smtp.port", self.port.to_string()),
-            ("email.smtp.security", "plain".to_owned()),
+            ("email.smtp.host", "127.0.0.1"),
+            ("email.smtp.port", &self.port_text),
+            ("email.smtp.security", "plain"),
         ]
     }
 

@@ -478,6 +478,33 @@ fn original_routing_key(delivery: &lapin::message::Delivery) -> String {
         .unwrap_or_else(|| delivery.routing_key.as_str().to_owned())
 }
 
+/// A delivery's `message_id`.
+fn message_id_of(delivery: &lapin::message::Delivery) -> Option<String> {
+    delivery
+        .properties
+        .message_id()
+        .as_ref()
+        .map(|s| s.as_str().to_owned())
+}
+
+/// Why a letter was dead-lettered: Herald's header, else RabbitMQ's own reason.
+fn dead_reason(headers: Option<&FieldTable>) -> String {
+    header_text(headers, REASON_HEADER)
+        .or_else(|| header_text(first_death(headers), "reason"))
+        .unwrap_or_else(|| "unknown".into())
+}
+
+/// Hands a message taken with `basic.get` back to its queue, where it was.
+async fn put_back(delivery: &lapin::message::Delivery) {
+    let _ = delivery
+        .acker
+        .nack(BasicNackOptions {
+            multiple: false,
+            requeue: true,
+        })
+        .await;
+}
+
 #[async_trait]
 impl Broker for AmqpBroker {
     fn name(&self) -> &'static str {
@@ -547,15 +574,9 @@ impl Broker for AmqpBroker {
             let delivery = message.delivery;
             let headers = delivery.properties.headers().as_ref();
             letters.push(DeadLetter {
-                message_id: delivery
-                    .properties
-                    .message_id()
-                    .as_ref()
-                    .map(|s| s.as_str().to_owned()),
+                message_id: message_id_of(&delivery),
                 routing_key: original_routing_key(&delivery),
-                reason: header_text(headers, REASON_HEADER)
-                    .or_else(|| header_text(first_death(headers), "reason"))
-                    .unwrap_or_else(|| "unknown".into()),
+                reason: dead_reason(headers),
                 last_error: header_text(headers, LAST_ERROR_HEADER),
                 attempts: header_u32(headers, ATTEMPTS_HEADER).unwrap_or(0),
                 body: bytes::Bytes::from(delivery.data),
@@ -589,13 +610,7 @@ impl Broker for AmqpBroker {
             let delivery = message.delivery;
             let old = delivery.properties.headers().as_ref();
             if header_text(old, REPLAY_HEADER).as_deref() == Some(replay.as_str()) {
-                let _ = delivery
-                    .acker
-                    .nack(BasicNackOptions {
-                        multiple: false,
-                        requeue: true,
-                    })
-                    .await;
+                put_back(&delivery).await;
                 break;
             }
             let earlier = header_u32(old, EARLIER_ATTEMPTS_HEADER).unwrap_or(0)
@@ -627,11 +642,7 @@ impl Broker for AmqpBroker {
                 REPLAY_HEADER.into(),
                 AMQPValue::LongString(replay.as_str().into()),
             );
-            let message_id = delivery
-                .properties
-                .message_id()
-                .as_ref()
-                .map(|s| s.as_str().to_owned());
+            let message_id = message_id_of(&delivery);
             let republished = self
                 .publish_confirmed(
                     "",
@@ -698,24 +709,12 @@ impl Broker for AmqpBroker {
             } else if dead_at < dead_before {
                 "age"
             } else {
-                let _ = delivery
-                    .acker
-                    .nack(BasicNackOptions {
-                        multiple: false,
-                        requeue: true,
-                    })
-                    .await;
+                put_back(&delivery).await;
                 break;
             };
             dropped.push(DroppedLetter {
-                message_id: delivery
-                    .properties
-                    .message_id()
-                    .as_ref()
-                    .map(|s| s.as_str().to_owned()),
-                reason: header_text(headers, REASON_HEADER)
-                    .or_else(|| header_text(first_death(headers), "reason"))
-                    .unwrap_or_else(|| "unknown".into()),
+                message_id: message_id_of(&delivery),
+                reason: dead_reason(headers),
                 bound,
             });
             delivery
