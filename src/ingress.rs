@@ -3,8 +3,9 @@
 //! key, publishes them, records their acceptance in the ledger and answers.
 //!
 //! What an answer means is kept exact:
-//! - 202: every event is durably queued and its acceptance is written, so that the
-//!   `Location` answers at once from any instance sharing the store.
+//! - 202: every event is durably queued and its acceptance is written (while the broker
+//!   confirms, and withdrawn for what it did not take), so that the `Location` answers at
+//!   once from any instance sharing the store.
 //! - 503 before publishing (the broker has blocked publishing, or is unreachable): nothing
 //!   is queued.
 //! - 503 after the broker did not confirm within `broker.publish_timeout`: the event may
@@ -216,7 +217,11 @@ impl Ingress {
         self.queue(&envelopes, single, Some(&key.key), tenant).await
     }
 
-    /// Publishes `envelopes`, records the acceptance of those queued, and answers.
+    /// Publishes `envelopes`, records their acceptance, and answers.
+    ///
+    /// The acceptance is written while the broker confirms, not after, so that a send
+    /// waits for the slower of the two rather than both; what the broker did not take is
+    /// withdrawn from the ledger before the answer (nobody knows its id before then).
     async fn queue(
         &self,
         envelopes: &[Envelope],
@@ -225,17 +230,15 @@ impl Ingress {
         tenant: &TenantId,
     ) -> Result<Receipt, IngressError> {
         let answer = answer(envelopes, single);
-        let published = self.publish(envelopes, tenant, key, &answer.body).await;
-        let queued: Vec<Envelope> = envelopes
+        let ((published, unconfirmed), ()) =
+            tokio::join!(self.publish(envelopes), self.ledger.accepted(envelopes));
+        let not_queued: Vec<&Envelope> = envelopes
             .iter()
             .zip(&published)
-            .filter(|(_, p)| matches!(p, Published::Queued))
-            .map(|(e, _)| e.clone())
+            .filter(|(_, p)| !matches!(p, Published::Queued))
+            .map(|(e, _)| e)
             .collect();
-        if !queued.is_empty() {
-            self.ledger.accepted(&queued).await;
-        }
-        if queued.len() == envelopes.len() {
+        if not_queued.is_empty() {
             if let Some(key) = key
                 && let Err(e) = self
                     .idempotency
@@ -248,21 +251,21 @@ impl Ingress {
             }
             return Ok(answer);
         }
+        self.ledger.withdraw(&not_queued).await;
+        // Only now: a late confirmation records the acceptance again, after the withdrawal.
+        if let Some(publishing) = unconfirmed {
+            let follow = (tenant.clone(), key.map(str::to_owned), answer.body.clone());
+            self.follow(publishing, envelopes.to_vec(), follow);
+        }
         if let Some(key) = key {
             self.idempotency.unconfirmed(tenant, key).await;
         }
-        Err(not_queued(envelopes, &published, key.is_some()))
+        Err(not_queued_error(envelopes, &published, key.is_some()))
     }
 
     /// Publishes every envelope and waits for the broker, up to the publish timeout; what
-    /// is still unconfirmed then is followed in the background.
-    async fn publish(
-        &self,
-        envelopes: &[Envelope],
-        tenant: &TenantId,
-        key: Option<&str>,
-        answer: &str,
-    ) -> Vec<Published> {
+    /// is still unconfirmed then is answered too, for the caller to follow.
+    async fn publish(&self, envelopes: &[Envelope]) -> (Vec<Published>, Option<Publishing>) {
         let publications: Vec<Publication> = envelopes
             .iter()
             .map(|e| Publication::of(e, &self.topology))
@@ -274,9 +277,10 @@ impl Ingress {
         let results = match tokio::time::timeout(self.publish_timeout, &mut publishing).await {
             Ok(results) => results,
             Err(_) => {
-                let follow = (tenant.clone(), key.map(str::to_owned), answer.to_owned());
-                self.follow(publishing, envelopes.to_vec(), follow);
-                return vec![Published::Unconfirmed; envelopes.len()];
+                return (
+                    vec![Published::Unconfirmed; envelopes.len()],
+                    Some(publishing),
+                );
             }
         };
         for (envelope, result) in envelopes.iter().zip(&results) {
@@ -292,7 +296,7 @@ impl Ingress {
                 Err(e) => self.metrics.publish(queue, e.label()),
             }
         }
-        results
+        let published = results
             .into_iter()
             .map(|r| match r {
                 Ok(()) => Published::Queued,
@@ -301,7 +305,8 @@ impl Ingress {
                     Published::Refused(e)
                 }
             })
-            .collect()
+            .collect();
+        (published, None)
     }
 
     /// Follows a publish answered 503 before the broker confirmed it: a late confirmation
@@ -402,7 +407,7 @@ fn answer(envelopes: &[Envelope], single: bool) -> Receipt {
 }
 
 /// The 503 for a submission not wholly queued: each event's state, and what to do.
-fn not_queued(envelopes: &[Envelope], published: &[Published], keyed: bool) -> IngressError {
+fn not_queued_error(envelopes: &[Envelope], published: &[Published], keyed: bool) -> IngressError {
     let unconfirmed = published
         .iter()
         .any(|p| matches!(p, Published::Unconfirmed));

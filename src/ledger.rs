@@ -24,6 +24,7 @@ type Write = (Vec<LedgerRecord>, oneshot::Sender<()>);
 #[derive(Clone)]
 pub struct Ledger {
     writes: mpsc::Sender<Write>,
+    store: Arc<dyn Store>,
 }
 
 /// The deliveries an event makes: (channel, recipient, target).
@@ -187,8 +188,8 @@ impl Ledger {
         // Bounded: when the writer falls behind, senders wait (back-pressure on the API
         // and the worker pools) rather than the queue growing.
         let (writes, queued) = mpsc::channel(BATCH);
-        tokio::spawn(write_loop(store, queued));
-        Ledger { writes }
+        tokio::spawn(write_loop(store.clone(), queued));
+        Ledger { writes, store }
     }
 
     /// Records accepted events, and waits until they are written, so that the `Location`
@@ -199,6 +200,17 @@ impl Ledger {
             .map(|e| record(e, "queued", 0, None, false))
             .collect();
         self.write(records).await;
+    }
+
+    /// Withdraws the acceptances of events the broker did not take (or did not confirm),
+    /// written while it was asked. An event a worker has handled since (it was queued
+    /// after all) keeps its record.
+    pub async fn withdraw(&self, envelopes: &[&Envelope]) {
+        let ids: Vec<String> = envelopes.iter().map(|e| e.id.to_string()).collect();
+        if let Err(e) = self.store.withdraw_acceptances(&ids).await {
+            // The events show `queued` until they expire from the ledger; say so.
+            tracing::error!(error = %e, events = ids.len(), "withdrawing acceptances failed");
+        }
     }
 
     /// Records the outcome of an attempt, and waits until it is written.

@@ -174,6 +174,21 @@ async fn a_full_queue_answers_503_and_keeps_what_it_holds(kind: BrokerKind) {
     assert!(refused.headers().contains_key("retry-after"));
     let body: serde_json::Value = refused.json().await.unwrap();
     assert_eq!(body["error"]["code"], "queue_unavailable");
+    // Refused means not queued: the ledger, written while the broker was asked, forgets it.
+    let detail = &body["error"]["details"][0];
+    assert_eq!(detail["status"], "rejected", "{body}");
+    let (status, _) = app
+        .call(
+            reqwest::Method::GET,
+            &format!("/v1/notifications/{}", detail["id"].as_str().unwrap()),
+            None,
+        )
+        .await;
+    assert_eq!(
+        status,
+        StatusCode::NOT_FOUND,
+        "a refused event has no record"
+    );
 
     let spec = app.herald.topology.queue(EventKind::Audit).clone();
     let stats = app.herald.broker.queue_stats(&spec.name).await.unwrap();

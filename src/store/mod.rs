@@ -313,6 +313,10 @@ pub trait Store: TemplateStore + ProviderStore + DeviceStore + RealtimeStore + S
     /// Writes ledger records in one transaction.
     async fn write_ledger(&self, records: &[LedgerRecord]) -> Result<(), StoreError>;
 
+    /// Deletes the ledger entries of these notifications that are as their acceptance
+    /// wrote them (`queued`, no attempt made): their events were not queued after all.
+    async fn withdraw_acceptances(&self, ids: &[String]) -> Result<(), StoreError>;
+
     /// A tenant's notification and its deliveries, if it has one with this id.
     async fn notification(
         &self,

@@ -483,6 +483,28 @@ macro_rules! sql_store {
                 Ok(())
             }
 
+            async fn withdraw_acceptances(&self, ids: &[String]) -> Result<(), StoreError> {
+                let mut tx = self.writer.begin().await?;
+                for id in ids {
+                    let withdrawn = sqlx::query(
+                        "DELETE FROM notifications WHERE id = $1 AND status = 'queued' \
+                         AND NOT EXISTS (SELECT 1 FROM deliveries WHERE notification_id = $1 AND attempts > 0)",
+                    )
+                    .bind(id)
+                    .execute(&mut *tx)
+                    .await?
+                    .rows_affected();
+                    if withdrawn == 1 {
+                        sqlx::query("DELETE FROM deliveries WHERE notification_id = $1")
+                            .bind(id)
+                            .execute(&mut *tx)
+                            .await?;
+                    }
+                }
+                tx.commit().await?;
+                Ok(())
+            }
+
             async fn notification(
                 &self,
                 tenant: &TenantId,
