@@ -1,8 +1,9 @@
 //! Herald: a notification fan-out service.
 //!
 //! Events come in over HTTP ([`http`]) or straight from other services over AMQP, are
-//! parsed once into [`domain`] types, and are durably queued on a [`broker`] (RabbitMQ, or
-//! the embedded broker in a SQLite file). Per queue, a [`workers`] pool takes messages off
+//! parsed once into [`domain`] types, and are accepted by [`ingress`]: bound to their
+//! idempotency key, durably queued on a [`broker`] (RabbitMQ, or the embedded broker in a
+//! SQLite file) and recorded in the [`ledger`] before the answer. Per queue, a [`workers`] pool takes messages off
 //! with bounded concurrency, hands each to its handler, and settles it by its one outcome:
 //! delivered, retried with backoff, dead-lettered, or expired. [`app`] wires these together
 //! from [`config`]; [`shutdown`] stops them gracefully and [`telemetry`] reports on them.
