@@ -449,6 +449,9 @@ async fn an_embedded_lease_that_runs_out_is_delivered_again_and_fenced() {
     );
 }
 
+/// The admin token of the tests that look at dead letters through the admin API.
+const ADMIN_TOKEN: &str = "an-admin-token-for-tests";
+
 /// Fails for good on its first attempt, and delivers on later ones.
 struct FailsFirstTime;
 
@@ -464,12 +467,11 @@ impl Handler for FailsFirstTime {
 }
 
 async fn dead_letters_are_listed_with_their_reason_and_replayed_onto_their_queue(kind: BrokerKind) {
-    let token = "an-admin-token-for-tests";
-    let overrides = [("admin.token", token)];
-    let Some(app) = TestApp::spawn(kind, Roles::api_only(), &overrides).await else {
+    let Some(app) = TestApp::spawn(kind, Roles::api_only(), &[("admin.token", ADMIN_TOKEN)]).await
+    else {
         return;
     };
-    let admin = |request: reqwest::RequestBuilder| request.bearer_auth(token).send();
+    let admin = |request: reqwest::RequestBuilder| request.bearer_auth(ADMIN_TOKEN).send();
     let response = app
         .post_json("/v1/notifications/email", &email_event())
         .await;
@@ -587,12 +589,11 @@ async fn send_emails(app: &TestApp, count: usize) -> Vec<String> {
 }
 
 async fn a_replay_takes_each_dead_letter_once_and_the_ledger_keeps_every_attempt(kind: BrokerKind) {
-    let token = "an-admin-token-for-tests";
-    let overrides = [("admin.token", token)];
-    let Some(app) = TestApp::spawn(kind, Roles::api_only(), &overrides).await else {
+    let Some(app) = TestApp::spawn(kind, Roles::api_only(), &[("admin.token", ADMIN_TOKEN)]).await
+    else {
         return;
     };
-    let admin = |request: reqwest::RequestBuilder| request.bearer_auth(token).send();
+    let admin = |request: reqwest::RequestBuilder| request.bearer_auth(ADMIN_TOKEN).send();
     let url = |path: &str| format!("{}{path}", app.address);
     let ids = send_emails(&app, 4).await;
     // The pool keeps running through the replay: each replayed letter fails again at once

@@ -88,17 +88,7 @@ async fn emails_accepted_while_the_process_is_killed_are_each_delivered_and_dupl
     herald.kill().unwrap();
     herald.wait().unwrap();
 
-    eprintln!(
-        "{KILLS} SIGKILLs: {} emails accepted ({} answers 503, {} 409, {} requests unanswered \
-         while the process was down); ledger {:?}; {} lost; {} duplicates",
-        tally.accepted,
-        log.refused,
-        log.in_progress,
-        log.unreachable,
-        tally.statuses,
-        tally.lost.len(),
-        tally.duplicates
-    );
+    eprintln!("{}", tally.report(&format!("{KILLS} SIGKILLs"), &log));
     assert!(
         tally.accepted > 0 && log.unreachable > 0,
         "the faults hit sends"

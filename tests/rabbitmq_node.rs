@@ -537,15 +537,8 @@ async fn emails_accepted_across_broker_restarts_are_each_delivered_and_duplicate
     )
     .await;
     eprintln!(
-        "{RESTARTS} broker restarts: {} emails accepted ({} answers 503, {} 409, {} unanswered); \
-         ledger {:?}; {} lost; {} duplicates",
-        tally.accepted,
-        log.refused,
-        log.in_progress,
-        log.unreachable,
-        tally.statuses,
-        tally.lost.len(),
-        tally.duplicates
+        "{}",
+        tally.report(&format!("{RESTARTS} broker restarts"), &log)
     );
     assert!(log.refused > 0, "the restarts refused sends");
     // A duplicate is an email sent whose acknowledgement the restart lost, or an

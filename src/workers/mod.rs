@@ -256,7 +256,7 @@ impl WorkerPool {
                     "tenant",
                     tracing::field::display(envelope.event.tenant_id()),
                 );
-                match self.tenant_known(&envelope.event).await {
+                match self.tenant_known(envelope.event.tenant_id()).await {
                     Ok(true) => {
                         let outcome = self.decide(&envelope, attempt).await;
                         let outcome = self.within_attempts(outcome, delivery.attempt);
@@ -275,6 +275,8 @@ impl WorkerPool {
                             reason: format!("unknown tenant '{}'", envelope.event.tenant_id()),
                         }
                     }
+                    // The store is down, not the event wrong: tried again, however
+                    // many attempts it takes.
                     Err(e) => Outcome::retry(format!("checking the tenant: {e}")),
                 }
             }
@@ -310,13 +312,13 @@ impl WorkerPool {
         outcome
     }
 
-    /// Whether the event's tenant exists (always, without a tenancy to ask).
+    /// Whether `tenant` exists (always, without a tenancy to ask).
     async fn tenant_known(
         &self,
-        event: &crate::domain::Event,
+        tenant: &crate::domain::TenantId,
     ) -> Result<bool, crate::store::StoreError> {
         match &self.tenancy {
-            Some(tenancy) => tenancy.exists(event.tenant_id()).await,
+            Some(tenancy) => tenancy.exists(tenant).await,
             None => Ok(true),
         }
     }
@@ -341,11 +343,7 @@ impl WorkerPool {
             kind: *kind,
             created_at: *created_at,
         };
-        let known = match &self.tenancy {
-            Some(tenancy) => tenancy.exists(tenant).await.unwrap_or(false),
-            None => true,
-        };
-        if known {
+        if self.tenant_known(tenant).await.unwrap_or(false) {
             ledger.rejected(&rejection, reason).await;
         }
     }

@@ -122,6 +122,21 @@ pub struct Tally {
 }
 
 impl Tally {
+    /// The tally and what the clients saw, in a sentence, under `fault`.
+    pub fn report(&self, fault: &str, log: &ClientLog) -> String {
+        format!(
+            "{fault}: {} emails accepted ({} answers 503, {} 409, {} requests unanswered); \
+             ledger {:?}; {} lost; {} duplicates",
+            self.accepted,
+            log.refused,
+            log.in_progress,
+            log.unreachable,
+            self.statuses,
+            self.lost.len(),
+            self.duplicates
+        )
+    }
+
     /// Asserts the promise: every accepted email received and `delivered` in the ledger,
     /// with at most `in_flight` duplicates (what the faults could have caught in flight).
     pub fn assert_accounted(&self, in_flight: usize) {

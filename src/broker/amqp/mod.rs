@@ -494,6 +494,17 @@ fn dead_reason(headers: Option<&FieldTable>) -> String {
         .unwrap_or_else(|| "unknown".into())
 }
 
+/// Takes the next message of `queue` (with `basic.get`), to be acknowledged or put back.
+async fn take(
+    channel: &Channel,
+    queue: &str,
+) -> Result<Option<lapin::message::Delivery>, BrokerError> {
+    let message = channel
+        .basic_get(queue.into(), BasicGetOptions { no_ack: false })
+        .await?;
+    Ok(message.map(|m| m.delivery))
+}
+
 /// Hands a message taken with `basic.get` back to its queue, where it was.
 async fn put_back(delivery: &lapin::message::Delivery) {
     let _ = delivery
@@ -565,13 +576,9 @@ impl Broker for AmqpBroker {
         let dlq = queue.dead_letter_queue();
         let mut letters = Vec::new();
         while letters.len() < limit {
-            let Some(message) = channel
-                .basic_get(dlq.as_str().into(), BasicGetOptions { no_ack: false })
-                .await?
-            else {
+            let Some(delivery) = take(&channel, &dlq).await? else {
                 break;
             };
-            let delivery = message.delivery;
             let headers = delivery.properties.headers().as_ref();
             letters.push(DeadLetter {
                 message_id: message_id_of(&delivery),
@@ -601,13 +608,9 @@ impl Broker for AmqpBroker {
         let there = self.message_count(&channel, &dlq).await?;
         let mut moved = 0;
         while moved < there.min(limit as u64) {
-            let Some(message) = channel
-                .basic_get(dlq.as_str().into(), BasicGetOptions { no_ack: false })
-                .await?
-            else {
+            let Some(delivery) = take(&channel, &dlq).await? else {
                 break;
             };
-            let delivery = message.delivery;
             let old = delivery.properties.headers().as_ref();
             if header_text(old, REPLAY_HEADER).as_deref() == Some(replay.as_str()) {
                 put_back(&delivery).await;
@@ -686,13 +689,9 @@ impl Broker for AmqpBroker {
         let dead_before = consumer::now_ms() / 1000 - max_age;
         let mut dropped = Vec::new();
         while count > 0 {
-            let Some(message) = channel
-                .basic_get(dlq.as_str().into(), BasicGetOptions { no_ack: false })
-                .await?
-            else {
+            let Some(delivery) = take(&channel, &dlq).await? else {
                 break;
             };
-            let delivery = message.delivery;
             let headers = delivery.properties.headers().as_ref();
             // Herald stamps the letters it dead-letters; RabbitMQ records when it
             // dead-lettered one that expired.
