@@ -151,11 +151,13 @@ fn handler_for(kind: EventKind, herald: &Herald) -> Arc<dyn Handler> {
             &herald.settings.email,
             herald.templates.clone(),
             store.clone(),
+            herald.settings.providers.outbound(),
         )),
         EventKind::Push => Arc::new(PushHandler::new(
             &herald.settings.push,
             store.clone(),
             herald.realtime.clone(),
+            herald.settings.providers.outbound(),
         )),
         EventKind::Audit => Arc::new(AuditHandler::start(store.clone())),
         EventKind::Chat => Arc::new(ChatHandler::new(herald.realtime.clone())),
@@ -189,7 +191,7 @@ impl Herald {
             topology,
             metrics,
             ledger,
-            templates: Arc::new(Templates::new(store.clone())),
+            templates: Arc::new(Templates::new(store.clone(), settings.email.render)),
             realtime: Realtime::start(&settings, store.clone()).await?,
             tenancy: Arc::new(Tenancy::new(store)),
             rate_limits,
@@ -211,6 +213,7 @@ impl Herald {
             ingress: self.ingress.clone(),
             templates: self.templates.clone(),
             realtime: self.realtime.clone(),
+            outbound: self.settings.providers.outbound(),
         })
     }
 

@@ -33,6 +33,8 @@ pub struct Settings {
     pub email: EmailSettings,
     /// Push delivery (APNs and FCM).
     pub push: PushSettings,
+    /// What tenants' own providers may be.
+    pub providers: ProvidersSettings,
     /// Real-time delivery over WebSocket.
     pub realtime: RealtimeSettings,
     /// How long stored data is kept.
@@ -43,6 +45,25 @@ pub struct Settings {
     pub dead_letters: DeadLetterSettings,
     /// One queue per event kind.
     pub queues: QueuesSettings,
+}
+
+/// What tenants' own providers (`/v1/providers/...`) may be.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProvidersSettings {
+    /// Lets tenants' endpoints (SMTP hosts, FCM token URIs, and later webhooks) be private,
+    /// loopback or link-local addresses, and any token URI: for local relays in
+    /// development. Off, a tenant cannot make Herald connect inward.
+    pub allow_private_addresses: bool,
+}
+
+impl ProvidersSettings {
+    /// Where outbound connections on a tenant's behalf may go.
+    pub fn outbound(&self) -> crate::outbound::OutboundPolicy {
+        crate::outbound::OutboundPolicy {
+            allow_private_addresses: self.allow_private_addresses,
+        }
+    }
 }
 
 /// The HTTP API.
@@ -197,6 +218,8 @@ pub struct EmailSettings {
     pub tls_ca_file: Option<PathBuf>,
     /// Outbound limits, in messages per second (0: none).
     pub rate_limits: EmailRateLimits,
+    /// How much one email may render to, and how long it may take.
+    pub render: crate::channels::email::RenderLimits,
 }
 
 /// Outbound email limits, in messages per second; 0 means no limit.

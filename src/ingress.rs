@@ -21,7 +21,7 @@ use crate::idempotency::{Begin, Idempotency, IdempotencyError};
 use crate::ledger::Ledger;
 use crate::store::KeyBinding;
 use crate::telemetry::{Metrics, QueueLabels};
-use crate::tenants::limits::RateLimits;
+use crate::tenants::limits::{RateLimits, Refusal};
 use chrono::Utc;
 use serde::Serialize;
 use serde_json::{Value, json};
@@ -114,6 +114,17 @@ pub enum IngressError {
     /// The tenant is over its rate limit: try again after this long.
     #[error("rate limited")]
     RateLimited(Duration),
+    /// More events at once than the tenant's burst: they can never pass together.
+    #[error(
+        "{events} events at once are more than this tenant's burst of {burst} \
+         (rate_limits.burst): send at most {burst} in one batch"
+    )]
+    OverBurst {
+        /// How many were sent.
+        events: usize,
+        /// The tenant's burst.
+        burst: u32,
+    },
     /// The idempotency key cannot be used (another body, or still in progress).
     #[error(transparent)]
     Idempotency(#[from] IdempotencyError),
@@ -187,7 +198,13 @@ impl Ingress {
         let count = u32::try_from(submission.len()).unwrap_or(u32::MAX);
         self.rate_limits
             .admit(tenant, count)
-            .map_err(IngressError::RateLimited)?;
+            .map_err(|refusal| match refusal {
+                Refusal::Wait(wait) => IngressError::RateLimited(wait),
+                Refusal::OverBurst { burst } => IngressError::OverBurst {
+                    events: submission.len(),
+                    burst,
+                },
+            })?;
         let single = matches!(submission, Submission::One(_));
         let events = submission.events();
         let Some(key) = key else {

@@ -21,6 +21,7 @@ pub mod http;
 pub mod idempotency;
 pub mod ingress;
 pub mod ledger;
+pub mod outbound;
 pub mod realtime;
 pub mod retention;
 pub mod shutdown;

@@ -80,6 +80,8 @@ async fn manage_tenants(tenancy: &Tenancy, action: TenantAction) -> anyhow::Resu
         |name: &str| TenantId::parse(name).map_err(|e| anyhow::anyhow!("tenant id '{name}' {e}"));
     match action {
         TenantAction::Create { name } => {
+            herald::domain::check_tenant_name(&name)
+                .map_err(|e| anyhow::anyhow!("tenant name {e}"))?;
             let (tenant, key) = tenancy.create_tenant(&tenant(&name)?, &name).await?;
             println!(
                 "tenant: {}\napi key (shown once): {}",
@@ -88,7 +90,11 @@ async fn manage_tenants(tenancy: &Tenancy, action: TenantAction) -> anyhow::Resu
             );
         }
         TenantAction::Keys { name } => {
-            for key in tenancy.store().api_keys(&tenant(&name)?).await? {
+            let tenant = tenant(&name)?;
+            if tenancy.store().tenant(&tenant).await?.is_none() {
+                anyhow::bail!("no tenant '{name}'");
+            }
+            for key in tenancy.store().api_keys(&tenant).await? {
                 let state = key
                     .revoked_at
                     .map_or_else(|| "active".to_owned(), |t| format!("revoked {t}"));
@@ -128,8 +134,8 @@ async fn main() -> ExitCode {
     let cli = Cli::parse();
     match run(cli).await {
         Ok(()) => ExitCode::SUCCESS,
+        // Once, to stderr, where the logs also go.
         Err(e) => {
-            tracing::error!("{e:#}");
             eprintln!("herald: {e:#}");
             ExitCode::FAILURE
         }

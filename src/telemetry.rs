@@ -7,12 +7,15 @@ use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 use tracing_subscriber::EnvFilter;
 
-/// Starts logging to stderr, filtered by `RUST_LOG` (default `info`).
+/// Starts logging to stderr, filtered by `RUST_LOG` (default `info`); coloured only on a
+/// terminal, so that files and log collectors get plain text.
 pub fn init_logging() {
+    use std::io::IsTerminal;
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .try_init();
 }
 

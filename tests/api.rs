@@ -323,3 +323,149 @@ async fn operations_endpoints_answer() {
     assert!(metrics.contains("herald_http_requests_total"));
     app.stop().await;
 }
+
+/// Invented methods and paths do not make new metric series: each folds into one value.
+#[tokio::test]
+async fn metric_labels_stay_bounded_whatever_clients_send() {
+    let app = app().await;
+    for i in 0..20 {
+        let method = reqwest::Method::from_bytes(format!("INVENTED{i}").as_bytes()).unwrap();
+        app.client
+            .request(method, format!("{}/v1/chat/messages", app.address))
+            .send()
+            .await
+            .unwrap();
+        app.client
+            .get(format!("{}/no/such/path/{i}", app.address))
+            .send()
+            .await
+            .unwrap();
+    }
+    let metrics = app
+        .client
+        .get(format!("{}/metrics", app.address))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(!metrics.contains("INVENTED"), "{metrics}");
+    assert!(!metrics.contains("/no/such/path"), "{metrics}");
+    let series = |needle: &str| {
+        metrics
+            .lines()
+            .filter(|l| l.starts_with("herald_http_requests_total{") && l.contains(needle))
+            .count()
+    };
+    assert_eq!(series("method=\"other\""), 1, "{metrics}");
+    assert_eq!(series("route=\"unmatched\""), 1, "{metrics}");
+    app.stop().await;
+}
+
+/// A batch larger than the tenant's burst could never pass: 422 naming the limit, not a
+/// 429 that waiting would not cure.
+#[tokio::test]
+async fn a_batch_over_the_burst_is_422_naming_it() {
+    let app = TestApp::spawn(
+        BrokerKind::Embedded,
+        Roles::api_only(),
+        &[("rate_limits.per_second", "2"), ("rate_limits.burst", "3")],
+    )
+    .await
+    .unwrap();
+    let mut email = email_event();
+    email["kind"] = json!("email");
+    let events = vec![email; 4];
+    let response = app
+        .post_json("/v1/batch", &json!({ "events": events }))
+        .await;
+    let body = assert_error(
+        response,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "validation_failed",
+    )
+    .await;
+    let message = body["error"]["details"][0]["message"].as_str().unwrap();
+    assert!(message.contains("burst of 3"), "{message}");
+    let response = app
+        .post_json("/v1/batch", &json!({ "events": events[..3] }))
+        .await;
+    assert_eq!(response.status(), StatusCode::ACCEPTED, "within the burst");
+    app.stop().await;
+}
+
+/// `/docs` loads nothing from elsewhere: its script is Herald's own.
+#[tokio::test]
+async fn the_docs_page_is_served_whole_by_herald() {
+    let app = app().await;
+    let page = app
+        .client
+        .get(format!("{}/docs", app.address))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        !page.contains("http://") && !page.contains("https://"),
+        "{page}"
+    );
+    let script = page
+        .split("<script src=\"")
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .expect("the page loads a script");
+    let response = app
+        .client
+        .get(format!("{}{script}", app.address))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert!(
+        response.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/javascript")
+    );
+    let body = response.text().await.unwrap();
+    assert!(
+        body.len() > 100_000 && body.contains("Redoc"),
+        "Redoc's bundle"
+    );
+    app.stop().await;
+}
+
+/// A provider setting that does not parse is 422 naming the field, as the API spells it;
+/// a whole number written with a point is a whole number, there as in events.
+#[tokio::test]
+async fn provider_errors_name_their_field_and_a_whole_number_may_have_a_point() {
+    let app = app().await;
+    let put = |provider: &str, settings: Value| {
+        let app = &app;
+        let path = format!("/v1/providers/{provider}");
+        async move { app.call(reqwest::Method::PUT, &path, Some(&settings)).await }
+    };
+    let (status, body) = put("smtp", json!({"host": "relay.invalid", "port": "587"})).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    assert_eq!(invalid_fields(&body), ["port"]);
+    let (status, body) = put(
+        "fcm",
+        json!({"client_email": "a@b.example", "private_key": "x"}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    assert_eq!(invalid_fields(&body), ["project_id"]);
+
+    let (status, body) = put("smtp", json!({"host": "relay.invalid", "port": 2525.0})).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["port"], 2525);
+    let mut push = push_event();
+    push["tenantId"] = json!(1.0);
+    push["badge"] = json!(3.0);
+    let response = app.post_json("/v1/notifications/push", &push).await;
+    assert_eq!(response.status(), StatusCode::ACCEPTED);
+    app.stop().await;
+}

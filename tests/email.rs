@@ -370,8 +370,8 @@ async fn templates_round_trip_through_the_api_and_a_send_renders_the_newest_vers
     let status = app.notification_when(&id, final_status).await;
     assert_eq!(
         status["template"],
-        json!({"name": "order-shipped", "locale": "", "version": 2}),
-        "the send records the version it rendered"
+        json!({"name": "order-shipped", "version": 2}),
+        "the send records the version it rendered, and no locale for the default"
     );
 
     let (status, _) = app.call(Method::DELETE, path, None).await;
@@ -458,6 +458,31 @@ async fn a_tenant_layout_partial_and_locale_shape_what_is_sent() {
     assert_eq!(canadian["template"]["locale"], "fr");
     assert_eq!(preview(Some("de")).await["subject"], "Hello Zoé");
 
+    // However a locale is written, it is shown one way: in PUT, GET, the list and what a
+    // render records.
+    let (status, written) = app
+        .call(
+            Method::PUT,
+            "/v1/templates/welcome",
+            Some(&json!({"locale": "pt-br", "subject": "Olá {{name}}", "html": "<p>Olá</p>"})),
+        )
+        .await;
+    assert!(status.is_success(), "{written}");
+    assert_eq!(written["locale"], "pt-BR");
+    let (_, read) = app
+        .call(Method::GET, "/v1/templates/welcome?locale=PT-BR", None)
+        .await;
+    assert_eq!(read["locale"], "pt-BR", "{read}");
+    let (_, list) = app.call(Method::GET, "/v1/templates", None).await;
+    let listed: Vec<_> = list["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["locale"].clone())
+        .collect();
+    assert!(listed.contains(&json!("pt-BR")), "{list}");
+    assert_eq!(preview(Some("pt-br")).await["template"]["locale"], "pt-BR");
+
     // A built-in template the tenant does not replace still renders, in the tenant's
     // layout.
     let (_, reset) = app
@@ -497,9 +522,14 @@ async fn a_tenants_own_relay_is_used_and_its_password_never_shown() {
         return;
     };
     // No relay in configuration: without the tenant's own, email would go to the outbox.
-    let app = TestApp::spawn(BrokerKind::Embedded, Roles::everything(), &[])
-        .await
-        .unwrap();
+    // The relay runs here, on loopback: the operator allows that, as in development.
+    let app = TestApp::spawn(
+        BrokerKind::Embedded,
+        Roles::everything(),
+        &[("providers.allow_private_addresses", "true")],
+    )
+    .await
+    .unwrap();
     let settings = json!({
         "host": "127.0.0.1",
         "port": relay.port,
@@ -639,4 +669,178 @@ async fn outbound_email_keeps_to_the_relays_and_the_tenants_rate_limits() {
         );
         app.stop().await;
     }
+}
+
+/// A template whose data multiplies it (three nested `each`) stops at the render limits:
+/// a PUT whose sample data renders past them is 422, a preview is 422 naming the limit,
+/// and a send fails for good with it as the reason. Loops that write nothing stop at the
+/// time limit. Before the limits, this template rendered 1.8 GB.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_render_past_its_limits_is_refused_at_put_and_preview_and_fails_a_send() {
+    let app = TestApp::spawn(BrokerKind::Embedded, Roles::everything(), &[])
+        .await
+        .unwrap();
+    let items: Vec<u32> = (0..450).collect();
+    let data = json!({ "items": items });
+    let exploding = "{{#each items}}{{#each ../items}}{{#each ../../items}}\
+                     <p>{{this}} of {{@index}}, and a few words more</p>{{/each}}{{/each}}{{/each}}";
+    let path = "/v1/templates/exploding";
+    let template = |sample: Option<&Value>| {
+        let mut body = json!({"subject": "Many", "html": exploding});
+        if let Some(sample) = sample {
+            body["sampleData"] = sample.clone();
+        }
+        body
+    };
+    let limit_named = |body: &Value, field: &str, limit: &str| {
+        let detail = body["error"]["details"]
+            .as_array()
+            .and_then(|d| d.iter().find(|d| d["field"] == field))
+            .unwrap_or_else(|| panic!("no detail for {field}: {body}"));
+        let message = detail["message"].as_str().unwrap();
+        assert!(message.contains(limit), "{message}");
+    };
+
+    let (status, body) = app
+        .call(Method::PUT, path, Some(&template(Some(&data))))
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    limit_named(&body, "sampleData", "email.render.max_bytes");
+
+    let (status, body) = app.call(Method::PUT, path, Some(&template(None))).await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let (status, body) = app
+        .call(
+            Method::POST,
+            &format!("{path}/preview"),
+            Some(&json!({"data": data})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    limit_named(&body, "data", "render size limit of 1048576 bytes");
+
+    let id = send(
+        &app,
+        json!({"to": ["ada@example.com"], "template": "exploding", "data": data}),
+    )
+    .await;
+    let status = app.notification_when(&id, final_status).await;
+    assert_eq!(status["status"], "failed", "{status}");
+    let reason = status["reason"].as_str().unwrap_or_default();
+    assert!(reason.contains("email.render.max_bytes"), "{status}");
+
+    // Nothing written, a quarter of a billion iterations: the time limit stops it.
+    let silent = "{{#each items}}{{#each ../items}}{{#each ../../items}}{{#each ../../../items}}\
+                  {{/each}}{{/each}}{{/each}}{{/each}}";
+    let (status, body) = app
+        .call(
+            Method::PUT,
+            "/v1/templates/silent",
+            Some(&json!({"subject": "None", "html": silent})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let started = std::time::Instant::now();
+    let (status, body) = app
+        .call(
+            Method::POST,
+            "/v1/templates/silent/preview",
+            Some(&json!({"data": data})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    limit_named(&body, "data", "email.render.max_time");
+    eprintln!("the silent render stopped after {:?}", started.elapsed());
+    app.stop().await;
+}
+
+/// A tenant cannot point Herald at its own machine, its network or a metadata service:
+/// such a relay is 422 naming `host` (and the operator's setting), settings that got into
+/// the store anyway are refused where Herald connects, and plain SMTP may carry a password
+/// only to this machine. The operator's `providers.allow_private_addresses` lets a tenant
+/// use a local relay.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tenants_relay_must_be_public_unless_the_operator_allows_private_ones() {
+    let Some(relay) = SmtpRelay::start() else {
+        return;
+    };
+    let app = TestApp::spawn(BrokerKind::Embedded, Roles::everything(), &[])
+        .await
+        .unwrap();
+    let local = json!({"host": "127.0.0.1", "port": relay.port, "security": "plain"});
+    for host in [
+        "127.0.0.1",
+        "localhost",
+        "[::1]",
+        "10.0.0.5",
+        "169.254.169.254",
+    ] {
+        let mut settings = local.clone();
+        settings["host"] = json!(host);
+        let (status, body) = app
+            .call(Method::PUT, "/v1/providers/smtp", Some(&settings))
+            .await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{host}: {body}");
+        let detail = &body["error"]["details"][0];
+        assert_eq!(detail["field"], "host", "{body}");
+        assert!(
+            detail["message"]
+                .as_str()
+                .unwrap()
+                .contains("providers.allow_private_addresses"),
+            "{body}"
+        );
+    }
+    let (status, body) = app
+        .call(
+            Method::PUT,
+            "/v1/providers/smtp",
+            Some(&json!({"host": "smtp.example.com", "security": "plain",
+                         "username": "acme", "password": "in-clear"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    assert_eq!(body["error"]["details"][0]["field"], "security", "{body}");
+
+    // Stored without the API's check (as before it existed, or a name re-pointed since):
+    // refused where Herald connects, for good, and the relay hears nothing.
+    let tenant = herald::domain::TenantId::parse("1").unwrap();
+    app.herald
+        .tenancy
+        .store()
+        .put_provider(&tenant, "smtp", &local.to_string())
+        .await
+        .unwrap();
+    let id = send(
+        &app,
+        json!({"to": ["ada@example.com"], "template": "welcome", "data": {"name": "Ada"}}),
+    )
+    .await;
+    let status = app.notification_when(&id, final_status).await;
+    assert_eq!(status["status"], "failed", "{status}");
+    let error = status["deliveries"][0]["lastError"].as_str().unwrap();
+    assert!(error.contains("private"), "{error}");
+    assert!(relay.received().is_empty());
+    app.stop().await;
+
+    let allowing = TestApp::spawn(
+        BrokerKind::Embedded,
+        Roles::everything(),
+        &[("providers.allow_private_addresses", "true")],
+    )
+    .await
+    .unwrap();
+    let (status, body) = allowing
+        .call(Method::PUT, "/v1/providers/smtp", Some(&local))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let id = send(
+        &allowing,
+        json!({"to": ["ada@example.com"], "template": "welcome", "data": {"name": "Ada"}}),
+    )
+    .await;
+    let status = allowing.notification_when(&id, final_status).await;
+    assert_eq!(status["status"], "delivered", "{status}");
+    assert_eq!(relay.wait_for(1).await.len(), 1);
+    allowing.stop().await;
 }

@@ -42,6 +42,8 @@ async fn rig_with(extra: &[(&str, &str)]) -> PushRig {
         ("push.tls_ca_file", apns.ca_file.as_str()),
         ("push.fcm.url", fcm.url.as_str()),
         ("queues.push.backoff", "[\"100ms\"]"),
+        // The tenant's service account names the stand-in, on loopback, as its token_uri.
+        ("providers.allow_private_addresses", "true"),
     ];
     overrides.extend_from_slice(extra);
     let app = TestApp::spawn(BrokerKind::Embedded, Roles::everything(), &overrides)
@@ -679,5 +681,72 @@ async fn an_in_app_push_reaches_a_user_without_devices_and_nothing_to_deliver_to
         .await
         .unwrap();
     assert_eq!(dead.message_count, 0, "nothing was dead-lettered");
+    app.stop().await;
+}
+
+/// A tenant's service account may only send its signed grant to Google: a `token_uri`
+/// elsewhere is 422 naming it, and one already stored fails the push without a request
+/// to it. (A tenant's APNs settings name no endpoint: only `environment`, which picks one
+/// of the operator's two URLs.) The rig above shows the operator's allowance.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tenants_token_uri_must_be_googles_unless_the_operator_allows_others() {
+    let fcm = FcmStandIn::start().await;
+    let app = TestApp::spawn(
+        BrokerKind::Embedded,
+        Roles::everything(),
+        &[("push.fcm.url", fcm.url.as_str())],
+    )
+    .await
+    .unwrap();
+    let keys = tempfile::TempDir::new().unwrap();
+    let (rsa, public) = common::keys::rsa_key(keys.path());
+    fcm.accept_account(ACCOUNT, public);
+    let account = |token_uri: &str| {
+        json!({"type": "service_account", "project_id": "test-project", "private_key": rsa,
+               "client_email": ACCOUNT, "token_uri": token_uri})
+    };
+    for token_uri in [
+        fcm.token_url(),
+        "http://oauth2.googleapis.com/token".to_owned(),
+        "https://oauth2.googleapis.com.evil.example/token".to_owned(),
+        "https://169.254.169.254/token".to_owned(),
+    ] {
+        let (status, body) = app
+            .call(Method::PUT, "/v1/providers/fcm", Some(&account(&token_uri)))
+            .await;
+        assert_eq!(
+            status,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "{token_uri}: {body}"
+        );
+        assert_eq!(body["error"]["details"][0]["field"], "token_uri", "{body}");
+    }
+    let (status, body) = app
+        .call(
+            Method::PUT,
+            "/v1/providers/fcm",
+            Some(&account("https://oauth2.googleapis.com/token")),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+
+    let tenant = herald::domain::TenantId::parse("1").unwrap();
+    app.herald
+        .tenancy
+        .store()
+        .put_provider(&tenant, "fcm", &account(&fcm.token_url()).to_string())
+        .await
+        .unwrap();
+    register(&app, "ada", "android", "android-ada").await;
+    let id = send(
+        &app,
+        json!({"recipientIds": ["ada"], "title": "A", "body": "B"}),
+    )
+    .await;
+    let status = app.notification_when(&id, settled).await;
+    assert_eq!(status["status"], "failed", "{status}");
+    let error = status["deliveries"][0]["lastError"].as_str().unwrap();
+    assert!(error.contains("token_uri"), "{error}");
+    assert!(fcm.grants().is_empty(), "no grant left Herald");
     app.stop().await;
 }

@@ -511,3 +511,51 @@ async fn in_app_notifications_are_kept_and_each_change_is_sent_live() {
     assert_eq!(inbox["items"], json!([]));
     app.stop().await;
 }
+
+/// A client that closes its socket gets the close answered (it sees its own 1000 back,
+/// not 1006 for a dropped connection); a GET without the upgrade is the contract's error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_clients_close_is_answered_and_a_plain_get_is_told_to_upgrade() {
+    let app = TestApp::spawn(BrokerKind::Embedded, Roles::everything(), &[])
+        .await
+        .unwrap();
+    let bob = token(&app, "bob").await;
+    let mut socket = open(&app.address, &bob, None).await;
+    until_ready(&mut socket).await;
+    socket
+        .send(Message::Close(Some(
+            tokio_tungstenite::tungstenite::protocol::CloseFrame {
+                code: tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode::Normal,
+                reason: "bye".into(),
+            },
+        )))
+        .await
+        .unwrap();
+    let answer = loop {
+        match tokio::time::timeout(Duration::from_secs(5), socket.next())
+            .await
+            .expect("an answer within 5 s")
+        {
+            Some(Ok(Message::Close(frame))) => break frame,
+            Some(Ok(_)) => continue,
+            other => panic!("the close was not answered: {other:?}"),
+        }
+    };
+    assert_eq!(
+        answer.map(|f| u16::from(f.code)),
+        Some(1000),
+        "the server echoes the client's code"
+    );
+
+    let response = app
+        .client
+        .get(format!("{}/v1/realtime?token={bob}", app.address))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::UPGRADE_REQUIRED);
+    assert_eq!(response.headers()["upgrade"], "websocket");
+    let body: Value = response.json().await.expect("the contract's error shape");
+    assert_eq!(body["error"]["code"], "upgrade_required", "{body}");
+    app.stop().await;
+}

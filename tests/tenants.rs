@@ -336,3 +336,35 @@ async fn a_batch_counts_each_of_its_events_against_the_limit() {
     );
     app.stop().await;
 }
+
+#[tokio::test]
+async fn a_tenant_name_is_printable_and_bounded() {
+    let overrides = [("admin.token", ADMIN_TOKEN)];
+    let app = TestApp::spawn(BrokerKind::Embedded, Roles::api_only(), &overrides)
+        .await
+        .unwrap();
+    let admin = Admin {
+        client: &app.client,
+        address: &app.address,
+    };
+    for name in ["bell\u{7}ring", "line\nbreak", "   ", &"n".repeat(201)] {
+        let refused = admin
+            .post("/admin/tenants", json!({"name": name, "id": "named"}))
+            .await;
+        assert_eq!(
+            refused.status(),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "{name:?}"
+        );
+        let body: Value = refused.json().await.unwrap();
+        assert_eq!(body["error"]["details"][0]["field"], "name", "{body}");
+    }
+    let created = admin
+        .post(
+            "/admin/tenants",
+            json!({"name": "Zoé's Café — Paris", "id": "named"}),
+        )
+        .await;
+    assert_eq!(created.status(), StatusCode::CREATED);
+    app.stop().await;
+}

@@ -4,6 +4,7 @@ use super::ids::{
     ConversationId, EmailAddress, EntityId, Locale, MessageId, TemplateName, TenantId, UserId,
 };
 use super::parse::{Bounded, FieldErrors, Fields, FromJson, text};
+use super::schema;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
@@ -74,9 +75,12 @@ impl FromJson for EventKind {
 macro_rules! string_enum {
     ($(#[$doc:meta])* $name:ident { $($(#[$vdoc:meta])* $variant:ident = $text:literal),+ $(,)? }) => {
         $(#[$doc])*
+        // Every value is its variant's name in lower case, which `rename_all` states in a
+        // form the OpenAPI derive reads (it cannot read a `rename` given through a macro).
         #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
+        #[serde(rename_all = "lowercase")]
         pub enum $name {
-            $($(#[$vdoc])* #[serde(rename = $text)] $variant),+
+            $($(#[$vdoc])* $variant),+
         }
 
         impl $name {
@@ -90,7 +94,7 @@ macro_rules! string_enum {
             fn from_json(value: &Value) -> Result<Self, String> {
                 match value.as_str() {
                     $(Some($text) => Ok($name::$variant),)+
-                    _ => Err(concat!("must be one of ", $($text, " "),+).trim_end().replace(' ', ", ")),
+                    _ => Err(format!("must be one of {}", [$($text),+].join(", "))),
                 }
             }
         }
@@ -146,27 +150,30 @@ string_enum!(
 #[serde(rename_all = "camelCase")]
 pub struct ChatMessage {
     /// The tenant the conversation belongs to.
-    #[schema(value_type = String)]
+    #[schema(schema_with = schema::optional::tenant_id, required = false)]
     pub tenant_id: TenantId,
     /// The sender's id for the message; it is also its idempotency key.
-    #[schema(value_type = String)]
+    #[schema(schema_with = schema::opaque_id)]
     pub message_id: MessageId,
     /// The conversation the message belongs to.
-    #[schema(value_type = String)]
+    #[schema(schema_with = schema::opaque_id)]
     pub conversation_id: ConversationId,
     /// Who sent it.
-    #[schema(value_type = String)]
+    #[schema(schema_with = schema::opaque_id)]
     pub sender_id: UserId,
     /// The participants to deliver to (1 to 1000).
-    #[schema(value_type = Vec<String>)]
+    #[schema(schema_with = schema::user_ids::<1000>)]
     pub recipient_ids: Bounded<UserId, 1000>,
-    /// The message itself (at most 64 KiB of text).
+    /// The message itself (at most 65,536 characters).
+    #[schema(schema_with = schema::lines::<65_536>)]
     pub content: String,
     /// What the content is.
     pub message_type: MessageType,
     /// When the sender sent it.
+    #[schema(schema_with = schema::timestamp)]
     pub timestamp: DateTime<Utc>,
     /// Direct or group; defaults to direct.
+    #[schema(value_type = Option<ConversationType>, required = false)]
     pub conversation_type: ConversationType,
 }
 
@@ -175,35 +182,45 @@ pub struct ChatMessage {
 #[serde(rename_all = "camelCase")]
 pub struct PushNotification {
     /// The tenant whose users receive it.
-    #[schema(value_type = String)]
+    #[schema(schema_with = schema::optional::tenant_id, required = false)]
     pub tenant_id: TenantId,
     /// The users to notify (1 to 1000).
-    #[schema(value_type = Vec<String>)]
+    #[schema(schema_with = schema::user_ids::<1000>)]
     pub recipient_ids: Bounded<UserId, 1000>,
     /// The title line.
+    #[schema(schema_with = schema::line::<256>)]
     pub title: String,
     /// The body text.
+    #[schema(schema_with = schema::lines::<4096>)]
     pub body: String,
     /// Custom data handed to the app.
-    #[schema(value_type = Object)]
+    #[schema(value_type = Option<Object>, required = false)]
     pub data: Map<String, Value>,
     /// Mobile (iOS, Android) or web devices; defaults to mobile.
+    #[schema(value_type = Option<Platform>, required = false)]
     pub platform: Platform,
     /// Delivery priority; defaults to normal.
+    #[schema(value_type = Option<Priority>, required = false)]
     pub priority: Priority,
     /// Notifications with the same key replace each other on the device.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(schema_with = schema::optional::line::<64>, required = false)]
     pub collapse_key: Option<String>,
-    /// How long providers may hold the notification for an offline device.
+    /// How long providers may hold the notification for an offline device (at most 28
+    /// days).
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(schema_with = schema::optional::whole_number::<2_419_200>, required = false)]
     pub ttl_seconds: Option<u32>,
     /// The app icon badge count (iOS).
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(schema_with = schema::optional::whole_number::<4_294_967_295>, required = false)]
     pub badge: Option<u32>,
     /// The sound to play.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(schema_with = schema::optional::line::<256>, required = false)]
     pub sound: Option<String>,
     /// Also keep the notification in each recipient's in-app inbox.
+    #[schema(value_type = Option<bool>, required = false)]
     pub in_app: bool,
 }
 
@@ -212,27 +229,28 @@ pub struct PushNotification {
 #[serde(rename_all = "camelCase")]
 pub struct EmailNotification {
     /// The tenant sending it.
-    #[schema(value_type = String)]
+    #[schema(schema_with = schema::optional::tenant_id, required = false)]
     pub tenant_id: TenantId,
     /// The recipients (1 to 100); each gets a message of their own.
-    #[schema(value_type = Vec<String>)]
+    #[schema(schema_with = schema::email_addresses)]
     pub to: Bounded<EmailAddress, 100>,
     /// The template to render.
-    #[schema(value_type = String)]
+    #[schema(schema_with = schema::template_name)]
     pub template: TemplateName,
     /// The values the template reads.
-    #[schema(value_type = Object)]
+    #[schema(value_type = Option<Object>, required = false)]
     pub data: Map<String, Value>,
     /// Replaces the template's subject.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(schema_with = schema::optional::line::<998>, required = false)]
     pub subject: Option<String>,
     /// The translation to render (`fr-CA` falls back to `fr`, then the default).
     #[serde(skip_serializing_if = "Option::is_none")]
-    #[schema(value_type = Option<String>)]
+    #[schema(schema_with = schema::optional::locale, required = false)]
     pub locale: Option<Locale>,
     /// Overrides the configured sender address.
     #[serde(skip_serializing_if = "Option::is_none")]
-    #[schema(value_type = Option<String>)]
+    #[schema(schema_with = schema::optional::email_address, required = false)]
     pub from: Option<EmailAddress>,
 }
 
@@ -241,24 +259,28 @@ pub struct EmailNotification {
 #[serde(rename_all = "camelCase")]
 pub struct AuditEvent {
     /// The tenant whose trail it joins.
-    #[schema(value_type = String)]
+    #[schema(schema_with = schema::optional::tenant_id, required = false)]
     pub tenant_id: TenantId,
     /// What happened (`USER_UPDATED`).
+    #[schema(schema_with = schema::line::<128>)]
     pub event_type: String,
     /// Who did it.
-    #[schema(value_type = String)]
+    #[schema(schema_with = schema::opaque_id)]
     pub user_id: UserId,
     /// The kind of thing it happened to (`User`).
+    #[schema(schema_with = schema::line::<128>)]
     pub entity_type: String,
     /// Which one.
-    #[schema(value_type = String)]
+    #[schema(schema_with = schema::opaque_id)]
     pub entity_id: EntityId,
     /// What changed.
     #[schema(value_type = Object)]
     pub changes: Map<String, Value>,
     /// When it happened.
+    #[schema(schema_with = schema::timestamp)]
     pub timestamp: DateTime<Utc>,
     /// Whether the record is kept for compliance; it picks the routing key.
+    #[schema(value_type = Option<bool>, required = false)]
     pub compliance: bool,
 }
 
@@ -485,6 +507,42 @@ mod tests {
         let errors = ChatMessage::parse(&doc).unwrap_err();
         let fields: Vec<_> = errors.0.iter().map(|e| e.field.as_str()).collect();
         assert_eq!(fields, ["senderId", "recipientIds", "messageType"]);
+        assert_eq!(
+            errors.0[2].message,
+            "must be one of text, image, file, system"
+        );
+    }
+
+    #[test]
+    fn a_value_is_written_and_documented_as_it_is_parsed() {
+        let written = [
+            (serde_json::to_value(MessageType::File).unwrap(), "file"),
+            (
+                serde_json::to_value(ConversationType::Group).unwrap(),
+                "group",
+            ),
+            (serde_json::to_value(Platform::Mobile).unwrap(), "mobile"),
+            (serde_json::to_value(Priority::High).unwrap(), "high"),
+        ];
+        for (value, text) in written {
+            assert_eq!(value, json!(text));
+        }
+        assert_eq!(
+            MessageType::from_json(&json!("file")),
+            Ok(MessageType::File)
+        );
+        let schema =
+            serde_json::to_value(<MessageType as utoipa::PartialSchema>::schema()).unwrap();
+        assert_eq!(schema["enum"], json!(["text", "image", "file", "system"]));
+    }
+
+    #[test]
+    fn a_whole_number_written_with_a_point_is_a_whole_number() {
+        let mut doc = chat();
+        doc["tenantId"] = json!(4502.0);
+        assert_eq!(ChatMessage::parse(&doc).unwrap().tenant_id.as_str(), "4502");
+        doc["tenantId"] = json!(4502.5);
+        assert!(ChatMessage::parse(&doc).is_err());
     }
 
     #[test]

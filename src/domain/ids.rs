@@ -1,6 +1,6 @@
 //! Identifier and address newtypes, each parsed once at the edge.
 
-use super::parse::{FromJson, text};
+use super::parse::{FromJson, text, whole_number};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::fmt;
@@ -62,6 +62,21 @@ opaque_id!(
 #[serde(transparent)]
 pub struct TenantId(String);
 
+/// The longest tenant name, in characters.
+pub const TENANT_NAME_MAX: usize = 200;
+
+/// Checks a tenant's name, which is for people: it shows in lists and logs, so it is
+/// printable and bounded.
+pub fn check_tenant_name(name: &str) -> Result<(), String> {
+    let length = name.chars().count();
+    if name.trim().is_empty() || length > TENANT_NAME_MAX || name.chars().any(char::is_control) {
+        return Err(format!(
+            "must be 1 to {TENANT_NAME_MAX} printable characters, not only spaces"
+        ));
+    }
+    Ok(())
+}
+
 impl TenantId {
     /// Parses a tenant id from its string form: 1 to 64 of `A-Z a-z 0-9 _ - .`.
     pub fn parse(raw: &str) -> Result<Self, String> {
@@ -87,7 +102,10 @@ impl FromJson for TenantId {
     fn from_json(value: &Value) -> Result<Self, String> {
         match value {
             Value::String(s) => TenantId::parse(s),
-            Value::Number(n) if n.is_u64() => TenantId::parse(&n.to_string()),
+            Value::Number(_) => match whole_number(value) {
+                Some(n) => TenantId::parse(&n.to_string()),
+                None => Err("must be a string or a non-negative whole number".into()),
+            },
             _ => Err("must be a string or a non-negative whole number".into()),
         }
     }
@@ -234,6 +252,27 @@ impl Locale {
     pub fn as_str(&self) -> &str {
         &self.0
     }
+
+    /// A tag in its conventional case (`fr-CA`, `zh-Hant-TW`), however it was written or
+    /// stored: templates are matched lower-cased, but always shown in this one form.
+    pub fn conventional(tag: &str) -> String {
+        tag.split('-')
+            .enumerate()
+            .map(|(i, part)| {
+                let letters = part.bytes().all(|b| b.is_ascii_alphabetic());
+                match part.len() {
+                    _ if i == 0 => part.to_ascii_lowercase(),
+                    2 if letters => part.to_ascii_uppercase(),
+                    4 if letters => {
+                        let lower = part.to_ascii_lowercase();
+                        lower[..1].to_ascii_uppercase() + &lower[1..]
+                    }
+                    _ => part.to_ascii_lowercase(),
+                }
+            })
+            .collect::<Vec<_>>()
+            .join("-")
+    }
 }
 
 impl FromJson for Locale {
@@ -246,6 +285,14 @@ impl FromJson for Locale {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn a_locale_is_shown_in_its_conventional_case() {
+        assert_eq!(Locale::conventional("fr-ca"), "fr-CA");
+        assert_eq!(Locale::conventional("ZH-hant-tw"), "zh-Hant-TW");
+        assert_eq!(Locale::conventional("es-419"), "es-419");
+        assert_eq!(Locale::conventional("en"), "en");
+    }
 
     #[test]
     fn tenant_id_is_accepted_as_number_or_string_and_kept_as_string() {

@@ -7,6 +7,7 @@ mod envelope;
 mod events;
 mod ids;
 pub mod parse;
+pub mod schema;
 
 pub use envelope::{Envelope, EnvelopeError, WireProperties, id_from_message_id};
 pub use events::{
@@ -14,6 +15,6 @@ pub use events::{
     Platform, Priority, PushNotification,
 };
 pub use ids::{
-    ConversationId, EmailAddress, EntityId, Locale, MessageId, NotificationId, TemplateName,
-    TenantId, UserId,
+    ConversationId, EmailAddress, EntityId, Locale, MessageId, NotificationId, TENANT_NAME_MAX,
+    TemplateName, TenantId, UserId, check_tenant_name,
 };

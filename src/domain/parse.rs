@@ -157,10 +157,32 @@ impl FromJson for bool {
     }
 }
 
+/// A non-negative whole number, however it is written: JSON has one number type, and
+/// clients (JavaScript's among them) may write 4502 as `4502.0`.
+pub fn whole_number(value: &Value) -> Option<u64> {
+    /// Beyond 2^53 a float no longer holds every whole number exactly.
+    const EXACT: f64 = 9_007_199_254_740_992.0;
+    value.as_u64().or_else(|| {
+        let n = value.as_f64()?;
+        (n.fract() == 0.0 && (0.0..=EXACT).contains(&n)).then_some(n as u64)
+    })
+}
+
+/// Reads an optional port for serde, written as any whole number (see [`whole_number`]).
+pub fn optional_port<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u16>, D::Error> {
+    use serde::Deserialize;
+    match Option::<Value>::deserialize(d)? {
+        None | Some(Value::Null) => Ok(None),
+        Some(value) => whole_number(&value)
+            .and_then(|n| u16::try_from(n).ok())
+            .map(Some)
+            .ok_or_else(|| serde::de::Error::custom("must be a whole number from 0 to 65535")),
+    }
+}
+
 impl FromJson for u32 {
     fn from_json(value: &Value) -> Result<Self, String> {
-        value
-            .as_u64()
+        whole_number(value)
             .and_then(|n| u32::try_from(n).ok())
             .ok_or_else(|| "must be a whole number from 0 to 4294967295".into())
     }

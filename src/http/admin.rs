@@ -3,9 +3,10 @@
 use super::AppState;
 use super::auth::Admin;
 use super::body::JsonBody;
+use super::error::answers::{BodyRefusals, InputRefusals, KeyRefusals};
 use super::error::{ApiError, ErrorBody};
-use crate::domain::TenantId;
 use crate::domain::parse::{FieldError, FieldErrors, Fields, FromJson};
+use crate::domain::{TENANT_NAME_MAX, TenantId, check_tenant_name};
 use crate::store::{ApiKeyInfo, Tenant};
 use crate::tenants::NewApiKey;
 use axum::extract::{Path, State};
@@ -22,7 +23,7 @@ pub fn router() -> Router<AppState> {
     Router::new()
         .route("/admin/tenants", post(create_tenant))
         .route("/admin/tenants/{tenant}/keys", post(add_key).get(list_keys))
-        .route("/admin/tenants/{tenant}/keys/{key}", delete(revoke_key))
+        .route("/admin/tenants/{tenant}/keys/{key_id}", delete(revoke_key))
 }
 
 /// A new key, with the key itself: shown this once and never again.
@@ -61,15 +62,51 @@ pub struct KeyList {
     pub items: Vec<ApiKeyInfo>,
 }
 
-/// A tenant to create.
-#[derive(Debug, ToSchema)]
-#[allow(dead_code)] // Documents the request; the body is parsed field by field.
-pub struct NewTenant {
-    /// A name for people; also the id when no `id` is given.
-    name: String,
-    /// The id its events carry as `tenantId` (1 to 64 of `A-Z a-z 0-9 _ - .`).
-    id: Option<String>,
+/// A tenant to create: `name`, a name for people (1 to 200 printable characters, not
+/// only spaces), and `id`, what its events carry as `tenantId` (1 to 64 of
+/// `A-Z a-z 0-9 _ - .`, or a whole number). Without an `id` the name serves as one, so
+/// it must then be a valid id itself.
+pub struct NewTenant;
+
+impl utoipa::PartialSchema for NewTenant {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        use crate::domain::schema;
+        use utoipa::openapi::Type;
+        use utoipa::openapi::schema::{AllOfBuilder, AnyOfBuilder, ObjectBuilder};
+        let name = ObjectBuilder::new()
+            .schema_type(Type::String)
+            .max_length(Some(TENANT_NAME_MAX))
+            .pattern(Some(schema::NOT_ONLY_SPACES));
+        // Either an id is given, or the name must be one.
+        let id_or_name_as_id = AnyOfBuilder::new()
+            .item(
+                ObjectBuilder::new()
+                    .property("id", schema::tenant_id())
+                    .required("id"),
+            )
+            .item(
+                ObjectBuilder::new().property(
+                    "name",
+                    ObjectBuilder::new()
+                        .schema_type(Type::String)
+                        .pattern(Some(schema::TENANT_ID)),
+                ),
+            );
+        let fields = ObjectBuilder::new()
+            .property("name", name)
+            .required("name")
+            .property("id", schema::optional::tenant_id());
+        AllOfBuilder::new()
+            .description(Some(
+                "A tenant to create; without an `id` the name serves as one.",
+            ))
+            .item(fields)
+            .item(id_or_name_as_id)
+            .into()
+    }
 }
+
+impl ToSchema for NewTenant {}
 
 fn tenant_path(raw: &str) -> Result<TenantId, ApiError> {
     TenantId::parse(raw).map_err(|_| ApiError::NotFound(format!("tenant {raw}")))
@@ -87,7 +124,7 @@ async fn existing_tenant(state: &AppState, raw: &str) -> Result<TenantId, ApiErr
 #[utoipa::path(post, path = "/admin/tenants", tag = "admin", request_body = NewTenant,
     security(("admin_token" = [])),
     responses((status = 201, body = CreatedTenant), (status = 401, body = ErrorBody),
-              (status = 403, body = ErrorBody), (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)))]
+              (status = 403, body = ErrorBody), (status = 409, body = ErrorBody), (status = 422, body = ErrorBody), KeyRefusals, BodyRefusals))]
 pub async fn create_tenant(
     _: Admin,
     State(state): State<AppState>,
@@ -95,6 +132,9 @@ pub async fn create_tenant(
 ) -> Result<Response, ApiError> {
     let mut fields = Fields::of(&body)?;
     let name: Option<String> = fields.required("name");
+    if let Some(Err(message)) = name.as_deref().map(check_tenant_name) {
+        fields.error("name", message);
+    }
     let id: Option<TenantId> = fields.optional("id");
     let (name, id) = fields.finish(|| {
         let name = name?;
@@ -121,7 +161,7 @@ pub async fn create_tenant(
 /// Adds a key to a tenant and answers it, once.
 #[utoipa::path(post, path = "/admin/tenants/{tenant}/keys", tag = "admin", security(("admin_token" = [])),
     params(("tenant" = String, Path, description = "The tenant's id")),
-    responses((status = 201, body = CreatedKey), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
+    responses((status = 201, body = CreatedKey), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody), KeyRefusals, InputRefusals))]
 pub async fn add_key(
     _: Admin,
     State(state): State<AppState>,
@@ -136,7 +176,7 @@ pub async fn add_key(
 /// Lists a tenant's keys by id.
 #[utoipa::path(get, path = "/admin/tenants/{tenant}/keys", tag = "admin", security(("admin_token" = [])),
     params(("tenant" = String, Path, description = "The tenant's id")),
-    responses((status = 200, body = KeyList), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
+    responses((status = 200, body = KeyList), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody), KeyRefusals, InputRefusals))]
 pub async fn list_keys(
     _: Admin,
     State(state): State<AppState>,
@@ -148,9 +188,9 @@ pub async fn list_keys(
 }
 
 /// Revokes a key; requests with it are refused within a second, on every instance.
-#[utoipa::path(delete, path = "/admin/tenants/{tenant}/keys/{key}", tag = "admin", security(("admin_token" = [])),
-    params(("tenant" = String, Path, description = "The tenant's id"), ("key" = String, Path, description = "The key's id")),
-    responses((status = 204, description = "Revoked"), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
+#[utoipa::path(delete, path = "/admin/tenants/{tenant}/keys/{keyId}", tag = "admin", security(("admin_token" = [])),
+    params(("tenant" = String, Path, description = "The tenant's id"), ("keyId" = String, Path, description = "The key's id (`hk_...`), not the key itself")),
+    responses((status = 204, description = "Revoked"), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody), KeyRefusals, InputRefusals))]
 pub async fn revoke_key(
     _: Admin,
     State(state): State<AppState>,

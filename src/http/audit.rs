@@ -3,9 +3,9 @@
 
 use super::AppState;
 use super::auth::Authenticated;
-use super::error::{ApiError, ErrorBody};
+use super::error::answers::{InputRefusals, KeyRefusals};
+use super::error::{ApiError, ErrorBody, invalid};
 use crate::audit::{self, Verification};
-use crate::domain::parse::{FieldError, FieldErrors};
 use crate::store::{AuditQuery, AuditRecord};
 use axum::Json;
 use axum::extract::rejection::QueryRejection;
@@ -16,6 +16,7 @@ use utoipa::ToSchema;
 
 /// The query string of `GET /v1/audit/events`.
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(rename_all = "camelCase")]
 pub struct AuditParams {
     /// Only this event type.
@@ -27,12 +28,16 @@ pub struct AuditParams {
     /// Only this entity.
     entity_id: Option<String>,
     /// Only events at or after this time (RFC 3339).
+    #[param(format = DateTime)]
     from: Option<String>,
     /// Only events before this time (RFC 3339).
+    #[param(format = DateTime)]
     to: Option<String>,
     /// Page size, 1 to 500 (default 50).
+    #[param(pattern = "^([1-9]|[1-9][0-9]|[1-4][0-9]{2}|500)$")]
     limit: Option<String>,
     /// The `nextCursor` of the previous page.
+    #[param(pattern = "^[1-9][0-9]{0,17}$")]
     cursor: Option<String>,
 }
 
@@ -94,13 +99,6 @@ impl From<AuditRecord> for AuditItem {
     }
 }
 
-fn invalid(field: &str, message: &str) -> ApiError {
-    ApiError::Validation(FieldErrors(vec![FieldError {
-        field: field.into(),
-        message: message.into(),
-    }]))
-}
-
 fn time(field: &str, raw: Option<String>) -> Result<Option<DateTime<Utc>>, ApiError> {
     raw.map(|t| {
         DateTime::parse_from_rfc3339(&t)
@@ -117,13 +115,13 @@ fn time(field: &str, raw: Option<String>) -> Result<Option<DateTime<Utc>>, ApiEr
 
 /// The tenant's audit records, filtered, newest first.
 #[utoipa::path(get, path = "/v1/audit/events", tag = "audit", security(("api_key" = [])), params(AuditParams),
-    responses((status = 200, body = AuditPage), (status = 401, body = ErrorBody), (status = 422, body = ErrorBody)))]
+    responses((status = 200, body = AuditPage), (status = 401, body = ErrorBody), (status = 422, body = ErrorBody), KeyRefusals, InputRefusals))]
 pub async fn query(
     State(state): State<AppState>,
     Authenticated(tenant): Authenticated,
     params: Result<Query<AuditParams>, QueryRejection>,
 ) -> Result<Json<AuditPage>, ApiError> {
-    let Query(p) = params.map_err(|e| invalid("query", &e.body_text()))?;
+    let Query(p) = params.map_err(|e| invalid("query", e.body_text()))?;
     let limit = match p.limit {
         None => 50,
         Some(raw) => raw
@@ -165,7 +163,7 @@ pub async fn query(
 
 /// Checks the tenant's audit hash chain and says where it breaks, if it does.
 #[utoipa::path(get, path = "/v1/audit/verify", tag = "audit", security(("api_key" = [])),
-    responses((status = 200, body = Verification), (status = 401, body = ErrorBody)))]
+    responses((status = 200, body = Verification), (status = 401, body = ErrorBody), KeyRefusals))]
 pub async fn verify(
     State(state): State<AppState>,
     Authenticated(tenant): Authenticated,

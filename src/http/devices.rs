@@ -4,9 +4,10 @@
 use super::AppState;
 use super::auth::Authenticated;
 use super::body::JsonBody;
+use super::error::answers::{BodyRefusals, InputRefusals, KeyRefusals};
 use super::error::{ApiError, ErrorBody};
-use crate::domain::UserId;
-use crate::domain::parse::{self, FieldError, FieldErrors, Fields};
+use super::user_in_path;
+use crate::domain::parse::{self, Fields};
 use crate::store::Device;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
@@ -30,8 +31,10 @@ const TOKEN_MAX: usize = 4096;
 #[allow(dead_code)] // Documents the body, which is parsed field by field.
 pub struct DeviceBody {
     /// `ios` (APNs), `android` or `web` (FCM).
+    #[schema(schema_with = platform)]
     platform: String,
-    /// The provider's token for the device.
+    /// The provider's token for the device: no spaces or '/'.
+    #[schema(schema_with = device_token)]
     token: String,
 }
 
@@ -42,29 +45,39 @@ pub struct DeviceList {
     pub items: Vec<Device>,
 }
 
-fn user(raw: &str) -> Result<UserId, ApiError> {
-    parse::FromJson::from_json(&serde_json::Value::String(raw.to_owned())).map_err(|message| {
-        ApiError::Validation(FieldErrors(vec![FieldError {
-            field: "userId".into(),
-            message,
-        }]))
-    })
+fn platform() -> utoipa::openapi::schema::Schema {
+    utoipa::openapi::schema::ObjectBuilder::new()
+        .schema_type(utoipa::openapi::Type::String)
+        .enum_values(Some(["ios", "android", "web"]))
+        .into()
 }
+
+fn device_token() -> utoipa::openapi::schema::Schema {
+    utoipa::openapi::schema::ObjectBuilder::new()
+        .schema_type(utoipa::openapi::Type::String)
+        .min_length(Some(1))
+        .max_length(Some(TOKEN_MAX))
+        .pattern(Some(TOKEN_PATTERN))
+        .into()
+}
+
+/// What a device token may hold, as the OpenAPI description states it.
+const TOKEN_PATTERN: &str = "^[^\\s/\\u0000-\\u001f\\u007f-\\u009f]*$";
 
 /// Registers a device for a user (or moves it to this user). 201 when it is new to the
 /// user, 200 when it was theirs already.
 #[utoipa::path(put, path = "/v1/users/{userId}/devices", tag = "devices", security(("api_key" = [])),
-    params(("userId" = String, Path, description = "The user")),
+    params(("userId" = String, Path, min_length = 1, max_length = 128, pattern = "^[^\\u0000-\\u001f\\u007f-\\u009f]*$", description = "The user")),
     request_body = DeviceBody,
     responses((status = 200, body = Device), (status = 201, body = Device),
-        (status = 401, body = ErrorBody), (status = 422, body = ErrorBody)))]
+        (status = 401, body = ErrorBody), (status = 422, body = ErrorBody), KeyRefusals, BodyRefusals))]
 pub async fn register(
     State(state): State<AppState>,
     Authenticated(tenant): Authenticated,
     Path(user_id): Path<String>,
     JsonBody(body): JsonBody,
 ) -> Result<(StatusCode, Json<Device>), ApiError> {
-    let user = user(&user_id)?;
+    let user = user_in_path(&user_id)?;
     let mut fields = Fields::of(&body)?;
     let platform = fields.required::<String>("platform");
     if let Some(platform) = &platform
@@ -111,14 +124,14 @@ pub async fn register(
 
 /// A user's devices.
 #[utoipa::path(get, path = "/v1/users/{userId}/devices", tag = "devices", security(("api_key" = [])),
-    params(("userId" = String, Path, description = "The user")),
-    responses((status = 200, body = DeviceList), (status = 401, body = ErrorBody)))]
+    params(("userId" = String, Path, min_length = 1, max_length = 128, pattern = "^[^\\u0000-\\u001f\\u007f-\\u009f]*$", description = "The user")),
+    responses((status = 200, body = DeviceList), (status = 401, body = ErrorBody), KeyRefusals, InputRefusals))]
 pub async fn list(
     State(state): State<AppState>,
     Authenticated(tenant): Authenticated,
     Path(user_id): Path<String>,
 ) -> Result<Json<DeviceList>, ApiError> {
-    let user = user(&user_id)?;
+    let user = user_in_path(&user_id)?;
     let items = state
         .tenancy
         .store()
@@ -129,14 +142,14 @@ pub async fn list(
 
 /// Removes one of a user's devices.
 #[utoipa::path(delete, path = "/v1/users/{userId}/devices/{token}", tag = "devices", security(("api_key" = [])),
-    params(("userId" = String, Path, description = "The user"), ("token" = String, Path, description = "The device's token")),
-    responses((status = 204), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
+    params(("userId" = String, Path, min_length = 1, max_length = 128, pattern = "^[^\\u0000-\\u001f\\u007f-\\u009f]*$", description = "The user"), ("token" = String, Path, min_length = 1, max_length = 4096, pattern = "^[^\\s/\\u0000-\\u001f\\u007f-\\u009f]*$", description = "The device's token")),
+    responses((status = 204), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody), KeyRefusals, InputRefusals))]
 pub async fn remove(
     State(state): State<AppState>,
     Authenticated(tenant): Authenticated,
     Path((user_id, token)): Path<(String, String)>,
 ) -> Result<StatusCode, ApiError> {
-    let user = user(&user_id)?;
+    let user = user_in_path(&user_id)?;
     if state
         .tenancy
         .store()

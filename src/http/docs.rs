@@ -8,9 +8,11 @@ use super::error::{ErrorBody, ErrorDetail};
 use super::health::{self, BrokerHealthBody};
 use super::inbox::{self, InboxList, InboxView};
 use super::notifications::{self, NotificationStatus};
-use super::providers;
+use super::providers::{self, ApnsBody, FcmBody, SmtpBody};
 use super::queues::{self, DeadLetterBody, DeadLetters, Replayed};
-use super::realtime::{self, IssuedToken, PresenceList, PresenceView, ReadView, TokenRequest};
+use super::realtime::{
+    self, IssuedToken, PresenceList, PresenceView, ReadBody, ReadView, TokenRequest,
+};
 use super::send::{self, Accepted, Batch, BatchAccepted};
 use super::templates::{self, PreviewBody, PreviewView, TemplateBody, TemplateList, TemplateView};
 use crate::audit::Verification;
@@ -22,9 +24,12 @@ use crate::domain::{
 };
 use crate::store::{ApiKeyInfo, Tenant};
 use crate::store::{Device, LedgerDelivery, LedgerNotification, RenderedFrom};
-use axum::response::Html;
+use axum::extract::State;
+use axum::http::header;
+use axum::response::{Html, IntoResponse};
 use axum::routing::get;
 use axum::{Json, Router};
+use serde_json::Value;
 use utoipa::OpenApi;
 
 /// The API's description.
@@ -55,7 +60,8 @@ use utoipa::OpenApi;
         QueueStats, DeadLetterBody, DeadLetters, Replayed, NotificationStatus, LedgerNotification,
         LedgerDelivery, AuditItem, AuditPage, Verification, TemplateView, TemplateList,
         TemplateBody, PreviewBody, PreviewView, RenderedFrom, Device, DeviceBody, DeviceList,
-        TokenRequest, IssuedToken, ReadView, PresenceList, PresenceView, InboxView, InboxList,
+        TokenRequest, IssuedToken, ReadBody, ReadView, PresenceList, PresenceView, InboxView,
+        InboxList, SmtpBody, ApnsBody, FcmBody,
     )),
     modifiers(&SecuritySchemes),
     tags(
@@ -87,12 +93,51 @@ impl utoipa::Modify for SecuritySchemes {
 /// The documentation routes.
 pub fn router() -> Router<AppState> {
     Router::new()
-        .route("/openapi.json", get(|| async { Json(ApiDoc::openapi()) }))
+        .route("/openapi.json", get(openapi))
         .route("/docs", get(|| async { Html(DOCS_PAGE) }))
+        .route(REDOC_PATH, get(redoc))
 }
 
-/// Renders `/openapi.json` with Redoc.
-const DOCS_PAGE: &str = r#"<!doctype html>
+/// The document, with the limits this instance is configured with.
+async fn openapi(State(state): State<AppState>) -> Json<Value> {
+    Json(describe(state.realtime.settings().token_ttl_max.as_secs()))
+}
+
+/// The API's description, stating `token_ttl_max` (seconds) as the longest a real-time
+/// token may live: the one bound of a request that configuration sets.
+pub fn describe(token_ttl_max: u64) -> Value {
+    let mut document = serde_json::to_value(ApiDoc::openapi()).expect("the document serializes");
+    let lifetime = "/components/schemas/TokenRequest/properties/ttlSeconds/oneOf/0";
+    if let Some(Value::Object(schema)) = document.pointer_mut(lifetime) {
+        schema.insert("maximum".into(), token_ttl_max.into());
+    }
+    document
+}
+
+/// Where Herald serves Redoc's bundle: its version is in the path, so that a browser may
+/// keep it for good. (A macro, so that the page below can name it too.)
+macro_rules! redoc_path {
+    () => {
+        "/docs/redoc-2.5.4.standalone.js"
+    };
+}
+const REDOC_PATH: &str = redoc_path!();
+
+/// Redoc, compiled in (see `assets/redoc/README.md`): `/docs` loads nothing from
+/// elsewhere, and works offline.
+async fn redoc() -> impl IntoResponse {
+    (
+        [
+            (header::CONTENT_TYPE, "text/javascript; charset=utf-8"),
+            (header::CACHE_CONTROL, "public, max-age=31536000, immutable"),
+        ],
+        include_bytes!("../../assets/redoc/redoc.standalone.js").as_slice(),
+    )
+}
+
+/// Renders `/openapi.json` with Redoc, served by Herald itself.
+const DOCS_PAGE: &str = concat!(
+    r#"<!doctype html>
 <html lang="en">
 <head>
   <meta charset="utf-8">
@@ -102,7 +147,10 @@ const DOCS_PAGE: &str = r#"<!doctype html>
 <body>
   <redoc spec-url="/openapi.json"></redoc>
   <noscript>The API description is at <a href="/openapi.json">/openapi.json</a>.</noscript>
-  <script src="https://cdn.redoc.ly/redoc/v2.1.5/bundles/redoc.standalone.js"></script>
+  <script src=""#,
+    redoc_path!(),
+    r#""></script>
 </body>
 </html>
-"#;
+"#
+);

@@ -28,6 +28,9 @@ pub enum ApiError {
     /// No route has this path (404).
     #[error("no resource at {0}")]
     NotFound(String),
+    /// The route is a WebSocket and the request is not an upgrade (426).
+    #[error("{0}")]
+    UpgradeRequired(String),
     /// The route exists but not with this method (405).
     #[error("method {0} is not allowed here")]
     MethodNotAllowed(String),
@@ -90,6 +93,7 @@ impl ApiError {
             ApiError::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
             ApiError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
             ApiError::MethodNotAllowed(_) => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
+            ApiError::UpgradeRequired(_) => (StatusCode::UPGRADE_REQUIRED, "upgrade_required"),
             ApiError::PayloadTooLarge { .. } => {
                 (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large")
             }
@@ -102,6 +106,14 @@ impl ApiError {
             ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal_error"),
         }
     }
+}
+
+/// A 422 about one field.
+pub fn invalid(field: &str, message: impl Into<String>) -> ApiError {
+    ApiError::Validation(FieldErrors(vec![FieldError {
+        field: field.to_owned(),
+        message: message.into(),
+    }]))
 }
 
 impl From<crate::tenants::AuthError> for ApiError {
@@ -169,6 +181,7 @@ impl IntoResponse for ApiError {
             }
             _ => None,
         };
+        let upgrade = matches!(self, ApiError::UpgradeRequired(_));
         let details = match self {
             ApiError::Validation(errors) => errors.0.into_iter().map(field_detail).collect(),
             ApiError::Unavailable { details, .. } => details,
@@ -190,6 +203,96 @@ impl IntoResponse for ApiError {
                 .headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
         }
+        if upgrade {
+            // A 426 names the protocol to upgrade to (RFC 9110).
+            response
+                .headers_mut()
+                .insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+        }
         response
     }
+}
+
+/// The error answers routes share, for the OpenAPI description: each route lists the sets
+/// it can answer (`responses(..., KeyRefusals, BodyRefusals)`), so that every status code
+/// a route can answer is documented once, in the contract's error shape.
+pub mod answers {
+    use std::collections::BTreeMap;
+    use utoipa::IntoResponses;
+    use utoipa::openapi::header::HeaderBuilder;
+    use utoipa::openapi::response::ResponseBuilder;
+    use utoipa::openapi::schema::ObjectBuilder;
+    use utoipa::openapi::{ContentBuilder, Ref, RefOr, Response, Type};
+
+    /// One error answer: `ErrorBody`, with `Retry-After` when `retry` is set.
+    fn error(description: &str, retry: bool) -> RefOr<Response> {
+        let mut response = ResponseBuilder::new().description(description).content(
+            "application/json",
+            ContentBuilder::new()
+                .schema(Some(Ref::from_schema_name("ErrorBody")))
+                .build(),
+        );
+        if retry {
+            response = response.header(
+                "Retry-After",
+                HeaderBuilder::new()
+                    .schema(Some(ObjectBuilder::new().schema_type(Type::Integer)))
+                    .description(Some("Seconds to wait before trying again"))
+                    .build(),
+            );
+        }
+        response.build().into()
+    }
+
+    fn answers(list: &[(&str, &str, bool)]) -> BTreeMap<String, RefOr<Response>> {
+        list.iter()
+            .map(|(status, description, retry)| ((*status).to_owned(), error(description, *retry)))
+            .collect()
+    }
+
+    /// Declares a set of error answers, each `(status, description, with Retry-After)`.
+    macro_rules! answer_set {
+        ($(#[$doc:meta])* $name:ident: $($status:literal => $description:literal $(, $retry:ident)?);+ $(;)?) => {
+            $(#[$doc])*
+            pub struct $name;
+
+            impl IntoResponses for $name {
+                fn responses() -> BTreeMap<String, RefOr<Response>> {
+                    answers(&[$(($status, $description, answer_set!(@retry $($retry)?))),+])
+                }
+            }
+        };
+        (@retry retry) => { true };
+        (@retry) => { false };
+    }
+
+    answer_set!(
+        /// A route behind a tenant's API key or the admin token.
+        KeyRefusals: "401" => "No valid API key (or admin token)"
+    );
+
+    answer_set!(
+        /// A route that reads a JSON body.
+        BodyRefusals:
+            "400" => "The body is not valid JSON";
+            "413" => "The body is larger than http.body_limit_bytes";
+            "415" => "The body is not sent as application/json";
+            "422" => "Invalid fields; details name each one"
+    );
+
+    answer_set!(
+        /// A route whose query or path is checked.
+        InputRefusals: "422" => "Invalid fields; details name each one"
+    );
+
+    answer_set!(
+        /// A route that queues events.
+        SendRefusals:
+            "403" => "A tenantId differs from the API key's tenant";
+            "409" => "A send with this Idempotency-Key is still being queued";
+            "429" => "The tenant is over its rate limit; see Retry-After", retry;
+            "503" => "Not queued (the broker is full, blocked or down), or not confirmed in \
+                      time; details give each event's id and status (queued, rejected or \
+                      unconfirmed); see Retry-After", retry
+    );
 }

@@ -4,6 +4,7 @@
 
 use super::AppState;
 use super::auth::Authenticated;
+use super::error::answers::{InputRefusals, KeyRefusals};
 use super::error::{ApiError, ErrorBody};
 use crate::domain::TenantId;
 use axum::extract::{Path, State};
@@ -53,17 +54,19 @@ pub struct InboxList {
 
 /// The user's in-app notifications, newest first.
 #[utoipa::path(get, path = "/v1/users/{userId}/inbox", tag = "realtime", security(("api_key" = [])),
-    params(("userId" = String, Path, description = "The user")),
-    responses((status = 200, body = InboxList), (status = 401, body = ErrorBody)))]
+    params(("userId" = String, Path, min_length = 1, max_length = 128, pattern = "^[^\\u0000-\\u001f\\u007f-\\u009f]*$", description = "The user")),
+    responses((status = 200, body = InboxList), (status = 401, body = ErrorBody), KeyRefusals, InputRefusals))]
 pub async fn list(
     State(state): State<AppState>,
     Authenticated(tenant): Authenticated,
     Path(user): Path<String>,
 ) -> Result<Json<InboxList>, ApiError> {
+    let user = super::user_in_path(&user)?;
+    let user = user.as_str();
     let items: Vec<InboxView> = state
         .tenancy
         .store()
-        .inbox(&tenant, &user, LIMIT)
+        .inbox(&tenant, user, LIMIT)
         .await?
         .into_iter()
         .map(|item| InboxView {
@@ -85,6 +88,8 @@ async fn change(
     id: Option<&str>,
     read: bool,
 ) -> Result<StatusCode, ApiError> {
+    let user = super::user_in_path(user)?;
+    let user = user.as_str();
     let changed = state
         .tenancy
         .store()
@@ -103,8 +108,8 @@ async fn change(
 
 /// Marks one in-app notification read.
 #[utoipa::path(post, path = "/v1/users/{userId}/inbox/{id}/read", tag = "realtime", security(("api_key" = [])),
-    params(("userId" = String, Path, description = "The user"), ("id" = String, Path, description = "The notification")),
-    responses((status = 204), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
+    params(("userId" = String, Path, min_length = 1, max_length = 128, pattern = "^[^\\u0000-\\u001f\\u007f-\\u009f]*$", description = "The user"), ("id" = String, Path, description = "The notification")),
+    responses((status = 204), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody), KeyRefusals, InputRefusals))]
 pub async fn mark_read(
     State(state): State<AppState>,
     Authenticated(tenant): Authenticated,
@@ -115,8 +120,8 @@ pub async fn mark_read(
 
 /// Deletes one in-app notification.
 #[utoipa::path(delete, path = "/v1/users/{userId}/inbox/{id}", tag = "realtime", security(("api_key" = [])),
-    params(("userId" = String, Path, description = "The user"), ("id" = String, Path, description = "The notification")),
-    responses((status = 204), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
+    params(("userId" = String, Path, min_length = 1, max_length = 128, pattern = "^[^\\u0000-\\u001f\\u007f-\\u009f]*$", description = "The user"), ("id" = String, Path, description = "The notification")),
+    responses((status = 204), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody), KeyRefusals, InputRefusals))]
 pub async fn remove(
     State(state): State<AppState>,
     Authenticated(tenant): Authenticated,
@@ -127,8 +132,8 @@ pub async fn remove(
 
 /// Deletes all of a user's in-app notifications.
 #[utoipa::path(delete, path = "/v1/users/{userId}/inbox", tag = "realtime", security(("api_key" = [])),
-    params(("userId" = String, Path, description = "The user")),
-    responses((status = 204), (status = 401, body = ErrorBody)))]
+    params(("userId" = String, Path, min_length = 1, max_length = 128, pattern = "^[^\\u0000-\\u001f\\u007f-\\u009f]*$", description = "The user")),
+    responses((status = 204), (status = 401, body = ErrorBody), KeyRefusals, InputRefusals))]
 pub async fn clear(
     State(state): State<AppState>,
     Authenticated(tenant): Authenticated,

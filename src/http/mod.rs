@@ -54,6 +54,8 @@ pub struct AppState {
     pub templates: Arc<crate::channels::email::Templates>,
     /// Real-time delivery.
     pub realtime: Arc<crate::realtime::Realtime>,
+    /// Where tenants' own providers may be.
+    pub outbound: crate::outbound::OutboundPolicy,
 }
 
 /// The whole API.
@@ -84,14 +86,31 @@ async fn method_not_allowed(request: Request) -> ApiError {
     ApiError::MethodNotAllowed(request.method().to_string())
 }
 
-/// Counts and times every request by its route template.
+/// A request's method as a metric label. Methods are free text in HTTP: an invented one
+/// would be a new time series each, from any unauthenticated client.
+fn method_label(method: &axum::http::Method) -> &'static str {
+    use axum::http::Method;
+    match *method {
+        Method::GET => "GET",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::DELETE => "DELETE",
+        Method::PATCH => "PATCH",
+        Method::HEAD => "HEAD",
+        Method::OPTIONS => "OPTIONS",
+        _ => "other",
+    }
+}
+
+/// Counts and times every request by its route template; a path no route matches counts
+/// as `unmatched`, so that paths cannot make series either.
 async fn track(State(state): State<AppState>, request: Request, next: Next) -> Response {
     let route = request
         .extensions()
         .get::<MatchedPath>()
         .map_or("unmatched", MatchedPath::as_str)
         .to_owned();
-    let method = request.method().to_string();
+    let method = method_label(request.method()).to_owned();
     let started = Instant::now();
     let response = next.run(request).await.into_response();
     state
@@ -111,4 +130,9 @@ async fn track(State(state): State<AppState>, request: Request, next: Next) -> R
         })
         .inc();
     response
+}
+
+/// The `{userId}` of a path, checked as a body's `userId` is.
+fn user_in_path(raw: &str) -> Result<crate::domain::UserId, error::ApiError> {
+    crate::domain::UserId::parse(raw).map_err(|message| error::invalid("userId", message))
 }

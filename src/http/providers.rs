@@ -4,10 +4,11 @@
 use super::AppState;
 use super::auth::Authenticated;
 use super::body::JsonBody;
-use super::error::{ApiError, ErrorBody};
+use super::error::answers::{BodyRefusals, KeyRefusals};
+use super::error::{ApiError, ErrorBody, invalid};
 use crate::channels::email::RelaySettings;
 use crate::channels::push::{ApnsCredentials, FcmCredentials};
-use crate::domain::parse::{FieldError, FieldErrors};
+use crate::outbound::OutboundPolicy;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::put;
@@ -29,6 +30,71 @@ pub fn router() -> Router<AppState> {
             "/v1/providers/fcm",
             put(put_fcm).get(get_fcm).delete(delete_fcm),
         )
+}
+
+/// The body of `PUT /v1/providers/smtp`: the tenant's own relay.
+#[derive(serde::Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+#[allow(dead_code)] // Documents the body, which `RelaySettings` reads.
+pub struct SmtpBody {
+    /// The relay's host name; it must resolve to a public address unless the operator
+    /// allows private ones (`providers.allow_private_addresses`).
+    host: String,
+    /// Its port; by default the one of `security` (587, 465 or 25).
+    #[schema(minimum = 1, maximum = 65535)]
+    port: Option<u16>,
+    /// `starttls` (the default), `tls` or `plain` (refused with credentials unless the
+    /// relay is on this machine).
+    #[schema(value_type = Option<String>, pattern = "^(starttls|tls|plain)$")]
+    security: Option<String>,
+    /// The user to authenticate as.
+    username: Option<String>,
+    /// That user's password (write-only: answered redacted).
+    #[schema(write_only)]
+    password: Option<String>,
+    /// The sender of emails that name none, as a mailbox (`Acme <noreply@acme.example>`).
+    from: Option<String>,
+}
+
+/// The body of `PUT /v1/providers/apns`: a token-authentication key and the app.
+#[derive(serde::Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[allow(dead_code)] // Documents the body, which `ApnsCredentials` reads.
+pub struct ApnsBody {
+    /// The key's id, from Apple's developer account (`key_id` is read too).
+    #[schema(min_length = 1, max_length = 200, pattern = "^\\S*$")]
+    key_id: String,
+    /// The developer team's id (`team_id` is read too).
+    #[schema(min_length = 1, max_length = 200, pattern = "^\\S*$")]
+    team_id: String,
+    /// The app's bundle id: the `apns-topic` of every push.
+    #[schema(min_length = 1, max_length = 200, pattern = "^\\S*$")]
+    topic: String,
+    /// The `.p8` file's contents: a PKCS#8 PEM P-256 key (write-only; `private_key` is
+    /// read too).
+    #[schema(write_only)]
+    private_key: String,
+    /// `production` (the default) or `sandbox`.
+    #[schema(value_type = Option<String>, pattern = "^(production|sandbox)$")]
+    environment: Option<String>,
+}
+
+/// The body of `PUT /v1/providers/fcm`: a Google service account's JSON file, as Google
+/// issues it (its other fields are ignored).
+#[derive(serde::Deserialize, utoipa::ToSchema)]
+#[allow(dead_code)] // Documents the body, which `FcmCredentials` reads.
+pub struct FcmBody {
+    /// The Firebase project (`projectId` is read too).
+    #[schema(min_length = 1, max_length = 200, pattern = "^\\S*$")]
+    project_id: String,
+    /// The service account's address.
+    client_email: String,
+    /// Its RSA key, PKCS#8 PEM (write-only).
+    #[schema(write_only)]
+    private_key: String,
+    /// Google's token endpoint: https on oauth2.googleapis.com, www.googleapis.com or
+    /// accounts.google.com, unless the operator allows others.
+    token_uri: Option<String>,
 }
 
 const SMTP: &str = "smtp";
@@ -69,11 +135,31 @@ async fn remove(
     }
 }
 
-fn invalid(field: &str, message: impl Into<String>) -> ApiError {
-    ApiError::Validation(FieldErrors(vec![FieldError {
-        field: field.to_owned(),
-        message: message.into(),
-    }]))
+/// The field a settings body failed to deserialize at: its path, or, for a missing or
+/// unknown field (reported at the top), the field serde names.
+fn field_of(e: &serde_path_to_error::Error<serde_json::Error>) -> String {
+    let path = e.path().to_string();
+    if path != "." && !path.is_empty() {
+        return path;
+    }
+    let message = e.inner().to_string();
+    message
+        .split('`')
+        .nth(1)
+        .filter(|_| message.starts_with("missing field") || message.starts_with("unknown field"))
+        .unwrap_or("body")
+        .to_owned()
+}
+
+/// serde's message as the API words errors: what is wrong, without serde's position (the
+/// field is named apart) and with lists as prose.
+fn sentence(e: &serde_json::Error) -> String {
+    let message = e.to_string();
+    let message = match message.rsplit_once(" at line ") {
+        Some((head, _)) => head.to_owned(),
+        None => message,
+    };
+    message.replace('`', "'")
 }
 
 /// Settings of one provider as the API takes and answers them.
@@ -82,6 +168,13 @@ trait ProviderSettings: serde::de::DeserializeOwned {
     const NAME: &'static str;
     /// Checks what can be checked without the provider: the bad field and why.
     fn check(&self) -> Result<(), (&'static str, String)>;
+    /// Checks that what the settings make Herald connect to is where `outbound` allows.
+    async fn check_outbound(
+        &self,
+        _outbound: &OutboundPolicy,
+    ) -> Result<(), (&'static str, String)> {
+        Ok(())
+    }
     /// As stored, secrets included.
     fn to_stored(&self) -> Value;
     /// As answered, secrets redacted.
@@ -92,6 +185,15 @@ impl ProviderSettings for RelaySettings {
     const NAME: &'static str = SMTP;
     fn check(&self) -> Result<(), (&'static str, String)> {
         RelaySettings::check(self).map_err(|e| (e.field, e.message))
+    }
+    async fn check_outbound(
+        &self,
+        outbound: &OutboundPolicy,
+    ) -> Result<(), (&'static str, String)> {
+        outbound
+            .check_host(&self.host, self.port())
+            .await
+            .map_err(|refusal| ("host", refusal.to_string()))
     }
     fn to_stored(&self) -> Value {
         RelaySettings::to_stored(self)
@@ -119,6 +221,13 @@ impl ProviderSettings for FcmCredentials {
     fn check(&self) -> Result<(), (&'static str, String)> {
         FcmCredentials::check(self).map_err(|e| (e.field, e.message))
     }
+    async fn check_outbound(
+        &self,
+        outbound: &OutboundPolicy,
+    ) -> Result<(), (&'static str, String)> {
+        self.check_token_uri(outbound)
+            .map_err(|e| (e.field, e.message))
+    }
     fn to_stored(&self) -> Value {
         FcmCredentials::to_stored(self)
     }
@@ -133,9 +242,16 @@ async fn set<T: ProviderSettings>(
     tenant: &crate::domain::TenantId,
     body: Value,
 ) -> Result<Json<Value>, ApiError> {
-    let settings: T = serde_json::from_value(body).map_err(|e| invalid("", e.to_string()))?;
+    let settings: T = serde_path_to_error::deserialize(body).map_err(|e| {
+        let field = field_of(&e);
+        invalid(&field, sentence(e.inner()))
+    })?;
     settings
         .check()
+        .map_err(|(field, message)| invalid(field, message))?;
+    settings
+        .check_outbound(&state.outbound)
+        .await
         .map_err(|(field, message)| invalid(field, message))?;
     state
         .tenancy
@@ -157,8 +273,8 @@ async fn show<T: ProviderSettings>(
 /// Sets the tenant's own SMTP relay, used instead of the configured one. Answers the
 /// settings with the password redacted.
 #[utoipa::path(put, path = "/v1/providers/smtp", tag = "providers", security(("api_key" = [])),
-    request_body(content = Object, description = "`host`, optional `port`, `security` (`starttls`, `tls` or `plain`), `username`, `password` and `from`"),
-    responses((status = 200, body = Object), (status = 401, body = ErrorBody), (status = 422, body = ErrorBody)))]
+    request_body = SmtpBody,
+    responses((status = 200, body = Object), (status = 401, body = ErrorBody), (status = 422, body = ErrorBody), KeyRefusals, BodyRefusals))]
 pub async fn put_smtp(
     State(state): State<AppState>,
     Authenticated(tenant): Authenticated,
@@ -169,7 +285,7 @@ pub async fn put_smtp(
 
 /// The tenant's own SMTP relay, password redacted.
 #[utoipa::path(get, path = "/v1/providers/smtp", tag = "providers", security(("api_key" = [])),
-    responses((status = 200, body = Object), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
+    responses((status = 200, body = Object), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody), KeyRefusals))]
 pub async fn get_smtp(
     State(state): State<AppState>,
     Authenticated(tenant): Authenticated,
@@ -179,7 +295,7 @@ pub async fn get_smtp(
 
 /// Removes the tenant's own relay: its email goes through the configured one again.
 #[utoipa::path(delete, path = "/v1/providers/smtp", tag = "providers", security(("api_key" = [])),
-    responses((status = 204), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
+    responses((status = 204), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody), KeyRefusals))]
 pub async fn delete_smtp(
     State(state): State<AppState>,
     Authenticated(tenant): Authenticated,
@@ -190,8 +306,8 @@ pub async fn delete_smtp(
 /// Sets the tenant's APNs key (token authentication) and app. Answers them with the key
 /// redacted.
 #[utoipa::path(put, path = "/v1/providers/apns", tag = "providers", security(("api_key" = [])),
-    request_body(content = Object, description = "`keyId`, `teamId`, `topic` (the bundle id), `privateKey` (the .p8 file's contents), `environment` (`production` or `sandbox`)"),
-    responses((status = 200, body = Object), (status = 401, body = ErrorBody), (status = 422, body = ErrorBody)))]
+    request_body = ApnsBody,
+    responses((status = 200, body = Object), (status = 401, body = ErrorBody), (status = 422, body = ErrorBody), KeyRefusals, BodyRefusals))]
 pub async fn put_apns(
     State(state): State<AppState>,
     Authenticated(tenant): Authenticated,
@@ -202,7 +318,7 @@ pub async fn put_apns(
 
 /// The tenant's APNs settings, key redacted.
 #[utoipa::path(get, path = "/v1/providers/apns", tag = "providers", security(("api_key" = [])),
-    responses((status = 200, body = Object), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
+    responses((status = 200, body = Object), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody), KeyRefusals))]
 pub async fn get_apns(
     State(state): State<AppState>,
     Authenticated(tenant): Authenticated,
@@ -212,7 +328,7 @@ pub async fn get_apns(
 
 /// Removes the tenant's APNs settings: its iOS pushes use the configured ones again.
 #[utoipa::path(delete, path = "/v1/providers/apns", tag = "providers", security(("api_key" = [])),
-    responses((status = 204), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
+    responses((status = 204), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody), KeyRefusals))]
 pub async fn delete_apns(
     State(state): State<AppState>,
     Authenticated(tenant): Authenticated,
@@ -223,8 +339,8 @@ pub async fn delete_apns(
 /// Sets the tenant's FCM service account: the JSON file Google issues, as it is. Answers
 /// it with the key redacted.
 #[utoipa::path(put, path = "/v1/providers/fcm", tag = "providers", security(("api_key" = [])),
-    request_body(content = Object, description = "A Google service account JSON: `project_id`, `client_email`, `private_key`, optional `token_uri`"),
-    responses((status = 200, body = Object), (status = 401, body = ErrorBody), (status = 422, body = ErrorBody)))]
+    request_body = FcmBody,
+    responses((status = 200, body = Object), (status = 401, body = ErrorBody), (status = 422, body = ErrorBody), KeyRefusals, BodyRefusals))]
 pub async fn put_fcm(
     State(state): State<AppState>,
     Authenticated(tenant): Authenticated,
@@ -235,7 +351,7 @@ pub async fn put_fcm(
 
 /// The tenant's FCM service account, key redacted.
 #[utoipa::path(get, path = "/v1/providers/fcm", tag = "providers", security(("api_key" = [])),
-    responses((status = 200, body = Object), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
+    responses((status = 200, body = Object), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody), KeyRefusals))]
 pub async fn get_fcm(
     State(state): State<AppState>,
     Authenticated(tenant): Authenticated,
@@ -245,7 +361,7 @@ pub async fn get_fcm(
 
 /// Removes the tenant's FCM service account.
 #[utoipa::path(delete, path = "/v1/providers/fcm", tag = "providers", security(("api_key" = [])),
-    responses((status = 204), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
+    responses((status = 204), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody), KeyRefusals))]
 pub async fn delete_fcm(
     State(state): State<AppState>,
     Authenticated(tenant): Authenticated,

@@ -2,6 +2,7 @@
 
 use super::AppState;
 use super::auth::Admin;
+use super::error::answers::{InputRefusals, KeyRefusals};
 use super::error::{ApiError, ErrorBody};
 use crate::broker::{QueueSpec, QueueStats};
 use axum::extract::rejection::QueryRejection;
@@ -22,8 +23,10 @@ pub fn router() -> Router<AppState> {
 
 /// How many items to take at most.
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct Limit {
     /// At most this many (1 to 1000, default 100).
+    #[param(minimum = 1, maximum = 1000)]
     limit: Option<usize>,
 }
 
@@ -97,7 +100,7 @@ fn broker_error(e: crate::broker::BrokerError) -> ApiError {
 /// Each queue's (and dead-letter queue's) messages and consumers.
 #[utoipa::path(get, path = "/admin/queues", tag = "admin", security(("admin_token" = [])),
     responses((status = 200, description = "By queue name", body = BTreeMap<String, QueueStats>),
-              (status = 401, body = ErrorBody), (status = 503, body = ErrorBody)))]
+              (status = 401, body = ErrorBody), (status = 503, body = ErrorBody), KeyRefusals))]
 pub async fn queues(
     _: Admin,
     State(state): State<AppState>,
@@ -124,7 +127,7 @@ pub async fn queues(
 #[utoipa::path(get, path = "/admin/queues/{name}/dead-letters", tag = "admin", security(("admin_token" = [])),
     params(("name" = String, Path, description = "The queue, e.g. email.notifications"), Limit),
     responses((status = 200, body = DeadLetters), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody),
-              (status = 422, description = "limit is not from 1 to 1000", body = ErrorBody)))]
+              (status = 422, description = "limit is not from 1 to 1000", body = ErrorBody), KeyRefusals, InputRefusals))]
 pub async fn dead_letters(
     _: Admin,
     State(state): State<AppState>,
@@ -158,7 +161,7 @@ pub async fn dead_letters(
 #[utoipa::path(post, path = "/admin/queues/{name}/dead-letters/replay", tag = "admin", security(("admin_token" = [])),
     params(("name" = String, Path, description = "The queue, e.g. email.notifications"), Limit),
     responses((status = 200, body = Replayed), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody),
-              (status = 422, description = "limit is not from 1 to 1000", body = ErrorBody)))]
+              (status = 422, description = "limit is not from 1 to 1000", body = ErrorBody), KeyRefusals, InputRefusals))]
 pub async fn replay(
     _: Admin,
     State(state): State<AppState>,

@@ -4,13 +4,16 @@
 use super::AppState;
 use super::auth::Authenticated;
 use super::body::JsonBody;
-use super::error::{ApiError, ErrorBody};
+use super::error::answers::{BodyRefusals, InputRefusals, KeyRefusals};
+use super::error::{ApiError, ErrorBody, invalid};
 use crate::domain::UserId;
-use crate::domain::parse::{FieldError, FieldErrors, Fields};
+use crate::domain::parse::Fields;
+use crate::domain::schema;
 use crate::realtime::socket;
 use crate::store::ReadReceipt;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::ws::WebSocketUpgrade;
+use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use axum::response::Response;
@@ -41,12 +44,22 @@ pub struct ReadView {
     pub recorded: bool,
 }
 
+/// The body of `POST /v1/chat/messages/{messageId}/read`.
+#[derive(Debug, ToSchema)]
+#[serde(rename_all = "camelCase")]
+#[allow(dead_code)] // Documents the body, which is parsed field by field.
+pub struct ReadBody {
+    /// The recipient who read it.
+    #[schema(schema_with = schema::opaque_id)]
+    user_id: String,
+}
+
 /// Records that a recipient read a message; the sender's connections get `message:read`.
 #[utoipa::path(post, path = "/v1/chat/messages/{messageId}/read", tag = "realtime", security(("api_key" = [])),
     params(("messageId" = String, Path, description = "The message")),
-    request_body(content = Object, description = "`{userId}`: the recipient who read it"),
+    request_body = ReadBody,
     responses((status = 200, body = ReadView), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
-        (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)))]
+        (status = 404, body = ErrorBody), (status = 422, body = ErrorBody), KeyRefusals, BodyRefusals))]
 pub async fn read(
     State(state): State<AppState>,
     Authenticated(tenant): Authenticated,
@@ -81,10 +94,12 @@ pub async fn read(
 
 /// The query of `GET /v1/presence`.
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(rename_all = "camelCase")]
 pub struct PresenceParams {
-    /// Comma-separated user ids (at most 1000).
-    user_ids: Option<String>,
+    /// Comma-separated user ids (1 to 1000; spaces around each are ignored).
+    #[param(pattern = "^[^,]*[^,\\s][^,]*(,[^,]*[^,\\s][^,]*){0,999}$")]
+    user_ids: String,
 }
 
 /// Where users are.
@@ -108,22 +123,15 @@ pub struct PresenceView {
 
 /// Whether users are connected, and when they last were.
 #[utoipa::path(get, path = "/v1/presence", tag = "realtime", security(("api_key" = [])), params(PresenceParams),
-    responses((status = 200, body = PresenceList), (status = 401, body = ErrorBody), (status = 422, body = ErrorBody)))]
+    responses((status = 200, body = PresenceList), (status = 401, body = ErrorBody), (status = 422, body = ErrorBody), KeyRefusals, InputRefusals))]
 pub async fn presence(
     State(state): State<AppState>,
     Authenticated(tenant): Authenticated,
     query: Result<Query<PresenceParams>, QueryRejection>,
 ) -> Result<Json<PresenceList>, ApiError> {
     let Query(params) = query.map_err(|e| invalid("query", e.body_text()))?;
-    let users: Vec<&str> = params
-        .user_ids
-        .as_deref()
-        .unwrap_or("")
-        .split(',')
-        .map(str::trim)
-        .filter(|u| !u.is_empty())
-        .collect();
-    if users.is_empty() || users.len() > 1000 {
+    let users: Vec<&str> = params.user_ids.split(',').map(str::trim).collect();
+    if users.contains(&"") || users.len() > 1000 {
         return Err(invalid(
             "userIds",
             "must list 1 to 1000 user ids, comma-separated",
@@ -151,9 +159,23 @@ const CLIENT_FRAME_MAX: usize = 64 * 1024;
 #[allow(dead_code)] // Documents the body, which is parsed field by field.
 pub struct TokenRequest {
     /// The user the socket is for.
+    #[schema(schema_with = schema::opaque_id)]
     user_id: String,
-    /// The token's lifetime in seconds (default `realtime.token_ttl`).
+    /// The token's lifetime in seconds, from 1 to `realtime.token_ttl_max` (default
+    /// `realtime.token_ttl`).
+    #[schema(schema_with = token_lifetime)]
     ttl_seconds: Option<u32>,
+}
+
+/// A token's lifetime as documented; `/openapi.json` states the configured maximum
+/// (see [`super::docs`]).
+fn token_lifetime() -> utoipa::openapi::schema::Schema {
+    schema::or_null(
+        utoipa::openapi::schema::ObjectBuilder::new()
+            .schema_type(utoipa::openapi::Type::Integer)
+            .minimum(Some(1))
+            .into(),
+    )
 }
 
 /// A real-time token.
@@ -168,24 +190,19 @@ pub struct IssuedToken {
 
 /// The query of `GET /v1/realtime`.
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct ConnectParams {
     /// A token from `POST /v1/realtime/tokens`.
     token: Option<String>,
     /// The cursor of the last frame the client has; what came after is replayed first.
+    #[param(pattern = "^(0|[1-9][0-9]{0,17})$")]
     since: Option<String>,
-}
-
-fn invalid(field: &str, message: impl Into<String>) -> ApiError {
-    ApiError::Validation(FieldErrors(vec![FieldError {
-        field: field.to_owned(),
-        message: message.into(),
-    }]))
 }
 
 /// Issues a token that opens a WebSocket for one user of the key's tenant.
 #[utoipa::path(post, path = "/v1/realtime/tokens", tag = "realtime", security(("api_key" = [])),
     request_body = TokenRequest,
-    responses((status = 201, body = IssuedToken), (status = 401, body = ErrorBody), (status = 422, body = ErrorBody)))]
+    responses((status = 201, body = IssuedToken), (status = 401, body = ErrorBody), (status = 422, body = ErrorBody), KeyRefusals, BodyRefusals))]
 pub async fn issue(
     State(state): State<AppState>,
     Authenticated(tenant): Authenticated,
@@ -214,12 +231,19 @@ pub async fn issue(
 /// Opens the user's WebSocket. A missing, forged or expired token is 401 before any
 /// upgrade.
 #[utoipa::path(get, path = "/v1/realtime", tag = "realtime", params(ConnectParams),
-    responses((status = 101, description = "Switching to the WebSocket protocol"), (status = 401, body = ErrorBody), (status = 422, body = ErrorBody)))]
+    responses((status = 101, description = "Switching to the WebSocket protocol"), (status = 401, body = ErrorBody),
+        (status = 422, body = ErrorBody), (status = 426, description = "Not a WebSocket upgrade", body = ErrorBody), InputRefusals))]
 pub async fn connect(
     State(state): State<AppState>,
     query: Result<Query<ConnectParams>, QueryRejection>,
-    upgrade: WebSocketUpgrade,
+    upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Result<Response, ApiError> {
+    let upgrade = upgrade.map_err(|e| {
+        ApiError::UpgradeRequired(format!(
+            "this is a WebSocket endpoint: open it with a WebSocket client ({})",
+            e.body_text()
+        ))
+    })?;
     let Query(params) = query.map_err(|e| invalid("query", e.body_text()))?;
     let token = params
         .token

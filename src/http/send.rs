@@ -4,7 +4,8 @@
 use super::AppState;
 use super::auth::Authenticated;
 use super::body::JsonBody;
-use super::error::{ApiError, ErrorBody};
+use super::error::answers::{BodyRefusals, KeyRefusals, SendRefusals};
+use super::error::{ApiError, invalid};
 use crate::domain::parse::{FieldError, FieldErrors, Fields, FromJson};
 use crate::domain::{
     AuditEvent, ChatMessage, EmailNotification, Event, EventKind, PushNotification, TenantId,
@@ -43,8 +44,41 @@ pub fn router() -> Router<AppState> {
 pub struct Batch {
     /// 1 to 1000 events, each with a `kind` (`chat`, `push`, `email`, `audit`) and the
     /// fields of that kind.
-    #[schema(value_type = Vec<Object>)]
+    #[schema(schema_with = batch_events)]
     events: Vec<Value>,
+}
+
+/// The events of a batch: each is the document of its `kind`, with the `kind` added.
+fn batch_events() -> utoipa::openapi::schema::Schema {
+    use utoipa::openapi::schema::{AllOfBuilder, ArrayBuilder, ObjectBuilder, OneOfBuilder};
+    use utoipa::openapi::{Ref, Type};
+    let mut kinds = OneOfBuilder::new();
+    for kind in EventKind::ALL {
+        let document = match kind {
+            EventKind::Chat => "ChatMessage",
+            EventKind::Push => "PushNotification",
+            EventKind::Email => "EmailNotification",
+            EventKind::Audit => "AuditEvent",
+        };
+        let tagged = ObjectBuilder::new()
+            .property(
+                "kind",
+                ObjectBuilder::new()
+                    .schema_type(Type::String)
+                    .enum_values(Some([kind.as_str()])),
+            )
+            .required("kind");
+        kinds = kinds.item(
+            AllOfBuilder::new()
+                .item(Ref::from_schema_name(document))
+                .item(tagged),
+        );
+    }
+    ArrayBuilder::new()
+        .items(kinds)
+        .min_items(Some(1))
+        .max_items(Some(BATCH_LIMIT))
+        .into()
 }
 
 /// The key decides the tenant: a `tenantId` in the body must name the same tenant (403
@@ -84,6 +118,17 @@ fn respond(receipt: Receipt) -> Response {
         response.headers_mut().insert(header::LOCATION, location);
     }
     response
+}
+
+/// The `Idempotency-Key` header every send reads, as documented.
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Header)]
+#[allow(dead_code)] // Documents the header, which `idempotency_key` reads.
+struct IdempotencyHeader {
+    /// The same key within the idempotency window answers the first send's 202 and queues
+    /// nothing; with a different body it is 422. 1 to 255 printable ASCII characters.
+    #[param(rename = "Idempotency-Key", pattern = "^[!-~]{1,255}$")]
+    idempotency_key: Option<String>,
 }
 
 /// The send's idempotency key: the `Idempotency-Key` header, else `fallback`; with the
@@ -127,6 +172,7 @@ impl AppState {
         match self.ingress.accept(tenant, key, submission).await {
             Ok(receipt) => Ok(respond(receipt)),
             Err(IngressError::RateLimited(wait)) => Err(ApiError::RateLimited(wait)),
+            Err(e @ IngressError::OverBurst { .. }) => Err(invalid("events", e.to_string())),
             Err(IngressError::Idempotency(e)) => Err(e.into()),
             Err(IngressError::NotQueued { message, details }) => Err(ApiError::Unavailable {
                 message,
@@ -139,12 +185,10 @@ impl AppState {
 
 /// Sends a chat message to the participants of a conversation.
 #[utoipa::path(post, path = "/v1/chat/messages", tag = "send", request_body = ChatMessage,
-    security(("api_key" = [])),
-    responses((status = 202, description = "Durably queued", body = Accepted),
-              (status = 401, body = ErrorBody), (status = 403, description = "tenantId differs from the key's tenant", body = ErrorBody),
-              (status = 400, body = ErrorBody), (status = 413, body = ErrorBody),
-              (status = 415, body = ErrorBody), (status = 422, body = ErrorBody),
-              (status = 503, description = "Not queued (the broker is full, blocked or down), or not confirmed in time; details give the event's id and status (rejected or unconfirmed); see Retry-After", body = ErrorBody)))]
+    security(("api_key" = [])), params(IdempotencyHeader),
+    responses((status = 202, description = "Durably queued", body = Accepted,
+                   headers(("Location" = String, description = "Where the notification's status is"))),
+              KeyRefusals, BodyRefusals, SendRefusals))]
 pub async fn send_chat(
     State(state): State<AppState>,
     Authenticated(tenant): Authenticated,
@@ -166,12 +210,10 @@ pub async fn send_chat(
 
 /// Sends a push notification to users' devices.
 #[utoipa::path(post, path = "/v1/notifications/push", tag = "send", request_body = PushNotification,
-    security(("api_key" = [])),
-    responses((status = 202, description = "Durably queued", body = Accepted),
-              (status = 401, body = ErrorBody), (status = 403, description = "tenantId differs from the key's tenant", body = ErrorBody),
-              (status = 400, body = ErrorBody), (status = 413, body = ErrorBody),
-              (status = 415, body = ErrorBody), (status = 422, body = ErrorBody),
-              (status = 503, description = "Not queued (the broker is full, blocked or down), or not confirmed in time; details give the event's id and status (rejected or unconfirmed); see Retry-After", body = ErrorBody)))]
+    security(("api_key" = [])), params(IdempotencyHeader),
+    responses((status = 202, description = "Durably queued", body = Accepted,
+                   headers(("Location" = String, description = "Where the notification's status is"))),
+              KeyRefusals, BodyRefusals, SendRefusals))]
 pub async fn send_push(
     State(state): State<AppState>,
     Authenticated(tenant): Authenticated,
@@ -188,12 +230,10 @@ pub async fn send_push(
 
 /// Sends an email rendered from a template, one message per recipient.
 #[utoipa::path(post, path = "/v1/notifications/email", tag = "send", request_body = EmailNotification,
-    security(("api_key" = [])),
-    responses((status = 202, description = "Durably queued", body = Accepted),
-              (status = 401, body = ErrorBody), (status = 403, description = "tenantId differs from the key's tenant", body = ErrorBody),
-              (status = 400, body = ErrorBody), (status = 413, body = ErrorBody),
-              (status = 415, body = ErrorBody), (status = 422, body = ErrorBody),
-              (status = 503, description = "Not queued (the broker is full, blocked or down), or not confirmed in time; details give the event's id and status (rejected or unconfirmed); see Retry-After", body = ErrorBody)))]
+    security(("api_key" = [])), params(IdempotencyHeader),
+    responses((status = 202, description = "Durably queued", body = Accepted,
+                   headers(("Location" = String, description = "Where the notification's status is"))),
+              KeyRefusals, BodyRefusals, SendRefusals))]
 pub async fn send_email(
     State(state): State<AppState>,
     Authenticated(tenant): Authenticated,
@@ -210,12 +250,10 @@ pub async fn send_email(
 
 /// Records an audit event.
 #[utoipa::path(post, path = "/v1/audit/events", tag = "send", request_body = AuditEvent,
-    security(("api_key" = [])),
-    responses((status = 202, description = "Durably queued", body = Accepted),
-              (status = 401, body = ErrorBody), (status = 403, description = "tenantId differs from the key's tenant", body = ErrorBody),
-              (status = 400, body = ErrorBody), (status = 413, body = ErrorBody),
-              (status = 415, body = ErrorBody), (status = 422, body = ErrorBody),
-              (status = 503, description = "Not queued (the broker is full, blocked or down), or not confirmed in time; details give the event's id and status (rejected or unconfirmed); see Retry-After", body = ErrorBody)))]
+    security(("api_key" = [])), params(IdempotencyHeader),
+    responses((status = 202, description = "Durably queued", body = Accepted,
+                   headers(("Location" = String, description = "Where the notification's status is"))),
+              KeyRefusals, BodyRefusals, SendRefusals))]
 pub async fn send_audit(
     State(state): State<AppState>,
     Authenticated(tenant): Authenticated,
@@ -278,13 +316,9 @@ fn parse_batch(body: &Value) -> Result<Vec<Event>, FieldErrors> {
 
 /// Sends up to 1000 events of any kinds at once.
 #[utoipa::path(post, path = "/v1/batch", tag = "send", request_body = Batch,
-    security(("api_key" = [])),
+    security(("api_key" = [])), params(IdempotencyHeader),
     responses((status = 202, description = "Every event durably queued", body = BatchAccepted),
-              (status = 401, body = ErrorBody), (status = 403, description = "a tenantId differs from the key's tenant", body = ErrorBody),
-              (status = 400, body = ErrorBody), (status = 413, body = ErrorBody),
-              (status = 415, body = ErrorBody),
-              (status = 422, description = "Nothing queued; details name each invalid field", body = ErrorBody),
-              (status = 503, description = "Not every event was queued; details give each event's id and status (queued, rejected or unconfirmed); see Retry-After", body = ErrorBody)))]
+              KeyRefusals, BodyRefusals, SendRefusals))]
 pub async fn send_batch(
     State(state): State<AppState>,
     Authenticated(tenant): Authenticated,

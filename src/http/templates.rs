@@ -5,11 +5,12 @@
 use super::AppState;
 use super::auth::Authenticated;
 use super::body::JsonBody;
-use super::error::{ApiError, ErrorBody};
+use super::error::answers::{BodyRefusals, InputRefusals, KeyRefusals};
+use super::error::{ApiError, ErrorBody, invalid};
 use crate::channels::email::templates::{self, LAYOUT};
 use crate::channels::email::{RenderError, Rendered};
 use crate::domain::parse::{self, FieldError, FieldErrors, Fields};
-use crate::domain::{Locale, TemplateName};
+use crate::domain::{Locale, TemplateName, schema};
 use crate::store::{NewTemplate, RenderedFrom, StoredTemplate};
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
@@ -66,7 +67,9 @@ impl TemplateView {
         let t = stored.template;
         TemplateView {
             name: t.name,
-            locale: Some(t.locale).filter(|l| !l.is_empty()),
+            locale: Some(t.locale)
+                .filter(|l| !l.is_empty())
+                .map(|l| Locale::conventional(&l)),
             version: stored.version,
             subject: t.subject,
             html: t.html,
@@ -93,15 +96,19 @@ pub struct TemplateList {
 #[serde(rename_all = "camelCase")]
 #[allow(dead_code)] // Documents the body, which is parsed field by field.
 pub struct TemplateBody {
-    /// The subject (Handlebars, not HTML-escaped); required except for partials
-    /// (names starting with `_`) and the `layout`.
+    /// The subject (Handlebars, not HTML-escaped). Without one, each send must give its
+    /// own `subject`; partials (names starting with `_`) and the `layout` have none.
+    #[schema(schema_with = schema::optional::line::<SUBJECT_MAX>)]
     subject: Option<String>,
     /// The HTML body (Handlebars, HTML-escaped). The `layout` places the body with
     /// `{{{body}}}`.
+    #[schema(schema_with = schema::lines::<BODY_MAX>)]
     html: String,
     /// The text body; derived from the HTML when absent.
+    #[schema(schema_with = schema::optional::lines::<BODY_MAX>)]
     text: Option<String>,
     /// The locale this version is for (`fr`, `fr-CA`); absent for the default.
+    #[schema(schema_with = schema::optional::locale)]
     locale: Option<String>,
     /// Data that previews use when given none.
     #[schema(value_type = Option<Object>)]
@@ -117,6 +124,7 @@ pub struct PreviewBody {
     #[schema(value_type = Option<Object>)]
     data: Option<Value>,
     /// The locale to render (falling back as a send does).
+    #[schema(schema_with = schema::optional::locale)]
     locale: Option<String>,
 }
 
@@ -136,11 +144,24 @@ pub struct PreviewView {
 
 /// The query of the routes that read one template.
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct TemplateParams {
-    /// The locale (`fr-CA`); absent for the default.
+    /// The locale (`fr-CA`); absent or empty for the default.
+    #[param(max_length = 35, pattern = "^([A-Za-z]{2,3}(-[A-Za-z0-9]{1,8})*)?$")]
     locale: Option<String>,
     /// One version; absent for the newest.
+    #[param(pattern = "^[1-9][0-9]{0,17}$")]
     version: Option<String>,
+}
+
+/// The query of `DELETE /v1/templates/{name}`.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct LocaleParams {
+    /// Only this locale's versions (`fr-CA`); absent for every locale, empty for the
+    /// default.
+    #[param(max_length = 35, pattern = "^([A-Za-z]{2,3}(-[A-Za-z0-9]{1,8})*)?$")]
+    locale: Option<String>,
 }
 
 /// A template name in a path: a sendable name, a partial (`_footer`) or `layout`.
@@ -149,13 +170,6 @@ fn path_name(raw: &str) -> Result<String, ApiError> {
     TemplateName::parse(sendable)
         .map(|_| raw.to_owned())
         .map_err(|message| invalid("name", message))
-}
-
-fn invalid(field: &str, message: impl Into<String>) -> ApiError {
-    ApiError::Validation(FieldErrors(vec![FieldError {
-        field: field.to_owned(),
-        message: message.into(),
-    }]))
 }
 
 /// The locale of a query or body, lower-cased as stored; empty for the default.
@@ -170,7 +184,6 @@ fn locale(raw: Option<&str>, field: &str) -> Result<String, ApiError> {
 
 fn parse_template(name: &str, body: &Value) -> Result<NewTemplate, FieldErrors> {
     let mut fields = Fields::of(body)?;
-    let is_part = name == LAYOUT || name.starts_with('_');
     let subject = match fields.raw("subject") {
         Some(value) => match parse::text(value, SUBJECT_MAX, false) {
             Ok(subject) => Some(subject),
@@ -179,11 +192,8 @@ fn parse_template(name: &str, body: &Value) -> Result<NewTemplate, FieldErrors> 
                 None
             }
         },
-        None if is_part => None,
-        None => {
-            fields.error("subject", "is required");
-            None
-        }
+        // A template without a subject takes each send's (or fails that send, saying so).
+        None => None,
     };
     let body_text = |fields: &mut Fields, field: &str| match fields.raw(field) {
         Some(value) => match parse::text(value, BODY_MAX, true) {
@@ -216,7 +226,7 @@ fn parse_template(name: &str, body: &Value) -> Result<NewTemplate, FieldErrors> 
 
 /// The tenant's templates: its own (newest version of each) and the built-in names.
 #[utoipa::path(get, path = "/v1/templates", tag = "templates", security(("api_key" = [])),
-    responses((status = 200, body = TemplateList), (status = 401, body = ErrorBody)))]
+    responses((status = 200, body = TemplateList), (status = 401, body = ErrorBody), KeyRefusals))]
 pub async fn list(
     State(state): State<AppState>,
     Authenticated(tenant): Authenticated,
@@ -234,10 +244,10 @@ pub async fn list(
 /// Writes a new version of a template (201 for the first, 200 after). A template that
 /// does not compile is refused with 422 naming the part, line and column.
 #[utoipa::path(put, path = "/v1/templates/{name}", tag = "templates", security(("api_key" = [])),
-    params(("name" = String, Path, description = "The template's name; `_name` for a partial, `layout` for the layout")),
+    params(("name" = String, Path, pattern = "^_?[a-z0-9][a-z0-9_.-]{0,63}$", description = "The template's name; `_name` for a partial, `layout` for the layout")),
     request_body = TemplateBody,
     responses((status = 200, body = TemplateView), (status = 201, body = TemplateView),
-        (status = 401, body = ErrorBody), (status = 422, body = ErrorBody)))]
+        (status = 401, body = ErrorBody), (status = 422, body = ErrorBody), KeyRefusals, BodyRefusals))]
 pub async fn put(
     State(state): State<AppState>,
     Authenticated(tenant): Authenticated,
@@ -257,6 +267,7 @@ pub async fn put(
                 .collect(),
         )));
     }
+    within_render_limits(&state, &tenant, &template).await?;
     let store = state.tenancy.store();
     let stored = store.put_template(&tenant, &template).await?;
     state.templates.forget(&tenant);
@@ -271,12 +282,44 @@ pub async fn put(
     Ok((status, Json(TemplateView::of(stored, versions))))
 }
 
+/// Renders a template about to be stored with its sample data, if it has any, as a preview
+/// would: a template whose sample renders past a render limit is refused before it is
+/// stored, rather than failing every send later. Other render errors are left to preview,
+/// since sample data may be partial.
+async fn within_render_limits(
+    state: &AppState,
+    tenant: &crate::domain::TenantId,
+    template: &NewTemplate,
+) -> Result<(), ApiError> {
+    let registry = state.templates.registry(tenant, true).await?;
+    let candidate = registry
+        .with_template(template)
+        .map_err(|e| invalid("html", e.to_string()))?;
+    candidate
+        .check_partials()
+        .map_err(|e| invalid("html", e.to_string()))?;
+    let sample = template
+        .sample_data
+        .as_deref()
+        .and_then(|d| serde_json::from_str::<Map<String, Value>>(d).ok());
+    let Some(sample) = sample else {
+        return Ok(());
+    };
+    if template.name == LAYOUT || template.name.starts_with('_') {
+        return Ok(());
+    }
+    match candidate.render(&template.name, Some(&template.locale), &sample, None) {
+        Err(e @ RenderError::Limit { .. }) => Err(invalid("sampleData", e.to_string())),
+        _ => Ok(()),
+    }
+}
+
 /// One version of a template (the newest unless `version` is given), with the list of
 /// its versions.
 #[utoipa::path(get, path = "/v1/templates/{name}", tag = "templates", security(("api_key" = [])),
-    params(("name" = String, Path, description = "The template's name"), TemplateParams),
+    params(("name" = String, Path, pattern = "^_?[a-z0-9][a-z0-9_.-]{0,63}$", description = "The template's name"), TemplateParams),
     responses((status = 200, body = TemplateView), (status = 401, body = ErrorBody),
-        (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)))]
+        (status = 404, body = ErrorBody), (status = 422, body = ErrorBody), KeyRefusals, InputRefusals))]
 pub async fn show(
     State(state): State<AppState>,
     Authenticated(tenant): Authenticated,
@@ -311,13 +354,13 @@ pub async fn show(
 
 /// Deletes every version of a template: in one locale with `?locale=`, else in all.
 #[utoipa::path(delete, path = "/v1/templates/{name}", tag = "templates", security(("api_key" = [])),
-    params(("name" = String, Path, description = "The template's name"), TemplateParams),
-    responses((status = 204), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
+    params(("name" = String, Path, pattern = "^_?[a-z0-9][a-z0-9_.-]{0,63}$", description = "The template's name"), LocaleParams),
+    responses((status = 204), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody), KeyRefusals, InputRefusals))]
 pub async fn delete(
     State(state): State<AppState>,
     Authenticated(tenant): Authenticated,
     Path(name): Path<String>,
-    query: Result<Query<TemplateParams>, QueryRejection>,
+    query: Result<Query<LocaleParams>, QueryRejection>,
 ) -> Result<StatusCode, ApiError> {
     let Query(params) = query.map_err(|e| invalid("query", e.body_text()))?;
     let name = path_name(&name)?;
@@ -340,10 +383,10 @@ pub async fn delete(
 /// Renders a template (the tenant's own, else the built-in one) as a send would, and
 /// sends nothing.
 #[utoipa::path(post, path = "/v1/templates/{name}/preview", tag = "templates", security(("api_key" = [])),
-    params(("name" = String, Path, description = "The template's name")),
+    params(("name" = String, Path, pattern = "^_?[a-z0-9][a-z0-9_.-]{0,63}$", description = "The template's name")),
     request_body = PreviewBody,
     responses((status = 200, body = PreviewView), (status = 401, body = ErrorBody),
-        (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)))]
+        (status = 404, body = ErrorBody), (status = 422, body = ErrorBody), KeyRefusals, BodyRefusals))]
 pub async fn preview(
     State(state): State<AppState>,
     Authenticated(tenant): Authenticated,

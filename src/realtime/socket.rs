@@ -161,7 +161,13 @@ async fn session(
             message = stream.next() => {
                 last_heard = Instant::now();
                 match message {
-                    None | Some(Err(_)) | Some(Ok(Message::Close(_))) => return End::Closed,
+                    None | Some(Err(_)) => return End::Closed,
+                    Some(Ok(Message::Close(_))) => {
+                        // The reply is queued, not sent: flush it, so that the client
+                        // sees its close answered (1000), not the connection dropped (1006).
+                        let _ = tokio::time::timeout(settings.send_timeout, sink.close()).await;
+                        return End::Closed;
+                    }
                     Some(Ok(Message::Text(frame))) => {
                         match client_frame(realtime, tenant, user, &frame).await {
                             Action::Nothing => {}

@@ -145,10 +145,21 @@ pub struct LedgerDelivery {
 pub struct RenderedFrom {
     /// The template's name.
     pub name: String,
-    /// The locale rendered (empty for the default).
+    /// The locale rendered (`fr-CA`); absent for the default.
+    #[serde(
+        default,
+        skip_serializing_if = "String::is_empty",
+        serialize_with = "conventional_locale"
+    )]
+    #[schema(value_type = Option<String>)]
     pub locale: String,
     /// The tenant's version, or none for a built-in template.
     pub version: Option<i64>,
+}
+
+/// Writes a stored (lower-cased) locale as it is shown everywhere.
+fn conventional_locale<S: serde::Serializer>(locale: &str, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&crate::domain::Locale::conventional(locale))
 }
 
 /// One write to the ledger.
@@ -231,6 +242,14 @@ pub enum StoreError {
     /// The database failed.
     #[error("database: {0}")]
     Database(#[from] sqlx::Error),
+    /// The database could not be opened.
+    #[error("cannot open the database at {at}: {cause}")]
+    Open {
+        /// Where, with any password hidden.
+        at: String,
+        /// Why.
+        cause: Box<StoreError>,
+    },
     /// Applying migrations failed.
     #[error("migrating the database: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
@@ -369,11 +388,29 @@ pub trait Store: TemplateStore + ProviderStore + DeviceStore + RealtimeStore + S
 /// applies its migrations.
 pub async fn open(url: &SecretString) -> Result<Arc<dyn Store>, StoreError> {
     let url = url.expose_secret();
-    let store: Arc<dyn Store> = if url.starts_with("sqlite:") {
-        Arc::new(SqlStore::open_sqlite(url).await?)
-    } else {
-        Arc::new(SqlStore::open_postgres(url).await?)
+    let opened = async {
+        let store: Arc<dyn Store> = if url.starts_with("sqlite:") {
+            Arc::new(SqlStore::open_sqlite(url).await?)
+        } else {
+            Arc::new(SqlStore::open_postgres(url).await?)
+        };
+        store.migrate().await?;
+        Ok(store)
     };
-    store.migrate().await?;
-    Ok(store)
+    opened.await.map_err(|cause| StoreError::Open {
+        at: without_password(url),
+        cause: Box::new(cause),
+    })
+}
+
+/// `url` fit for an error message: host and database named, password hidden.
+fn without_password(url: &str) -> String {
+    match reqwest::Url::parse(url) {
+        Ok(mut parsed) if parsed.password().is_some() => {
+            let _ = parsed.set_password(Some("***"));
+            parsed.to_string()
+        }
+        Ok(parsed) => parsed.to_string(),
+        Err(_) => "the configured URL (it does not parse)".to_owned(),
+    }
 }

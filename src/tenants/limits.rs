@@ -12,15 +12,32 @@ use std::time::Duration;
 
 fn quota(limit: &RateLimit) -> Quota {
     let per_second = NonZeroU32::new(limit.per_second).unwrap_or(NonZeroU32::MIN);
-    let burst = NonZeroU32::new(limit.burst.max(limit.per_second)).unwrap_or(per_second);
-    Quota::per_second(per_second).allow_burst(burst)
+    Quota::per_second(per_second).allow_burst(burst(limit))
+}
+
+/// The most events a tenant may send at once.
+fn burst(limit: &RateLimit) -> NonZeroU32 {
+    let per_second = NonZeroU32::new(limit.per_second).unwrap_or(NonZeroU32::MIN);
+    NonZeroU32::new(limit.burst.max(limit.per_second)).unwrap_or(per_second)
+}
+
+/// Why events were not admitted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// Over the rate: they pass after this long.
+    Wait(Duration),
+    /// More events at once than the tenant's burst: they can never pass together.
+    OverBurst {
+        /// The tenant's burst.
+        burst: u32,
+    },
 }
 
 /// The limits of every tenant.
 pub struct RateLimits {
     shared: DefaultKeyedRateLimiter<TenantId>,
-    own: HashMap<TenantId, DefaultDirectRateLimiter>,
-    default: RateLimit,
+    own: HashMap<TenantId, (DefaultDirectRateLimiter, NonZeroU32)>,
+    default_burst: NonZeroU32,
 }
 
 impl RateLimits {
@@ -30,31 +47,29 @@ impl RateLimits {
             .tenants
             .iter()
             .filter_map(|(id, limit)| {
-                Some((TenantId::parse(id).ok()?, RateLimiter::direct(quota(limit))))
+                let limiter = RateLimiter::direct(quota(limit));
+                Some((TenantId::parse(id).ok()?, (limiter, burst(limit))))
             })
             .collect();
         RateLimits {
             shared: RateLimiter::keyed(quota(&settings.default_limit())),
             own,
-            default: settings.default_limit(),
+            default_burst: burst(&settings.default_limit()),
         }
     }
 
-    /// Admits `events` events of `tenant` now, or says how long to wait.
-    pub fn admit(&self, tenant: &TenantId, events: u32) -> Result<(), Duration> {
+    /// Admits `events` events of `tenant` now, or says why not.
+    pub fn admit(&self, tenant: &TenantId, events: u32) -> Result<(), Refusal> {
         let events = NonZeroU32::new(events).unwrap_or(NonZeroU32::MIN);
-        let checked = match self.own.get(tenant) {
-            Some(limiter) => limiter.check_n(events),
-            None => self.shared.check_key_n(tenant, events),
+        let (checked, burst) = match self.own.get(tenant) {
+            Some((limiter, burst)) => (limiter.check_n(events), *burst),
+            None => (self.shared.check_key_n(tenant, events), self.default_burst),
         };
         let now = DefaultClock::default().now();
         match checked {
             Ok(Ok(())) => Ok(()),
-            Ok(Err(not_until)) => Err(not_until.wait_time_from(now)),
-            // More events at once than the burst allows: they can never pass together.
-            Err(_) => Err(Duration::from_secs(
-                u64::from(events.get() / self.default.per_second.max(1)) + 1,
-            )),
+            Ok(Err(not_until)) => Err(Refusal::Wait(not_until.wait_time_from(now))),
+            Err(_) => Err(Refusal::OverBurst { burst: burst.get() }),
         }
     }
 
@@ -102,7 +117,9 @@ mod tests {
             TenantId::parse("vip").unwrap(),
         );
         assert!(limits.admit(&a, 5).is_ok());
-        let wait = limits.admit(&a, 1).unwrap_err();
+        let Err(Refusal::Wait(wait)) = limits.admit(&a, 1) else {
+            panic!("a waits")
+        };
         assert!(
             wait > Duration::ZERO && wait <= Duration::from_secs(1),
             "{wait:?}"
@@ -111,6 +128,22 @@ mod tests {
         assert!(
             limits.admit(&vip, 50).is_ok(),
             "vip has its configured limit"
+        );
+    }
+
+    #[test]
+    fn more_events_at_once_than_the_burst_are_refused_for_good_naming_the_burst() {
+        let limits = RateLimits::new(&settings(&[("vip", 100)]));
+        let a = TenantId::parse("a").unwrap();
+        assert_eq!(
+            limits.admit(&a, 6),
+            Err(Refusal::OverBurst { burst: 5 }),
+            "waiting could never let six through a burst of five"
+        );
+        assert!(limits.admit(&a, 5).is_ok(), "nothing was spent");
+        assert_eq!(
+            limits.admit(&TenantId::parse("vip").unwrap(), 101),
+            Err(Refusal::OverBurst { burst: 100 })
         );
     }
 

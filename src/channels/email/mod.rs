@@ -16,12 +16,13 @@ pub mod templates;
 
 use message::Content;
 pub use outbox::Outbox;
-pub use smtp::{RelayError, RelaySettings, Relays, Security, SendResult};
-pub use templates::{RenderError, Rendered, Templates};
+pub use smtp::{RelayError, RelaySettings, Relays, Security, SendResult, Whose};
+pub use templates::{RenderError, RenderLimit, RenderLimits, Rendered, Templates};
 
 use crate::channels::{OutboundLimit, TenantProviders, settled_deliveries};
 use crate::config::EmailSettings;
 use crate::domain::{EmailAddress, EmailNotification, Envelope, Event, TenantId};
+use crate::outbound::OutboundPolicy;
 use crate::store::Store;
 use crate::workers::{DeliveryOutcome, Handler, Outcome, Report};
 use async_trait::async_trait;
@@ -49,13 +50,19 @@ pub struct EmailHandler {
 
 /// Where a tenant's email goes.
 enum Route {
-    Relay(RelaySettings),
+    Relay(RelaySettings, Whose),
     Outbox,
 }
 
 impl EmailHandler {
     /// A handler rendering with `templates` and sending as `settings` say.
-    pub fn new(settings: &EmailSettings, templates: Arc<Templates>, store: Arc<dyn Store>) -> Self {
+    /// Tenants' own relays must be where `outbound` allows.
+    pub fn new(
+        settings: &EmailSettings,
+        templates: Arc<Templates>,
+        store: Arc<dyn Store>,
+        outbound: OutboundPolicy,
+    ) -> Self {
         EmailHandler {
             templates,
             outbox: Outbox::new(settings.outbox_dir.clone()),
@@ -66,6 +73,7 @@ impl EmailHandler {
                     .tls_ca_file
                     .as_deref()
                     .and_then(|file| crate::channels::tls::read_ca_file(file).ok()),
+                outbound,
             ),
             relay: settings.smtp.clone(),
             tenant_relays: TenantProviders::new("smtp", store.clone()),
@@ -88,10 +96,13 @@ impl EmailHandler {
             .map_err(|e| e.to_string())?;
         if let Some(json) = own {
             return serde_json::from_str(&json)
-                .map(Route::Relay)
+                .map(|relay| Route::Relay(relay, Whose::Tenant))
                 .map_err(|e| format!("the tenant's SMTP settings do not parse: {e}"));
         }
-        Ok(self.relay.clone().map_or(Route::Outbox, Route::Relay))
+        Ok(self
+            .relay
+            .clone()
+            .map_or(Route::Outbox, |relay| Route::Relay(relay, Whose::Operator)))
     }
 
     /// Sends the `index`th message of the event to `to`.
@@ -122,10 +133,10 @@ impl EmailHandler {
                 ),
                 Err(e) => (Outcome::retry(format!("writing to the outbox: {e}")), None),
             },
-            Route::Relay(relay) => {
+            Route::Relay(relay, whose) => {
                 self.per_tenant.wait(tenant.as_str()).await;
                 self.per_relay.wait(&relay.address()).await;
-                match self.relays.send(relay, email).await {
+                match self.relays.send(relay, *whose, email).await {
                     SendResult::Accepted(reply) => (Outcome::Delivered, Some(reply)),
                     SendResult::Transient(reply) => (Outcome::retry(&reply), Some(reply)),
                     SendResult::Permanent(reply) => (Outcome::failed(&reply), Some(reply)),
@@ -191,9 +202,12 @@ impl EmailHandler {
             (Some(from), _) => from.as_str().parse::<Mailbox>().ok(),
             (
                 None,
-                Route::Relay(RelaySettings {
-                    from: Some(from), ..
-                }),
+                Route::Relay(
+                    RelaySettings {
+                        from: Some(from), ..
+                    },
+                    _,
+                ),
             ) => from.parse().ok(),
             _ => None,
         }

@@ -10,6 +10,7 @@
 use super::message::Email;
 use super::relay_pool::{Connect, RelayPool};
 use super::session::{Mail, Session, SessionError, Stream};
+use crate::outbound::{OutboundPolicy, Refusal};
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 use std::collections::HashMap;
@@ -47,7 +48,7 @@ pub struct RelaySettings {
     /// Its host name.
     pub host: String,
     /// Its port; by default the one of `security`.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::domain::parse::optional_port")]
     pub port: Option<u16>,
     /// How the connection is secured.
     #[serde(default)]
@@ -95,6 +96,16 @@ impl RelaySettings {
         if self.username.is_some() != self.password.is_some() {
             return error("password", "username and password go together");
         }
+        if self.security == Security::Plain
+            && self.username.is_some()
+            && !crate::outbound::is_this_machine(&self.host)
+        {
+            return error(
+                "security",
+                "plain would send the password in clear: it is only for a relay on this \
+                 machine (localhost); use starttls or tls",
+            );
+        }
         if let Some(from) = &self.from
             && from.parse::<lettre::message::Mailbox>().is_err()
         {
@@ -131,8 +142,9 @@ impl RelaySettings {
     }
 
     /// What tells one relay (and its credentials) from another.
-    fn identity(&self) -> RelayIdentity {
+    fn identity(&self, whose: Whose) -> RelayIdentity {
         RelayIdentity {
+            whose,
             host: self.host.clone(),
             port: self.port(),
             security: self.security,
@@ -150,8 +162,19 @@ impl RelaySettings {
     }
 }
 
+/// Who named a relay: the operator's is trusted; a tenant's must be at a public address
+/// (see [`crate::outbound`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Whose {
+    /// The configured relay.
+    Operator,
+    /// A tenant's own.
+    Tenant,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 struct RelayIdentity {
+    whose: Whose,
     host: String,
     port: u16,
     security: Security,
@@ -180,18 +203,22 @@ struct Connector {
     hello: String,
     /// How long a relay may take to connect, and then to take each write or answer.
     timeout: Duration,
+    /// Where tenants' relays may be.
+    outbound: OutboundPolicy,
 }
 
 /// Opens sessions with one relay.
 struct RelayConnector {
     relay: RelaySettings,
+    whose: Whose,
     connector: Arc<Connector>,
 }
 
 impl Connect for RelayConnector {
     async fn connect(&self) -> Result<Session, SessionError> {
         let timeout = self.connector.timeout;
-        match tokio::time::timeout(timeout, self.connector.connect(&self.relay)).await {
+        let connecting = self.connector.connect(&self.relay, self.whose);
+        match tokio::time::timeout(timeout, connecting).await {
             Ok(connected) => connected,
             Err(_) => Err(SessionError::Connection(format!(
                 "{} did not answer within {timeout:?}",
@@ -219,10 +246,23 @@ impl Connector {
 
     /// Opens a session: TCP without Nagle's delay, TLS first or by STARTTLS as the relay's
     /// security says, then the login if there is one.
-    async fn connect(&self, relay: &RelaySettings) -> Result<Session, SessionError> {
+    async fn connect(&self, relay: &RelaySettings, whose: Whose) -> Result<Session, SessionError> {
         let address = relay.address();
-        let tcp = TcpStream::connect((relay.host.as_str(), relay.port()))
-            .await
+        let connected = match whose {
+            Whose::Operator => TcpStream::connect((relay.host.as_str(), relay.port())).await,
+            Whose::Tenant => {
+                // Resolved and vetted here, then connected to exactly what was vetted.
+                let addresses = match self.outbound.resolve(&relay.host, relay.port()).await {
+                    Ok(addresses) => addresses,
+                    Err(refusal @ Refusal::Private { .. }) => {
+                        return Err(SessionError::Unsendable(refusal.to_string()));
+                    }
+                    Err(refusal) => return Err(SessionError::Connection(refusal.to_string())),
+                };
+                TcpStream::connect(&addresses[..]).await
+            }
+        };
+        let tcp = connected
             .map_err(|e| SessionError::Connection(format!("connecting to {address}: {e}")))?;
         tcp.set_nodelay(true)
             .map_err(|e| SessionError::Connection(format!("setting TCP_NODELAY: {e}")))?;
@@ -253,7 +293,13 @@ pub struct Relays {
 impl Relays {
     /// Pools of up to `pool_size` sessions each, with `timeout` per exchange, trusting
     /// `extra_ca` (PEM) besides the system's CAs.
-    pub fn new(pool_size: u32, timeout: Duration, extra_ca: Option<Vec<u8>>) -> Self {
+    /// Tenants' relays must be where `outbound` allows.
+    pub fn new(
+        pool_size: u32,
+        timeout: Duration,
+        extra_ca: Option<Vec<u8>>,
+        outbound: OutboundPolicy,
+    ) -> Self {
         let tls = crate::channels::tls::client_config(extra_ca.as_deref(), &[])
             .expect("the configuration check read the extra CA");
         Relays {
@@ -262,18 +308,20 @@ impl Relays {
                 tls,
                 hello: lettre::transport::smtp::extension::ClientId::default().to_string(),
                 timeout,
+                outbound,
             }),
             pools: Mutex::new(HashMap::new()),
         }
     }
 
-    fn pool(&self, relay: &RelaySettings) -> Arc<RelayPool<RelayConnector>> {
+    fn pool(&self, relay: &RelaySettings, whose: Whose) -> Arc<RelayPool<RelayConnector>> {
         let mut pools = self.pools.lock().expect("never poisoned");
         pools
-            .entry(relay.identity())
+            .entry(relay.identity(whose))
             .or_insert_with(|| {
                 let connector = RelayConnector {
                     relay: relay.clone(),
+                    whose,
                     connector: self.connector.clone(),
                 };
                 RelayPool::new(connector, self.pool_size as usize)
@@ -282,13 +330,13 @@ impl Relays {
     }
 
     /// Sends `email` through `relay`, over one of its pooled sessions.
-    pub async fn send(&self, relay: &RelaySettings, email: Email) -> SendResult {
+    pub async fn send(&self, relay: &RelaySettings, whose: Whose, email: Email) -> SendResult {
         let mail = Mail {
             from: email.from(),
             to: email.to(),
             content: email.bytes,
         };
-        match self.pool(relay).send(mail).await {
+        match self.pool(relay, whose).send(mail).await {
             Ok(reply) => SendResult::Accepted(reply.to_string()),
             Err(e) => classify(e),
         }

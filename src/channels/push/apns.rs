@@ -10,6 +10,7 @@ use super::credentials::{ApnsCredentials, ApnsEnvironment};
 use super::jwt::SigningKey;
 use super::{PushResult, retry_after};
 use crate::domain::{Priority, PushNotification};
+use crate::outbound;
 use serde_json::{Map, Value, json};
 use std::sync::Mutex;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -130,13 +131,11 @@ impl ApnsClient {
             .and_then(|v| v.to_str().ok())
             .unwrap_or("")
             .to_owned();
-        let reason = response
-            .json::<Value>()
-            .await
-            .ok()
-            .and_then(|body| body["reason"].as_str().map(str::to_owned))
+        let reason = outbound::json_answer(response).await["reason"]
+            .as_str()
+            .map(str::to_owned)
             .unwrap_or_default();
-        let said = format!("APNs {status} {reason}").trim_end().to_owned();
+        let said = outbound::quote(format!("APNs {status} {reason}").trim_end());
         match (status, reason.as_str()) {
             (200, _) => PushResult::Delivered(format!("APNs 200 apns-id {apns_id}")),
             (410, _) | (400, "BadDeviceToken") => PushResult::Unregistered(said),

@@ -3,6 +3,7 @@
 //! keys are never answered back.
 
 use super::jwt::SigningKey;
+use crate::outbound::OutboundPolicy;
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
@@ -97,6 +98,13 @@ impl ApnsCredentials {
     }
 }
 
+/// The hosts of Google's OAuth token endpoint, as service account files name them.
+const GOOGLE_TOKEN_HOSTS: [&str; 3] = [
+    "oauth2.googleapis.com",
+    "www.googleapis.com",
+    "accounts.google.com",
+];
+
 /// A Google service account allowed to send through FCM, as Google's JSON file has it.
 #[derive(Debug, Clone, Deserialize)]
 pub struct FcmCredentials {
@@ -139,6 +147,35 @@ impl FcmCredentials {
             return error("token_uri", "must be an http(s) URL");
         }
         self.signing_key().map(|_| ())
+    }
+
+    /// Checks, for a tenant's service account, that its `token_uri` is Google's: Herald
+    /// sends it a signed grant, which anywhere else would hand the account's access to
+    /// whoever answers. Any URI passes where `outbound` allows private addresses (a local
+    /// stand-in in development).
+    pub fn check_token_uri(&self, outbound: &OutboundPolicy) -> Result<(), CredentialError> {
+        let Some(uri) = &self.token_uri else {
+            return Ok(());
+        };
+        if outbound.allow_private_addresses {
+            return Ok(());
+        }
+        let google = reqwest::Url::parse(uri).is_ok_and(|url| {
+            url.scheme() == "https"
+                && url.port().is_none()
+                && url
+                    .host_str()
+                    .is_some_and(|host| GOOGLE_TOKEN_HOSTS.contains(&host))
+        });
+        if google {
+            Ok(())
+        } else {
+            error(
+                "token_uri",
+                "must be Google's token endpoint over https, such as \
+                 https://oauth2.googleapis.com/token",
+            )
+        }
     }
 
     /// The key that signs token requests.

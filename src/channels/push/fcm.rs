@@ -10,6 +10,7 @@ use super::credentials::FcmCredentials;
 use super::jwt::SigningKey;
 use super::{PushResult, retry_after};
 use crate::domain::{Platform, Priority, PushNotification};
+use crate::outbound;
 use serde_json::{Map, Value, json};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -102,14 +103,16 @@ impl FcmClient {
             .await
             .map_err(|e| TokenError::Unavailable(format!("Google's token endpoint: {e}")))?;
         let status = response.status();
-        let body: Value = response.json().await.unwrap_or_default();
+        let body = outbound::json_answer(response).await;
         if status.is_client_error() {
             return Err(TokenError::Refused(format!(
                 "Google refused the service account: {status} {}",
-                body["error_description"]
-                    .as_str()
-                    .or(body["error"].as_str())
-                    .unwrap_or("")
+                outbound::quote(
+                    body["error_description"]
+                        .as_str()
+                        .or(body["error"].as_str())
+                        .unwrap_or("")
+                )
             )));
         }
         let (Some(token), Some(expires_in)) =
@@ -154,7 +157,7 @@ impl FcmClient {
         };
         let status = response.status().as_u16();
         let after = retry_after(response.headers());
-        let body: Value = response.json().await.unwrap_or_default();
+        let body = outbound::json_answer(response).await;
         if status == 200 {
             return PushResult::Delivered(format!(
                 "FCM 200 {}",
@@ -164,9 +167,7 @@ impl FcmClient {
         let error = &body["error"];
         let code = error["status"].as_str().unwrap_or("");
         let message = error["message"].as_str().unwrap_or("");
-        let said = format!("FCM {status} {code} {message}")
-            .trim_end()
-            .to_owned();
+        let said = outbound::quote(format!("FCM {status} {code} {message}").trim_end());
         let fcm_codes: Vec<&str> = error["details"]
             .as_array()
             .map(|details| {

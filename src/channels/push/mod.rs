@@ -21,6 +21,7 @@ pub use credentials::{ApnsCredentials, ApnsEnvironment, CredentialError, FcmCred
 use crate::channels::{OutboundLimit, TenantProviders, settled_deliveries};
 use crate::config::PushSettings;
 use crate::domain::{Envelope, Event, Platform, PushNotification, TenantId};
+use crate::outbound::OutboundPolicy;
 use crate::store::{Device, Store};
 use crate::workers::{DeliveryOutcome, Handler, Outcome, Report};
 use apns::ApnsClient;
@@ -97,6 +98,8 @@ enum Route {
 /// The push queue's handler.
 pub struct PushHandler {
     settings: PushSettings,
+    /// Where tenants' token endpoints may be.
+    outbound: OutboundPolicy,
     store: Arc<dyn Store>,
     /// For FCM and Google's token endpoint.
     http: reqwest::Client,
@@ -123,6 +126,7 @@ impl PushHandler {
         settings: &PushSettings,
         store: Arc<dyn Store>,
         realtime: Arc<crate::realtime::Realtime>,
+        outbound: OutboundPolicy,
     ) -> Self {
         let extra_ca = settings
             .tls_ca_file
@@ -157,6 +161,7 @@ impl PushHandler {
             per_tenant: OutboundLimit::per_second(settings.rate_limits.per_tenant),
             per_provider: OutboundLimit::per_second(settings.rate_limits.per_provider),
             settings: settings.clone(),
+            outbound,
         }
     }
 
@@ -211,7 +216,16 @@ impl PushHandler {
             Provider::Fcm => {
                 let credentials = match own {
                     Some(json) => match serde_json::from_str::<FcmCredentials>(&json) {
-                        Ok(credentials) => credentials,
+                        // Checked again here for settings stored before the check was.
+                        Ok(credentials) => match credentials.check_token_uri(&self.outbound) {
+                            Ok(()) => credentials,
+                            Err(e) => {
+                                return Route::Broken(format!(
+                                    "FCM credentials: {} {}",
+                                    e.field, e.message
+                                ));
+                            }
+                        },
                         Err(e) => return Route::Broken(format!("stored FCM credentials: {e}")),
                     },
                     None => match &self.global_fcm {
