@@ -368,3 +368,45 @@ async fn a_tenant_name_is_printable_and_bounded() {
     assert_eq!(created.status(), StatusCode::CREATED);
     app.stop().await;
 }
+
+/// Runs `herald` with `args` in a fresh directory (embedded defaults), with `env` set;
+/// answers its exit status and what it wrote to stderr.
+fn herald_cli(args: &[&str], env: &[(&str, &str)]) -> (std::process::ExitStatus, String) {
+    let dir = tempfile::TempDir::new().unwrap();
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_herald"));
+    command
+        .current_dir(dir.path())
+        .args(args)
+        .env_remove("RABBITMQ_URL")
+        .env_remove("DATABASE_URL")
+        .env_remove("HERALD__ADMIN__TOKEN");
+    for (key, value) in env {
+        command.env(key, value);
+    }
+    let output = command.output().unwrap();
+    (
+        output.status,
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+/// The command line says what went wrong, once, in plain text (stderr is not a terminal
+/// here), and exits non-zero; a database it cannot reach is named without its password.
+#[test]
+fn the_cli_reports_an_error_once_plainly_and_fails() {
+    let (status, stderr) = herald_cli(&["tenant", "keys", "nosuch"], &[]);
+    assert!(!status.success(), "{stderr}");
+    assert_eq!(stderr.matches("no tenant").count(), 1, "{stderr}");
+    assert!(!stderr.contains('\u{1b}'), "no colour codes: {stderr:?}");
+
+    let (status, stderr) = herald_cli(
+        &["tenant", "keys", "acme"],
+        &[(
+            "DATABASE_URL",
+            "postgres://herald:sesame-secret@127.0.0.1:1/herald",
+        )],
+    );
+    assert!(!status.success(), "{stderr}");
+    assert!(stderr.contains("127.0.0.1"), "{stderr}");
+    assert!(!stderr.contains("sesame-secret"), "{stderr}");
+}
