@@ -58,7 +58,7 @@ impl OutboundPolicy {
         if self.allow_private_addresses {
             return Ok(());
         }
-        let bare = host.trim_start_matches('[').trim_end_matches(']');
+        let bare = unbracketed(host);
         let address = if let Ok(address) = bare.parse::<IpAddr>() {
             address
         } else if is_localhost(bare) {
@@ -80,7 +80,7 @@ impl OutboundPolicy {
     /// refusal if any is not public (a name that also points inward is not trusted).
     pub async fn resolve(&self, host: &str, port: u16) -> Result<Vec<SocketAddr>, Refusal> {
         self.check_literal(host)?;
-        let bare = host.trim_start_matches('[').trim_end_matches(']');
+        let bare = unbracketed(host);
         let unresolved = |reason: String| Refusal::Unresolved {
             host: host.to_owned(),
             reason,
@@ -119,8 +119,13 @@ impl OutboundPolicy {
 /// Whether `host` is this machine: `localhost` or a loopback address. Only there may a
 /// password cross a connection in clear.
 pub fn is_this_machine(host: &str) -> bool {
-    let bare = host.trim_start_matches('[').trim_end_matches(']');
+    let bare = unbracketed(host);
     is_localhost(bare) || bare.parse::<IpAddr>().is_ok_and(|a| a.is_loopback())
+}
+
+/// `host` without the brackets of an IPv6 literal (`[::1]`).
+fn unbracketed(host: &str) -> &str {
+    host.trim_start_matches('[').trim_end_matches(']')
 }
 
 /// `localhost` and its subdomains, which resolve to loopback by definition (RFC 6761).

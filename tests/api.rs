@@ -260,19 +260,9 @@ async fn a_body_that_is_not_json_is_415() {
 #[tokio::test]
 async fn unknown_routes_are_404_and_wrong_methods_405() {
     let app = app().await;
-    let response = app
-        .client
-        .get(format!("{}/v1/nothing/here", app.address))
-        .send()
-        .await
-        .unwrap();
+    let response = app.get("/v1/nothing/here").await;
     assert_error(response, StatusCode::NOT_FOUND, "not_found").await;
-    let response = app
-        .client
-        .get(format!("{}/v1/chat/messages", app.address))
-        .send()
-        .await
-        .unwrap();
+    let response = app.get("/v1/chat/messages").await;
     assert_error(
         response,
         StatusCode::METHOD_NOT_ALLOWED,
@@ -335,21 +325,9 @@ async fn metric_labels_stay_bounded_whatever_clients_send() {
             .send()
             .await
             .unwrap();
-        app.client
-            .get(format!("{}/no/such/path/{i}", app.address))
-            .send()
-            .await
-            .unwrap();
+        app.get(&format!("/no/such/path/{i}")).await;
     }
-    let metrics = app
-        .client
-        .get(format!("{}/metrics", app.address))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = app.get("/metrics").await.text().await.unwrap();
     assert!(!metrics.contains("INVENTED"), "{metrics}");
     assert!(!metrics.contains("/no/such/path"), "{metrics}");
     let series = |needle: &str| {
@@ -399,15 +377,7 @@ async fn a_batch_over_the_burst_is_422_naming_it() {
 #[tokio::test]
 async fn the_docs_page_is_served_whole_by_herald() {
     let app = app().await;
-    let page = app
-        .client
-        .get(format!("{}/docs", app.address))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let page = app.get("/docs").await.text().await.unwrap();
     assert!(
         !page.contains("http://") && !page.contains("https://"),
         "{page}"
@@ -417,12 +387,7 @@ async fn the_docs_page_is_served_whole_by_herald() {
         .nth(1)
         .and_then(|rest| rest.split('"').next())
         .expect("the page loads a script");
-    let response = app
-        .client
-        .get(format!("{}{script}", app.address))
-        .send()
-        .await
-        .unwrap();
+    let response = app.get(script).await;
     assert_eq!(response.status(), StatusCode::OK);
     assert!(
         response.headers()["content-type"]

@@ -57,14 +57,7 @@ async fn spawn() -> TestApp {
 }
 
 async fn document(app: &TestApp) -> Value {
-    app.client
-        .get(format!("{}/openapi.json", app.address))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap()
+    app.get("/openapi.json").await.json().await.unwrap()
 }
 
 /// The status codes the document lists for `method` on `path`.

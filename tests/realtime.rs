@@ -547,12 +547,7 @@ async fn a_clients_close_is_answered_and_a_plain_get_is_told_to_upgrade() {
         "the server echoes the client's code"
     );
 
-    let response = app
-        .client
-        .get(format!("{}/v1/realtime?token={bob}", app.address))
-        .send()
-        .await
-        .unwrap();
+    let response = app.get(&format!("/v1/realtime?token={bob}")).await;
     assert_eq!(response.status(), StatusCode::UPGRADE_REQUIRED);
     assert_eq!(response.headers()["upgrade"], "websocket");
     let body: Value = response.json().await.expect("the contract's error shape");

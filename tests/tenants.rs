@@ -397,6 +397,11 @@ fn the_cli_reports_an_error_once_plainly_and_fails() {
     let (status, stderr) = herald_cli(&["tenant", "keys", "nosuch"], &[]);
     assert!(!status.success(), "{stderr}");
     assert_eq!(stderr.matches("no tenant").count(), 1, "{stderr}");
+
+    // Logs written to a pipe are plain text.
+    let (status, stderr) = herald_cli(&["migrate"], &[]);
+    assert!(status.success(), "{stderr}");
+    assert!(stderr.contains("INFO"), "it logs: {stderr:?}");
     assert!(!stderr.contains('\u{1b}'), "no colour codes: {stderr:?}");
 
     let (status, stderr) = herald_cli(

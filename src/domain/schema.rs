@@ -95,19 +95,46 @@ pub fn email_addresses() -> Schema {
 
 /// A template name: 1 to 64 of `a-z 0-9 _ - .`, starting with a letter or digit.
 pub fn template_name() -> Schema {
+    matching("^[a-z0-9][a-z0-9_.-]{0,63}$").into()
+}
+
+/// A string matching `pattern`.
+fn matching(pattern: &str) -> ObjectBuilder {
     ObjectBuilder::new()
         .schema_type(Type::String)
-        .pattern(Some("^[a-z0-9][a-z0-9_.-]{0,63}$"))
+        .pattern(Some(pattern))
+}
+
+/// A language tag such as `fr` or `fr-CA`, as [`super::Locale`] parses it.
+pub fn locale() -> Schema {
+    locale_pattern("^[A-Za-z]{2,3}(-[A-Za-z0-9]{1,8})*$")
+}
+
+/// A language tag, or empty for the default locale (a query's `?locale=`).
+pub fn locale_or_default() -> Schema {
+    locale_pattern("^([A-Za-z]{2,3}(-[A-Za-z0-9]{1,8})*)?$")
+}
+
+fn locale_pattern(pattern: &str) -> Schema {
+    matching(pattern).max_length(Some(35)).into()
+}
+
+/// A template's name in a path: a sendable name, a partial (`_footer`) or `layout`.
+pub fn template_path_name() -> Schema {
+    matching("^_?[a-z0-9][a-z0-9_.-]{0,63}$").into()
+}
+
+/// 1 to `MAX` characters without spaces (a provider's key id, team id, topic, project).
+pub fn word<const MAX: usize>() -> Schema {
+    matching("^\\S*$")
+        .min_length(Some(1))
+        .max_length(Some(MAX))
         .into()
 }
 
-/// A language tag such as `fr` or `fr-CA`.
-pub fn locale() -> Schema {
-    ObjectBuilder::new()
-        .schema_type(Type::String)
-        .max_length(Some(35))
-        .pattern(Some("^[A-Za-z]{2,3}(-[A-Za-z0-9]{1,8})*$"))
-        .into()
+/// A cursor or version number this API gave: a positive whole number, in a query.
+pub fn positive_number_text() -> Schema {
+    matching("^[1-9][0-9]{0,17}$").into()
 }
 
 /// A whole number from 0 to `max`.

@@ -123,8 +123,7 @@ async fn existing_tenant(state: &AppState, raw: &str) -> Result<TenantId, ApiErr
 /// Creates a tenant and answers its first key, once.
 #[utoipa::path(post, path = "/admin/tenants", tag = "admin", request_body = NewTenant,
     security(("admin_token" = [])),
-    responses((status = 201, body = CreatedTenant), (status = 401, body = ErrorBody),
-              (status = 403, body = ErrorBody), (status = 409, body = ErrorBody), (status = 422, body = ErrorBody), KeyRefusals, BodyRefusals))]
+    responses((status = 201, body = CreatedTenant), (status = 403, body = ErrorBody), (status = 409, body = ErrorBody), KeyRefusals, BodyRefusals))]
 pub async fn create_tenant(
     _: Admin,
     State(state): State<AppState>,
@@ -161,7 +160,7 @@ pub async fn create_tenant(
 /// Adds a key to a tenant and answers it, once.
 #[utoipa::path(post, path = "/admin/tenants/{tenant}/keys", tag = "admin", security(("admin_token" = [])),
     params(("tenant" = String, Path, description = "The tenant's id")),
-    responses((status = 201, body = CreatedKey), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody), KeyRefusals, InputRefusals))]
+    responses((status = 201, body = CreatedKey), (status = 404, body = ErrorBody), KeyRefusals, InputRefusals))]
 pub async fn add_key(
     _: Admin,
     State(state): State<AppState>,
@@ -176,7 +175,7 @@ pub async fn add_key(
 /// Lists a tenant's keys by id.
 #[utoipa::path(get, path = "/admin/tenants/{tenant}/keys", tag = "admin", security(("admin_token" = [])),
     params(("tenant" = String, Path, description = "The tenant's id")),
-    responses((status = 200, body = KeyList), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody), KeyRefusals, InputRefusals))]
+    responses((status = 200, body = KeyList), (status = 404, body = ErrorBody), KeyRefusals, InputRefusals))]
 pub async fn list_keys(
     _: Admin,
     State(state): State<AppState>,
@@ -190,7 +189,7 @@ pub async fn list_keys(
 /// Revokes a key; requests with it are refused within a second, on every instance.
 #[utoipa::path(delete, path = "/admin/tenants/{tenant}/keys/{keyId}", tag = "admin", security(("admin_token" = [])),
     params(("tenant" = String, Path, description = "The tenant's id"), ("keyId" = String, Path, description = "The key's id (`hk_...`), not the key itself")),
-    responses((status = 204, description = "Revoked"), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody), KeyRefusals, InputRefusals))]
+    responses((status = 204, description = "Revoked"), (status = 404, body = ErrorBody), KeyRefusals, InputRefusals))]
 pub async fn revoke_key(
     _: Admin,
     State(state): State<AppState>,

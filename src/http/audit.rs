@@ -4,8 +4,9 @@
 use super::AppState;
 use super::auth::Authenticated;
 use super::error::answers::{InputRefusals, KeyRefusals};
-use super::error::{ApiError, ErrorBody, invalid};
+use super::error::{ApiError, invalid};
 use crate::audit::{self, Verification};
+use crate::domain::schema;
 use crate::store::{AuditQuery, AuditRecord};
 use axum::Json;
 use axum::extract::rejection::QueryRejection;
@@ -37,7 +38,7 @@ pub struct AuditParams {
     #[param(pattern = "^([1-9]|[1-9][0-9]|[1-4][0-9]{2}|500)$")]
     limit: Option<String>,
     /// The `nextCursor` of the previous page.
-    #[param(pattern = "^[1-9][0-9]{0,17}$")]
+    #[param(schema_with = schema::positive_number_text)]
     cursor: Option<String>,
 }
 
@@ -115,7 +116,7 @@ fn time(field: &str, raw: Option<String>) -> Result<Option<DateTime<Utc>>, ApiEr
 
 /// The tenant's audit records, filtered, newest first.
 #[utoipa::path(get, path = "/v1/audit/events", tag = "audit", security(("api_key" = [])), params(AuditParams),
-    responses((status = 200, body = AuditPage), (status = 401, body = ErrorBody), (status = 422, body = ErrorBody), KeyRefusals, InputRefusals))]
+    responses((status = 200, body = AuditPage), KeyRefusals, InputRefusals))]
 pub async fn query(
     State(state): State<AppState>,
     Authenticated(tenant): Authenticated,
@@ -163,7 +164,7 @@ pub async fn query(
 
 /// Checks the tenant's audit hash chain and says where it breaks, if it does.
 #[utoipa::path(get, path = "/v1/audit/verify", tag = "audit", security(("api_key" = [])),
-    responses((status = 200, body = Verification), (status = 401, body = ErrorBody), KeyRefusals))]
+    responses((status = 200, body = Verification), KeyRefusals))]
 pub async fn verify(
     State(state): State<AppState>,
     Authenticated(tenant): Authenticated,

@@ -6,7 +6,7 @@ use super::auth::Authenticated;
 use super::body::JsonBody;
 use super::error::answers::{BodyRefusals, InputRefusals, KeyRefusals};
 use super::error::{ApiError, ErrorBody};
-use super::user_in_path;
+use super::{UserPath, user_in_path};
 use crate::domain::parse::{self, Fields};
 use crate::store::Device;
 use axum::extract::{Path, State};
@@ -45,6 +45,16 @@ pub struct DeviceList {
     pub items: Vec<Device>,
 }
 
+/// The `{token}` of `DELETE /v1/users/{userId}/devices/{token}`, as documented.
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Path)]
+#[allow(dead_code)] // Documents the parameter.
+struct DeviceTokenPath {
+    /// The device's token.
+    #[param(schema_with = device_token)]
+    token: String,
+}
+
 fn platform() -> utoipa::openapi::schema::Schema {
     utoipa::openapi::schema::ObjectBuilder::new()
         .schema_type(utoipa::openapi::Type::String)
@@ -67,10 +77,10 @@ const TOKEN_PATTERN: &str = "^[^\\s/\\u0000-\\u001f\\u007f-\\u009f]*$";
 /// Registers a device for a user (or moves it to this user). 201 when it is new to the
 /// user, 200 when it was theirs already.
 #[utoipa::path(put, path = "/v1/users/{userId}/devices", tag = "devices", security(("api_key" = [])),
-    params(("userId" = String, Path, min_length = 1, max_length = 128, pattern = "^[^\\u0000-\\u001f\\u007f-\\u009f]*$", description = "The user")),
+    params(UserPath),
     request_body = DeviceBody,
     responses((status = 200, body = Device), (status = 201, body = Device),
-        (status = 401, body = ErrorBody), (status = 422, body = ErrorBody), KeyRefusals, BodyRefusals))]
+        KeyRefusals, BodyRefusals))]
 pub async fn register(
     State(state): State<AppState>,
     Authenticated(tenant): Authenticated,
@@ -124,8 +134,8 @@ pub async fn register(
 
 /// A user's devices.
 #[utoipa::path(get, path = "/v1/users/{userId}/devices", tag = "devices", security(("api_key" = [])),
-    params(("userId" = String, Path, min_length = 1, max_length = 128, pattern = "^[^\\u0000-\\u001f\\u007f-\\u009f]*$", description = "The user")),
-    responses((status = 200, body = DeviceList), (status = 401, body = ErrorBody), KeyRefusals, InputRefusals))]
+    params(UserPath),
+    responses((status = 200, body = DeviceList), KeyRefusals, InputRefusals))]
 pub async fn list(
     State(state): State<AppState>,
     Authenticated(tenant): Authenticated,
@@ -142,8 +152,8 @@ pub async fn list(
 
 /// Removes one of a user's devices.
 #[utoipa::path(delete, path = "/v1/users/{userId}/devices/{token}", tag = "devices", security(("api_key" = [])),
-    params(("userId" = String, Path, min_length = 1, max_length = 128, pattern = "^[^\\u0000-\\u001f\\u007f-\\u009f]*$", description = "The user"), ("token" = String, Path, min_length = 1, max_length = 4096, pattern = "^[^\\s/\\u0000-\\u001f\\u007f-\\u009f]*$", description = "The device's token")),
-    responses((status = 204), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody), KeyRefusals, InputRefusals))]
+    params(UserPath, DeviceTokenPath),
+    responses((status = 204), (status = 404, body = ErrorBody), KeyRefusals, InputRefusals))]
 pub async fn remove(
     State(state): State<AppState>,
     Authenticated(tenant): Authenticated,

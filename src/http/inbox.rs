@@ -2,10 +2,10 @@
 //! is also sent live to the user's connections (`notification:read`, `:deleted`,
 //! `:cleared`).
 
-use super::AppState;
 use super::auth::Authenticated;
 use super::error::answers::{InputRefusals, KeyRefusals};
 use super::error::{ApiError, ErrorBody};
+use super::{AppState, UserPath};
 use crate::domain::TenantId;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
@@ -54,8 +54,8 @@ pub struct InboxList {
 
 /// The user's in-app notifications, newest first.
 #[utoipa::path(get, path = "/v1/users/{userId}/inbox", tag = "realtime", security(("api_key" = [])),
-    params(("userId" = String, Path, min_length = 1, max_length = 128, pattern = "^[^\\u0000-\\u001f\\u007f-\\u009f]*$", description = "The user")),
-    responses((status = 200, body = InboxList), (status = 401, body = ErrorBody), KeyRefusals, InputRefusals))]
+    params(UserPath),
+    responses((status = 200, body = InboxList), KeyRefusals, InputRefusals))]
 pub async fn list(
     State(state): State<AppState>,
     Authenticated(tenant): Authenticated,
@@ -108,8 +108,8 @@ async fn change(
 
 /// Marks one in-app notification read.
 #[utoipa::path(post, path = "/v1/users/{userId}/inbox/{id}/read", tag = "realtime", security(("api_key" = [])),
-    params(("userId" = String, Path, min_length = 1, max_length = 128, pattern = "^[^\\u0000-\\u001f\\u007f-\\u009f]*$", description = "The user"), ("id" = String, Path, description = "The notification")),
-    responses((status = 204), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody), KeyRefusals, InputRefusals))]
+    params(UserPath, ("id" = String, Path, description = "The notification")),
+    responses((status = 204), (status = 404, body = ErrorBody), KeyRefusals, InputRefusals))]
 pub async fn mark_read(
     State(state): State<AppState>,
     Authenticated(tenant): Authenticated,
@@ -120,8 +120,8 @@ pub async fn mark_read(
 
 /// Deletes one in-app notification.
 #[utoipa::path(delete, path = "/v1/users/{userId}/inbox/{id}", tag = "realtime", security(("api_key" = [])),
-    params(("userId" = String, Path, min_length = 1, max_length = 128, pattern = "^[^\\u0000-\\u001f\\u007f-\\u009f]*$", description = "The user"), ("id" = String, Path, description = "The notification")),
-    responses((status = 204), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody), KeyRefusals, InputRefusals))]
+    params(UserPath, ("id" = String, Path, description = "The notification")),
+    responses((status = 204), (status = 404, body = ErrorBody), KeyRefusals, InputRefusals))]
 pub async fn remove(
     State(state): State<AppState>,
     Authenticated(tenant): Authenticated,
@@ -132,8 +132,8 @@ pub async fn remove(
 
 /// Deletes all of a user's in-app notifications.
 #[utoipa::path(delete, path = "/v1/users/{userId}/inbox", tag = "realtime", security(("api_key" = [])),
-    params(("userId" = String, Path, min_length = 1, max_length = 128, pattern = "^[^\\u0000-\\u001f\\u007f-\\u009f]*$", description = "The user")),
-    responses((status = 204), (status = 401, body = ErrorBody), KeyRefusals, InputRefusals))]
+    params(UserPath),
+    responses((status = 204), KeyRefusals, InputRefusals))]
 pub async fn clear(
     State(state): State<AppState>,
     Authenticated(tenant): Authenticated,

@@ -132,6 +132,16 @@ async fn track(State(state): State<AppState>, request: Request, next: Next) -> R
     response
 }
 
+/// The `{userId}` of a user's routes, as documented.
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Path)]
+#[allow(dead_code)] // Documents the parameter, which `user_in_path` reads.
+struct UserPath {
+    /// The user.
+    #[param(rename = "userId", schema_with = crate::domain::schema::opaque_id)]
+    user_id: String,
+}
+
 /// The `{userId}` of a path, checked as a body's `userId` is.
 fn user_in_path(raw: &str) -> Result<crate::domain::UserId, error::ApiError> {
     crate::domain::UserId::parse(raw).map_err(|message| error::invalid("userId", message))

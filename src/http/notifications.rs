@@ -31,7 +31,7 @@ pub struct NotificationStatus {
 /// 404, as is an id that does not exist.
 #[utoipa::path(get, path = "/v1/notifications/{id}", tag = "send", security(("api_key" = [])),
     params(("id" = String, Path, description = "The id a send answered, or a direct publish's message_id")),
-    responses((status = 200, body = NotificationStatus), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody), KeyRefusals, InputRefusals))]
+    responses((status = 200, body = NotificationStatus), (status = 404, body = ErrorBody), KeyRefusals, InputRefusals))]
 pub async fn status(
     State(state): State<AppState>,
     Authenticated(tenant): Authenticated,

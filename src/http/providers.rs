@@ -8,6 +8,7 @@ use super::error::answers::{BodyRefusals, KeyRefusals};
 use super::error::{ApiError, ErrorBody, invalid};
 use crate::channels::email::RelaySettings;
 use crate::channels::push::{ApnsCredentials, FcmCredentials};
+use crate::domain::schema;
 use crate::outbound::OutboundPolicy;
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -62,13 +63,13 @@ pub struct SmtpBody {
 #[allow(dead_code)] // Documents the body, which `ApnsCredentials` reads.
 pub struct ApnsBody {
     /// The key's id, from Apple's developer account (`key_id` is read too).
-    #[schema(min_length = 1, max_length = 200, pattern = "^\\S*$")]
+    #[schema(schema_with = schema::word::<200>)]
     key_id: String,
     /// The developer team's id (`team_id` is read too).
-    #[schema(min_length = 1, max_length = 200, pattern = "^\\S*$")]
+    #[schema(schema_with = schema::word::<200>)]
     team_id: String,
     /// The app's bundle id: the `apns-topic` of every push.
-    #[schema(min_length = 1, max_length = 200, pattern = "^\\S*$")]
+    #[schema(schema_with = schema::word::<200>)]
     topic: String,
     /// The `.p8` file's contents: a PKCS#8 PEM P-256 key (write-only; `private_key` is
     /// read too).
@@ -85,7 +86,7 @@ pub struct ApnsBody {
 #[allow(dead_code)] // Documents the body, which `FcmCredentials` reads.
 pub struct FcmBody {
     /// The Firebase project (`projectId` is read too).
-    #[schema(min_length = 1, max_length = 200, pattern = "^\\S*$")]
+    #[schema(schema_with = schema::word::<200>)]
     project_id: String,
     /// The service account's address.
     client_email: String,
@@ -274,7 +275,7 @@ async fn show<T: ProviderSettings>(
 /// settings with the password redacted.
 #[utoipa::path(put, path = "/v1/providers/smtp", tag = "providers", security(("api_key" = [])),
     request_body = SmtpBody,
-    responses((status = 200, body = Object), (status = 401, body = ErrorBody), (status = 422, body = ErrorBody), KeyRefusals, BodyRefusals))]
+    responses((status = 200, body = Object), KeyRefusals, BodyRefusals))]
 pub async fn put_smtp(
     State(state): State<AppState>,
     Authenticated(tenant): Authenticated,
@@ -285,7 +286,7 @@ pub async fn put_smtp(
 
 /// The tenant's own SMTP relay, password redacted.
 #[utoipa::path(get, path = "/v1/providers/smtp", tag = "providers", security(("api_key" = [])),
-    responses((status = 200, body = Object), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody), KeyRefusals))]
+    responses((status = 200, body = Object), (status = 404, body = ErrorBody), KeyRefusals))]
 pub async fn get_smtp(
     State(state): State<AppState>,
     Authenticated(tenant): Authenticated,
@@ -295,7 +296,7 @@ pub async fn get_smtp(
 
 /// Removes the tenant's own relay: its email goes through the configured one again.
 #[utoipa::path(delete, path = "/v1/providers/smtp", tag = "providers", security(("api_key" = [])),
-    responses((status = 204), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody), KeyRefusals))]
+    responses((status = 204), (status = 404, body = ErrorBody), KeyRefusals))]
 pub async fn delete_smtp(
     State(state): State<AppState>,
     Authenticated(tenant): Authenticated,
@@ -307,7 +308,7 @@ pub async fn delete_smtp(
 /// redacted.
 #[utoipa::path(put, path = "/v1/providers/apns", tag = "providers", security(("api_key" = [])),
     request_body = ApnsBody,
-    responses((status = 200, body = Object), (status = 401, body = ErrorBody), (status = 422, body = ErrorBody), KeyRefusals, BodyRefusals))]
+    responses((status = 200, body = Object), KeyRefusals, BodyRefusals))]
 pub async fn put_apns(
     State(state): State<AppState>,
     Authenticated(tenant): Authenticated,
@@ -318,7 +319,7 @@ pub async fn put_apns(
 
 /// The tenant's APNs settings, key redacted.
 #[utoipa::path(get, path = "/v1/providers/apns", tag = "providers", security(("api_key" = [])),
-    responses((status = 200, body = Object), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody), KeyRefusals))]
+    responses((status = 200, body = Object), (status = 404, body = ErrorBody), KeyRefusals))]
 pub async fn get_apns(
     State(state): State<AppState>,
     Authenticated(tenant): Authenticated,
@@ -328,7 +329,7 @@ pub async fn get_apns(
 
 /// Removes the tenant's APNs settings: its iOS pushes use the configured ones again.
 #[utoipa::path(delete, path = "/v1/providers/apns", tag = "providers", security(("api_key" = [])),
-    responses((status = 204), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody), KeyRefusals))]
+    responses((status = 204), (status = 404, body = ErrorBody), KeyRefusals))]
 pub async fn delete_apns(
     State(state): State<AppState>,
     Authenticated(tenant): Authenticated,
@@ -340,7 +341,7 @@ pub async fn delete_apns(
 /// it with the key redacted.
 #[utoipa::path(put, path = "/v1/providers/fcm", tag = "providers", security(("api_key" = [])),
     request_body = FcmBody,
-    responses((status = 200, body = Object), (status = 401, body = ErrorBody), (status = 422, body = ErrorBody), KeyRefusals, BodyRefusals))]
+    responses((status = 200, body = Object), KeyRefusals, BodyRefusals))]
 pub async fn put_fcm(
     State(state): State<AppState>,
     Authenticated(tenant): Authenticated,
@@ -351,7 +352,7 @@ pub async fn put_fcm(
 
 /// The tenant's FCM service account, key redacted.
 #[utoipa::path(get, path = "/v1/providers/fcm", tag = "providers", security(("api_key" = [])),
-    responses((status = 200, body = Object), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody), KeyRefusals))]
+    responses((status = 200, body = Object), (status = 404, body = ErrorBody), KeyRefusals))]
 pub async fn get_fcm(
     State(state): State<AppState>,
     Authenticated(tenant): Authenticated,
@@ -361,7 +362,7 @@ pub async fn get_fcm(
 
 /// Removes the tenant's FCM service account.
 #[utoipa::path(delete, path = "/v1/providers/fcm", tag = "providers", security(("api_key" = [])),
-    responses((status = 204), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody), KeyRefusals))]
+    responses((status = 204), (status = 404, body = ErrorBody), KeyRefusals))]
 pub async fn delete_fcm(
     State(state): State<AppState>,
     Authenticated(tenant): Authenticated,

@@ -100,7 +100,7 @@ fn broker_error(e: crate::broker::BrokerError) -> ApiError {
 /// Each queue's (and dead-letter queue's) messages and consumers.
 #[utoipa::path(get, path = "/admin/queues", tag = "admin", security(("admin_token" = [])),
     responses((status = 200, description = "By queue name", body = BTreeMap<String, QueueStats>),
-              (status = 401, body = ErrorBody), (status = 503, body = ErrorBody), KeyRefusals))]
+              (status = 503, body = ErrorBody), KeyRefusals))]
 pub async fn queues(
     _: Admin,
     State(state): State<AppState>,
@@ -126,7 +126,7 @@ pub async fn queues(
 /// A queue's dead letters, with their reason and last error, oldest first.
 #[utoipa::path(get, path = "/admin/queues/{name}/dead-letters", tag = "admin", security(("admin_token" = [])),
     params(("name" = String, Path, description = "The queue, e.g. email.notifications"), Limit),
-    responses((status = 200, body = DeadLetters), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody),
+    responses((status = 200, body = DeadLetters), (status = 404, body = ErrorBody),
               (status = 422, description = "limit is not from 1 to 1000", body = ErrorBody), KeyRefusals, InputRefusals))]
 pub async fn dead_letters(
     _: Admin,
@@ -160,7 +160,7 @@ pub async fn dead_letters(
 /// afresh, and the ledger keeps counting from the earlier ones.
 #[utoipa::path(post, path = "/admin/queues/{name}/dead-letters/replay", tag = "admin", security(("admin_token" = [])),
     params(("name" = String, Path, description = "The queue, e.g. email.notifications"), Limit),
-    responses((status = 200, body = Replayed), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody),
+    responses((status = 200, body = Replayed), (status = 404, body = ErrorBody),
               (status = 422, description = "limit is not from 1 to 1000", body = ErrorBody), KeyRefusals, InputRefusals))]
 pub async fn replay(
     _: Admin,

@@ -58,8 +58,8 @@ pub struct ReadBody {
 #[utoipa::path(post, path = "/v1/chat/messages/{messageId}/read", tag = "realtime", security(("api_key" = [])),
     params(("messageId" = String, Path, description = "The message")),
     request_body = ReadBody,
-    responses((status = 200, body = ReadView), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
-        (status = 404, body = ErrorBody), (status = 422, body = ErrorBody), KeyRefusals, BodyRefusals))]
+    responses((status = 200, body = ReadView), (status = 403, body = ErrorBody),
+        (status = 404, body = ErrorBody), KeyRefusals, BodyRefusals))]
 pub async fn read(
     State(state): State<AppState>,
     Authenticated(tenant): Authenticated,
@@ -123,7 +123,7 @@ pub struct PresenceView {
 
 /// Whether users are connected, and when they last were.
 #[utoipa::path(get, path = "/v1/presence", tag = "realtime", security(("api_key" = [])), params(PresenceParams),
-    responses((status = 200, body = PresenceList), (status = 401, body = ErrorBody), (status = 422, body = ErrorBody), KeyRefusals, InputRefusals))]
+    responses((status = 200, body = PresenceList), KeyRefusals, InputRefusals))]
 pub async fn presence(
     State(state): State<AppState>,
     Authenticated(tenant): Authenticated,
@@ -202,7 +202,7 @@ pub struct ConnectParams {
 /// Issues a token that opens a WebSocket for one user of the key's tenant.
 #[utoipa::path(post, path = "/v1/realtime/tokens", tag = "realtime", security(("api_key" = [])),
     request_body = TokenRequest,
-    responses((status = 201, body = IssuedToken), (status = 401, body = ErrorBody), (status = 422, body = ErrorBody), KeyRefusals, BodyRefusals))]
+    responses((status = 201, body = IssuedToken), KeyRefusals, BodyRefusals))]
 pub async fn issue(
     State(state): State<AppState>,
     Authenticated(tenant): Authenticated,
@@ -232,7 +232,7 @@ pub async fn issue(
 /// upgrade.
 #[utoipa::path(get, path = "/v1/realtime", tag = "realtime", params(ConnectParams),
     responses((status = 101, description = "Switching to the WebSocket protocol"), (status = 401, body = ErrorBody),
-        (status = 422, body = ErrorBody), (status = 426, description = "Not a WebSocket upgrade", body = ErrorBody), InputRefusals))]
+        (status = 426, description = "Not a WebSocket upgrade", body = ErrorBody), InputRefusals))]
 pub async fn connect(
     State(state): State<AppState>,
     query: Result<Query<ConnectParams>, QueryRejection>,

@@ -55,10 +55,10 @@ fn batch_events() -> utoipa::openapi::schema::Schema {
     let mut kinds = OneOfBuilder::new();
     for kind in EventKind::ALL {
         let document = match kind {
-            EventKind::Chat => "ChatMessage",
-            EventKind::Push => "PushNotification",
-            EventKind::Email => "EmailNotification",
-            EventKind::Audit => "AuditEvent",
+            EventKind::Chat => ChatMessage::name(),
+            EventKind::Push => PushNotification::name(),
+            EventKind::Email => EmailNotification::name(),
+            EventKind::Audit => AuditEvent::name(),
         };
         let tagged = ObjectBuilder::new()
             .property(

@@ -147,11 +147,21 @@ pub struct PreviewView {
 #[into_params(parameter_in = Query)]
 pub struct TemplateParams {
     /// The locale (`fr-CA`); absent or empty for the default.
-    #[param(max_length = 35, pattern = "^([A-Za-z]{2,3}(-[A-Za-z0-9]{1,8})*)?$")]
+    #[param(schema_with = schema::locale_or_default)]
     locale: Option<String>,
     /// One version; absent for the newest.
-    #[param(pattern = "^[1-9][0-9]{0,17}$")]
+    #[param(schema_with = schema::positive_number_text)]
     version: Option<String>,
+}
+
+/// The `{name}` of the template routes, as documented.
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Path)]
+#[allow(dead_code)] // Documents the parameter, which `path_name` reads.
+pub struct TemplatePath {
+    /// The template's name; `_name` for a partial, `layout` for the layout.
+    #[param(schema_with = schema::template_path_name)]
+    name: String,
 }
 
 /// The query of `DELETE /v1/templates/{name}`.
@@ -160,7 +170,7 @@ pub struct TemplateParams {
 pub struct LocaleParams {
     /// Only this locale's versions (`fr-CA`); absent for every locale, empty for the
     /// default.
-    #[param(max_length = 35, pattern = "^([A-Za-z]{2,3}(-[A-Za-z0-9]{1,8})*)?$")]
+    #[param(schema_with = schema::locale_or_default)]
     locale: Option<String>,
 }
 
@@ -226,7 +236,7 @@ fn parse_template(name: &str, body: &Value) -> Result<NewTemplate, FieldErrors> 
 
 /// The tenant's templates: its own (newest version of each) and the built-in names.
 #[utoipa::path(get, path = "/v1/templates", tag = "templates", security(("api_key" = [])),
-    responses((status = 200, body = TemplateList), (status = 401, body = ErrorBody), KeyRefusals))]
+    responses((status = 200, body = TemplateList), KeyRefusals))]
 pub async fn list(
     State(state): State<AppState>,
     Authenticated(tenant): Authenticated,
@@ -244,10 +254,10 @@ pub async fn list(
 /// Writes a new version of a template (201 for the first, 200 after). A template that
 /// does not compile is refused with 422 naming the part, line and column.
 #[utoipa::path(put, path = "/v1/templates/{name}", tag = "templates", security(("api_key" = [])),
-    params(("name" = String, Path, pattern = "^_?[a-z0-9][a-z0-9_.-]{0,63}$", description = "The template's name; `_name` for a partial, `layout` for the layout")),
+    params(TemplatePath),
     request_body = TemplateBody,
     responses((status = 200, body = TemplateView), (status = 201, body = TemplateView),
-        (status = 401, body = ErrorBody), (status = 422, body = ErrorBody), KeyRefusals, BodyRefusals))]
+        KeyRefusals, BodyRefusals))]
 pub async fn put(
     State(state): State<AppState>,
     Authenticated(tenant): Authenticated,
@@ -267,7 +277,7 @@ pub async fn put(
                 .collect(),
         )));
     }
-    within_render_limits(&state, &tenant, &template).await?;
+    check_before_storing(&state, &tenant, &template).await?;
     let store = state.tenancy.store();
     let stored = store.put_template(&tenant, &template).await?;
     state.templates.forget(&tenant);
@@ -282,11 +292,11 @@ pub async fn put(
     Ok((status, Json(TemplateView::of(stored, versions))))
 }
 
-/// Renders a template about to be stored with its sample data, if it has any, as a preview
-/// would: a template whose sample renders past a render limit is refused before it is
-/// stored, rather than failing every send later. Other render errors are left to preview,
-/// since sample data may be partial.
-async fn within_render_limits(
+/// Checks a template about to be stored among the tenant's others, rather than failing
+/// every send later: its partials may not include each other, and its sample data, if
+/// any, must render within the render limits, as a preview would. Other render errors are
+/// left to preview, since sample data may be partial.
+async fn check_before_storing(
     state: &AppState,
     tenant: &crate::domain::TenantId,
     template: &NewTemplate,
@@ -317,9 +327,8 @@ async fn within_render_limits(
 /// One version of a template (the newest unless `version` is given), with the list of
 /// its versions.
 #[utoipa::path(get, path = "/v1/templates/{name}", tag = "templates", security(("api_key" = [])),
-    params(("name" = String, Path, pattern = "^_?[a-z0-9][a-z0-9_.-]{0,63}$", description = "The template's name"), TemplateParams),
-    responses((status = 200, body = TemplateView), (status = 401, body = ErrorBody),
-        (status = 404, body = ErrorBody), (status = 422, body = ErrorBody), KeyRefusals, InputRefusals))]
+    params(TemplatePath, TemplateParams),
+    responses((status = 200, body = TemplateView), (status = 404, body = ErrorBody), KeyRefusals, InputRefusals))]
 pub async fn show(
     State(state): State<AppState>,
     Authenticated(tenant): Authenticated,
@@ -354,8 +363,8 @@ pub async fn show(
 
 /// Deletes every version of a template: in one locale with `?locale=`, else in all.
 #[utoipa::path(delete, path = "/v1/templates/{name}", tag = "templates", security(("api_key" = [])),
-    params(("name" = String, Path, pattern = "^_?[a-z0-9][a-z0-9_.-]{0,63}$", description = "The template's name"), LocaleParams),
-    responses((status = 204), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody), KeyRefusals, InputRefusals))]
+    params(TemplatePath, LocaleParams),
+    responses((status = 204), (status = 404, body = ErrorBody), KeyRefusals, InputRefusals))]
 pub async fn delete(
     State(state): State<AppState>,
     Authenticated(tenant): Authenticated,
@@ -383,10 +392,9 @@ pub async fn delete(
 /// Renders a template (the tenant's own, else the built-in one) as a send would, and
 /// sends nothing.
 #[utoipa::path(post, path = "/v1/templates/{name}/preview", tag = "templates", security(("api_key" = [])),
-    params(("name" = String, Path, pattern = "^_?[a-z0-9][a-z0-9_.-]{0,63}$", description = "The template's name")),
+    params(TemplatePath),
     request_body = PreviewBody,
-    responses((status = 200, body = PreviewView), (status = 401, body = ErrorBody),
-        (status = 404, body = ErrorBody), (status = 422, body = ErrorBody), KeyRefusals, BodyRefusals))]
+    responses((status = 200, body = PreviewView), (status = 404, body = ErrorBody), KeyRefusals, BodyRefusals))]
 pub async fn preview(
     State(state): State<AppState>,
     Authenticated(tenant): Authenticated,

@@ -189,6 +189,15 @@ impl TestApp {
         })
     }
 
+    /// GETs `path` without a key.
+    pub async fn get(&self, path: &str) -> reqwest::Response {
+        self.client
+            .get(format!("{}{path}", self.address))
+            .send()
+            .await
+            .expect("the request reaches Herald")
+    }
+
     /// POSTs `body` as JSON to `path`.
     pub async fn post_json(&self, path: &str, body: &serde_json::Value) -> reqwest::Response {
         self.client

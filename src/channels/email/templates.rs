@@ -1104,6 +1104,20 @@ mod tests {
     }
 
     #[test]
+    fn a_template_without_a_subject_takes_the_sends() {
+        let mut template = only_html("bare", "<p>Hi {{name}}</p>");
+        template.subject = None;
+        let registry = Registry::built_in().with_template(&template).unwrap();
+        let ada = data(json!({"name": "Ada"}));
+        assert!(matches!(
+            registry.render("bare", None, &ada, None),
+            Err(RenderError::NoSubject(name)) if name == "bare"
+        ));
+        let (rendered, _) = registry.render("bare", None, &ada, Some("Hello")).unwrap();
+        assert_eq!(rendered.subject, "Hello");
+    }
+
+    #[test]
     fn partials_that_include_each_other_are_refused_not_recursed_into() {
         let registry = Registry::built_in()
             .with_template(&only_html("_a", "a{{> _b}}"))
