@@ -15,10 +15,10 @@
 //! The stand-in runs in this process, so the peak RSS printed is Herald's and the
 //! stand-in's together (the stand-in keeps only each request's token, time and status).
 
-#[path = "../tests/common/keys.rs"]
+#[path = "../tests/it/support/keys.rs"]
 #[allow(dead_code)]
 mod keys;
-#[path = "../tests/common/push_providers.rs"]
+#[path = "../tests/it/support/push_providers.rs"]
 #[allow(dead_code)]
 mod push_providers;
 

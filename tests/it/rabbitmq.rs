@@ -2,10 +2,8 @@
 //! quorum queues, and retries while a work queue is full. Faults of RabbitMQ itself (a
 //! restart, an alarm, a broker down at start) are in `rabbitmq_node.rs`.
 
-mod common;
-
+use crate::support::{self, TestApp, audit_event, push_event};
 use async_trait::async_trait;
-use common::{TestApp, audit_event, push_event};
 use herald::app::Roles;
 use herald::config::BrokerKind;
 use herald::domain::{Envelope, Event, EventKind};
@@ -35,7 +33,7 @@ async fn a_payload_published_with_a_plain_amqp_client_reaches_the_push_handler()
         return;
     };
     // The envelope below names tenant 7, which must exist for its event to be handled.
-    common::tenant_key(&app.herald, "7").await;
+    support::tenant_key(&app.herald, "7").await;
     let (seen, mut received) = mpsc::unbounded_channel();
     let shutdown = Shutdown::new();
     let pool = app
@@ -45,7 +43,7 @@ async fn a_payload_published_with_a_plain_amqp_client_reaches_the_push_handler()
 
     // What a Node.js service on the seeds' code publishes: only the payload, tenantId
     // inside it, to the `notifications` exchange with routing key `push.mobile`.
-    let connection = Connection::connect(&common::rabbitmq_url(), Default::default())
+    let connection = Connection::connect(&support::rabbitmq_url(), Default::default())
         .await
         .unwrap();
     let channel = connection.create_channel().await.unwrap();
@@ -149,7 +147,7 @@ fn epoch_seconds() -> f64 {
 /// most once), nor wait on RabbitMQ's dead-letter publisher (which, on quorum queues,
 /// waited minutes for the full queue).
 async fn retries_come_back_within_their_backoff_while_the_queue_is_full(quorum: bool) {
-    let Some(relay) = common::smtp_relay::SmtpRelay::start() else {
+    let Some(relay) = support::smtp_relay::SmtpRelay::start() else {
         return;
     };
     let mut overrides = relay.overrides();

@@ -1,7 +1,5 @@
 //! The store suite: the same scenarios on SQLite and on PostgreSQL.
 
-mod common;
-
 use herald::domain::TenantId;
 use herald::store::{
     self, AuditQuery, LedgerDelivery, LedgerNotification, LedgerRecord, NewAuditRecord,
@@ -24,7 +22,7 @@ macro_rules! store_suite {
         mod postgres {
             $(#[tokio::test]
             async fn $scenario() {
-                let Some(url) = crate::common::fresh_postgres_database().await else { return };
+                let Some(url) = crate::support::fresh_postgres_database().await else { return };
                 super::$scenario(super::open(&url).await).await;
             })+
         }

@@ -1,9 +1,7 @@
 //! The HTTP contract on the embedded broker: a first email reaches the outbox, and bad
 //! input of every kind gets its contract error, never a 5xx.
 
-mod common;
-
-use common::{TestApp, audit_event, email_event, eventually, push_event};
+use crate::support::{TestApp, audit_event, email_event, eventually, push_event};
 use herald::app::Roles;
 use herald::config::BrokerKind;
 use reqwest::StatusCode;

@@ -1,4 +1,4 @@
-//! A real SMTP relay for tests: `tests/support/smtp_relay.py` on aiosmtpd (Debian's
+//! A real SMTP relay for tests: `tests/it/support/smtp_relay.py` on aiosmtpd (Debian's
 //! `python3-aiosmtpd`), started per test. Its answers depend on the recipient: `reject-*`
 //! gets 550, `busy-*` gets 451 once. It records each accepted message as Python's email
 //! parser reads it.
@@ -49,7 +49,8 @@ impl SmtpRelay {
             return None;
         };
         let dir = TempDir::new().expect("a temporary directory");
-        let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/support/smtp_relay.py");
+        let script =
+            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/it/support/smtp_relay.py");
         let mut child = Command::new(python)
             .arg(script)
             .arg("--dir")

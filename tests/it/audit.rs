@@ -2,9 +2,7 @@
 //! paginated, newest first, isolated), and a record changed in the database breaks the
 //! verified chain.
 
-mod common;
-
-use common::{TestApp, audit_event, eventually};
+use crate::support::{self, TestApp, audit_event, eventually};
 use herald::app::Roles;
 use herald::config::BrokerKind;
 use reqwest::StatusCode;
@@ -130,7 +128,7 @@ async fn audit_events_are_stored_and_queried_newest_first_with_filters_and_curso
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
 
     // Another tenant sees none of it.
-    let other = common::tenant_key(&app.herald, "2").await;
+    let other = support::tenant_key(&app.herald, "2").await;
     let (status, theirs) = get(&app, &other, "/v1/audit/events").await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(theirs["items"].as_array().unwrap().len(), 0);
@@ -205,7 +203,7 @@ async fn an_audit_event_is_delivered_once_its_record_is_stored() {
     assert_eq!(deliveries[0]["attempts"], 1);
 
     // Published to the exchange directly: the ledger never saw it accepted.
-    let (publication, direct) = common::publication(
+    let (publication, direct) = support::publication(
         &app.herald.topology,
         herald::domain::EventKind::Audit,
         &audit_event(),
@@ -218,7 +216,7 @@ async fn an_audit_event_is_delivered_once_its_record_is_stored() {
     assert_eq!(status["status"], "delivered", "{status}");
     assert_eq!(status["id"], direct.as_str());
 
-    let other = common::tenant_key(&app.herald, "2").await;
+    let other = support::tenant_key(&app.herald, "2").await;
     let (code, theirs) = get(&app, &other, &format!("/v1/notifications/{id}")).await;
     assert_eq!(code, StatusCode::NOT_FOUND);
     assert!(!theirs.to_string().contains("user_456"));

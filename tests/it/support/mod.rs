@@ -4,8 +4,6 @@
 //! Tests that need RabbitMQ skip with a message when it is not reachable, except under
 //! `CI=true`, where they fail loudly.
 
-#![allow(dead_code)] // Each test binary uses its own part of this module.
-
 pub mod accounting;
 pub mod keys;
 pub mod push_providers;

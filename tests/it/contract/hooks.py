@@ -1,4 +1,4 @@
-"""Schemathesis hooks for Herald's contract run (tests/contract.rs).
+"""Schemathesis hooks for Herald's contract run (tests/it/contract.rs).
 
 Herald is idempotent: a send that reuses an `Idempotency-Key` (or, for a chat message, a
 `messageId`) with a different body is refused with 422, as the contract says. Schemathesis

@@ -2,10 +2,8 @@
 //! delivery across two instances on RabbitMQ, replay after being offline, order within a
 //! conversation, and slow clients.
 
-mod common;
-
-use common::TestApp;
-use common::socket::{Socket, next, open, token, until_ready};
+use crate::support::socket::{Socket, next, open, token, until_ready};
+use crate::support::{self, TestApp};
 use futures_util::{SinkExt, StreamExt};
 use herald::app::{Herald, Roles};
 use herald::config::BrokerKind;
@@ -122,7 +120,7 @@ async fn an_offline_recipient_replays_exactly_what_it_missed_in_order_then_live_
         post(&app, &chat(&format!("m{}", i + 1), "c1", &["bob"], content)).await;
     }
     // Let the worker store them while bob is away.
-    let stored = common::eventually(Duration::from_secs(10), || async {
+    let stored = support::eventually(Duration::from_secs(10), || async {
         let store = app.herald.tenancy.store();
         let tenant = herald::domain::TenantId::parse("1").unwrap();
         store
@@ -234,13 +232,13 @@ async fn a_slow_client_is_disconnected_without_holding_back_others() {
     }
     post(&app, &chat("q1", "c-quick", &["quick"], "still here")).await;
     assert_eq!(next(&mut quick).await["data"]["content"], "still here");
-    let dropped = common::eventually(Duration::from_secs(15), || async {
+    let dropped = support::eventually(Duration::from_secs(15), || async {
         app.herald.realtime.hub.connection_count() == 1
     })
     .await;
     assert!(dropped, "the slow client was disconnected");
     // It catches up by replay: everything is there, from the start.
-    let stored = common::eventually(Duration::from_secs(20), || async {
+    let stored = support::eventually(Duration::from_secs(20), || async {
         let tenant = herald::domain::TenantId::parse("1").unwrap();
         let store = app.herald.tenancy.store();
         store
@@ -263,11 +261,11 @@ async fn instance(
     prefix: &str,
     roles: Roles,
 ) -> Option<(Herald, String, Shutdown)> {
-    if !common::rabbitmq_available() {
+    if !support::rabbitmq_available() {
         return None;
     }
     let dir = tempfile::TempDir::new().unwrap();
-    let settings = common::settings(
+    let settings = support::settings(
         BrokerKind::Rabbitmq,
         dir.path(),
         prefix,
@@ -275,17 +273,17 @@ async fn instance(
     );
     let herald = Herald::start(settings).await.expect("Herald starts");
     let shutdown = Shutdown::new();
-    let (address, _) = common::serve(&herald, roles, &shutdown).await;
+    let (address, _) = support::serve(&herald, roles, &shutdown).await;
     std::mem::forget(dir);
     Some((herald, address, shutdown))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_message_posted_to_one_instance_reaches_its_recipient_on_another_once() {
-    let Some(database) = common::fresh_postgres_database().await else {
+    let Some(database) = support::fresh_postgres_database().await else {
         return;
     };
-    let prefix = common::unique_prefix();
+    let prefix = support::unique_prefix();
     let Some((a, a_address, a_stop)) = instance(&database, &prefix, Roles::everything()).await
     else {
         return;
@@ -293,8 +291,8 @@ async fn a_message_posted_to_one_instance_reaches_its_recipient_on_another_once(
     let Some((b, b_address, b_stop)) = instance(&database, &prefix, Roles::api_only()).await else {
         return;
     };
-    let key = common::tenant_key(&a, "1").await;
-    let client = common::http_client();
+    let key = support::tenant_key(&a, "1").await;
+    let client = support::http_client();
     let issued: Value = client
         .post(format!("{b_address}/v1/realtime/tokens"))
         .bearer_auth(&key)
@@ -333,7 +331,7 @@ async fn a_message_posted_to_one_instance_reaches_its_recipient_on_another_once(
     a_stop.raise();
     b_stop.raise();
     tokio::time::sleep(Duration::from_millis(300)).await;
-    common::delete_rabbitmq_topology(&b.topology).await;
+    support::delete_rabbitmq_topology(&b.topology).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -5,10 +5,8 @@
 //! group in `.config/nextest.toml`); each starts it if it is not running and stops it when
 //! it ends.
 
-mod common;
-
+use crate::support::{self, TestApp, audit_event};
 use async_trait::async_trait;
-use common::{TestApp, audit_event};
 use herald::app::{Herald, Roles};
 use herald::config::BrokerKind;
 use herald::domain::{Envelope, EventKind};
@@ -46,7 +44,7 @@ impl Drop for StopsRestartNode {
 
 /// Starts the restart node if it is not running; false if it cannot be had here.
 fn restart_node() -> bool {
-    if common::reachable(&format!("127.0.0.1:{RESTART_PORT}")) {
+    if support::reachable(&format!("127.0.0.1:{RESTART_PORT}")) {
         return rabbitmqctl(&["start_app"]);
     }
     let base = std::env::temp_dir().join("herald-rabbitmq-restart");
@@ -89,7 +87,7 @@ fn node_url() -> String {
 /// The node, started for this test (and stopped when the guard drops); `None` with a
 /// message when it cannot be had here, which fails under CI.
 fn node() -> Option<StopsRestartNode> {
-    if !common::rabbitmq_available() {
+    if !support::rabbitmq_available() {
         return None;
     }
     let guard = StopsRestartNode;
@@ -147,19 +145,19 @@ async fn a_rabbitmq_restart_loses_no_accepted_event() {
         ("broker.rabbitmq.url", url.as_str()),
         ("broker.publish_timeout", "2s"),
     ];
-    let settings = common::settings(
+    let settings = support::settings(
         BrokerKind::Rabbitmq,
         dir.path(),
-        &common::unique_prefix(),
+        &support::unique_prefix(),
         &overrides,
     );
     let herald = Herald::start(settings).await.unwrap();
-    let key = common::tenant_key(&herald, "1").await;
+    let key = support::tenant_key(&herald, "1").await;
     let shutdown = Shutdown::new();
-    let (address, serving) = common::serve(&herald, Roles::api_only(), &shutdown).await;
+    let (address, serving) = support::serve(&herald, Roles::api_only(), &shutdown).await;
 
     // A steady stream of sends from 4 clients while the broker goes away and comes back.
-    let client = common::http_client();
+    let client = support::http_client();
     let sending = Arc::new(std::sync::atomic::AtomicBool::new(true));
     let mut senders = Vec::new();
     for _ in 0..4 {
@@ -202,7 +200,7 @@ async fn a_rabbitmq_restart_loses_no_accepted_event() {
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert!(rabbitmqctl(&["start_app"]), "the node starts again");
     // Keep sending until Herald has recovered and sends are accepted again.
-    let recovered = common::eventually(Duration::from_secs(30), || async {
+    let recovered = support::eventually(Duration::from_secs(30), || async {
         herald.broker.health().await.healthy
     })
     .await;
@@ -226,7 +224,7 @@ async fn a_rabbitmq_restart_loses_no_accepted_event() {
     let seen = Arc::new(Mutex::new(HashSet::new()));
     let pool = herald.worker_pool(EventKind::Audit, Arc::new(Counting(seen.clone())));
     let working = tokio::spawn(pool.run(shutdown.clone(), Duration::from_secs(5)));
-    let all_consumed = common::eventually(Duration::from_secs(30), || async {
+    let all_consumed = support::eventually(Duration::from_secs(30), || async {
         accepted.is_subset(&seen.lock().unwrap())
     })
     .await;
@@ -250,14 +248,14 @@ async fn the_realtime_bus_comes_back_after_a_node_restart() {
     let Some((_node, app)) = on_node(Roles::everything(), &[]).await else {
         return;
     };
-    let token = common::socket::token(&app, "bob").await;
-    let mut bob = common::socket::open(&app.address, &token, None).await;
-    common::socket::until_ready(&mut bob).await;
+    let token = support::socket::token(&app, "bob").await;
+    let mut bob = support::socket::open(&app.address, &token, None).await;
+    support::socket::until_ready(&mut bob).await;
     assert!(rabbitmq_healthy(&app).await);
 
     assert!(rabbitmqctl(&["stop_app"]), "the node stops");
     assert!(
-        common::eventually(Duration::from_secs(10), || async {
+        support::eventually(Duration::from_secs(10), || async {
             !rabbitmq_healthy(&app).await
         })
         .await,
@@ -265,7 +263,7 @@ async fn the_realtime_bus_comes_back_after_a_node_restart() {
     );
     assert!(rabbitmqctl(&["start_app"]), "the node starts again");
     assert!(
-        common::eventually(Duration::from_secs(60), || async {
+        support::eventually(Duration::from_secs(60), || async {
             rabbitmq_healthy(&app).await
         })
         .await,
@@ -274,7 +272,7 @@ async fn the_realtime_bus_comes_back_after_a_node_restart() {
     // The chat pool consumes again too (it retries every second).
     let chat = app.herald.topology.queue(EventKind::Chat).name.clone();
     assert!(
-        common::eventually(Duration::from_secs(30), || async {
+        support::eventually(Duration::from_secs(30), || async {
             app.herald
                 .broker
                 .queue_stats(&chat)
@@ -292,7 +290,7 @@ async fn the_realtime_bus_comes_back_after_a_node_restart() {
     let posted = Instant::now();
     let response = app.post_json("/v1/chat/messages", &message).await;
     assert_eq!(response.status(), StatusCode::ACCEPTED);
-    let frame = common::socket::next(&mut bob).await;
+    let frame = support::socket::next(&mut bob).await;
     let took = posted.elapsed();
     assert_eq!(frame["data"]["messageId"], "after-restart", "{frame}");
     assert!(
@@ -324,7 +322,7 @@ impl Drop for ClearsAlarm {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn during_an_alarm_sends_are_refused_and_idempotent_retries_send_each_email_once() {
-    let Some(relay) = common::smtp_relay::SmtpRelay::start() else {
+    let Some(relay) = support::smtp_relay::SmtpRelay::start() else {
         return;
     };
     let mut overrides = relay.overrides();
@@ -435,10 +433,10 @@ async fn with_rabbitmq_down_at_start_herald_answers_503_until_it_is_up() {
     assert!(rabbitmqctl(&["stop_app"]), "the node stops");
     let dir = tempfile::TempDir::new().unwrap();
     let url = node_url();
-    let settings = common::settings(
+    let settings = support::settings(
         BrokerKind::Rabbitmq,
         dir.path(),
-        &common::unique_prefix(),
+        &support::unique_prefix(),
         &[("broker.rabbitmq.url", url.as_str())],
     );
     let started = Instant::now();
@@ -447,10 +445,10 @@ async fn with_rabbitmq_down_at_start_herald_answers_503_until_it_is_up() {
         .expect("Herald starts without waiting for RabbitMQ")
         .unwrap();
     assert!(started.elapsed() < Duration::from_secs(30));
-    let key = common::tenant_key(&herald, "1").await;
+    let key = support::tenant_key(&herald, "1").await;
     let shutdown = Shutdown::new();
-    let (address, serving) = common::serve(&herald, Roles::everything(), &shutdown).await;
-    let client = common::http_client();
+    let (address, serving) = support::serve(&herald, Roles::everything(), &shutdown).await;
+    let client = support::http_client();
     let get = |path: &str| client.get(format!("{address}{path}")).send();
     for path in ["/health/ready", "/health/rabbitmq"] {
         let response = get(path).await.unwrap();
@@ -462,7 +460,7 @@ async fn with_rabbitmq_down_at_start_herald_answers_503_until_it_is_up() {
         client
             .post(format!("{address}/v1/notifications/email"))
             .bearer_auth(&key)
-            .json(&common::email_event())
+            .json(&support::email_event())
             .send()
     };
     let refused = send().await.unwrap();
@@ -471,7 +469,7 @@ async fn with_rabbitmq_down_at_start_herald_answers_503_until_it_is_up() {
 
     assert!(rabbitmqctl(&["start_app"]), "the node starts");
     assert!(
-        common::eventually(Duration::from_secs(60), || async {
+        support::eventually(Duration::from_secs(60), || async {
             get("/health/ready")
                 .await
                 .is_ok_and(|r| r.status() == StatusCode::OK)
@@ -483,7 +481,7 @@ async fn with_rabbitmq_down_at_start_herald_answers_503_until_it_is_up() {
     assert_eq!(accepted.status(), StatusCode::ACCEPTED);
     let outbox = dir.path().join("outbox");
     assert!(
-        common::eventually(Duration::from_secs(30), || {
+        support::eventually(Duration::from_secs(30), || {
             let outbox = outbox.clone();
             async move { std::fs::read_dir(&outbox).is_ok_and(|mut d| d.next().is_some()) }
         })
@@ -492,13 +490,13 @@ async fn with_rabbitmq_down_at_start_herald_answers_503_until_it_is_up() {
     );
     shutdown.raise();
     serving.await.unwrap().unwrap();
-    common::delete_rabbitmq_topology(&herald.topology).await;
+    support::delete_rabbitmq_topology(&herald.topology).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn emails_accepted_across_broker_restarts_are_each_delivered_and_duplicates_are_bounded() {
     const RESTARTS: usize = 2;
-    let Some(relay) = common::smtp_relay::SmtpRelay::start() else {
+    let Some(relay) = support::smtp_relay::SmtpRelay::start() else {
         return;
     };
     let mut overrides = relay.overrides();
@@ -510,7 +508,7 @@ async fn emails_accepted_across_broker_restarts_are_each_delivered_and_duplicate
         return;
     };
     herald::telemetry::init_logging();
-    let clients = common::accounting::Clients::start(8, &app.address, &app.key);
+    let clients = support::accounting::Clients::start(8, &app.address, &app.key);
     for _ in 0..RESTARTS {
         tokio::time::sleep(Duration::from_secs(2)).await;
         assert!(rabbitmqctl(&["stop_app"]), "the node stops");
@@ -518,7 +516,7 @@ async fn emails_accepted_across_broker_restarts_are_each_delivered_and_duplicate
         assert!(rabbitmqctl(&["start_app"]), "the node starts again");
         let back = Instant::now();
         assert!(
-            common::eventually(Duration::from_secs(60), || async {
+            support::eventually(Duration::from_secs(60), || async {
                 rabbitmq_healthy(&app).await
             })
             .await,
@@ -528,7 +526,7 @@ async fn emails_accepted_across_broker_restarts_are_each_delivered_and_duplicate
     }
     tokio::time::sleep(Duration::from_secs(2)).await;
     let log = clients.stop().await;
-    let tally = common::accounting::tally(
+    let tally = support::accounting::tally(
         &relay,
         &log,
         &app.address,

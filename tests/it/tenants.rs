@@ -1,9 +1,7 @@
 //! Tenancy: API keys decide the tenant, the admin API manages tenants and keys, and a
 //! revoked key is refused within a second, also by a second instance on the same database.
 
-mod common;
-
-use common::{TestApp, email_event};
+use crate::support::{self, TestApp, email_event};
 use herald::app::{Herald, Roles};
 use herald::config::BrokerKind;
 use herald::domain::TenantId;
@@ -185,7 +183,7 @@ async fn the_admin_api_creates_tenants_and_manages_their_keys() {
         .unwrap();
     assert_eq!(revoked.status(), StatusCode::NO_CONTENT);
     assert!(
-        common::eventually(Duration::from_secs(1), || async {
+        support::eventually(Duration::from_secs(1), || async {
             send_with(&app.client, &app.address, &key).await == StatusCode::UNAUTHORIZED
         })
         .await,
@@ -205,15 +203,15 @@ async fn instance(
     shutdown: &Shutdown,
 ) -> (Herald, String) {
     let overrides = [("database.url", database_url), ("admin.token", ADMIN_TOKEN)];
-    let settings = common::settings(BrokerKind::Embedded, dir, "", &overrides);
+    let settings = support::settings(BrokerKind::Embedded, dir, "", &overrides);
     let herald = Herald::start(settings).await.unwrap();
-    let (address, _) = common::serve(&herald, Roles::api_only(), shutdown).await;
+    let (address, _) = support::serve(&herald, Roles::api_only(), shutdown).await;
     (herald, address)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_revoked_key_is_refused_within_a_second_by_every_instance_on_one_postgres() {
-    let Some(database) = common::fresh_postgres_database().await else {
+    let Some(database) = support::fresh_postgres_database().await else {
         return;
     };
     let shutdown = Shutdown::new();
@@ -223,7 +221,7 @@ async fn a_revoked_key_is_refused_within_a_second_by_every_instance_on_one_postg
     );
     let (herald_a, a) = instance(&database, dir_a.path(), &shutdown).await;
     let (_herald_b, b) = instance(&database, dir_b.path(), &shutdown).await;
-    let client = common::http_client();
+    let client = support::http_client();
     let admin = Admin {
         client: &client,
         address: &a,
@@ -251,7 +249,7 @@ async fn a_revoked_key_is_refused_within_a_second_by_every_instance_on_one_postg
     );
     let revoked_at = Instant::now();
     for address in [&a, &b] {
-        let refused = common::eventually(Duration::from_secs(1), || async {
+        let refused = support::eventually(Duration::from_secs(1), || async {
             send_with(&client, address, &key).await == StatusCode::UNAUTHORIZED
         })
         .await;

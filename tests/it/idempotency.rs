@@ -1,9 +1,7 @@
 //! Idempotency: a repeated send answers the same and queues nothing, also under
 //! concurrency and across instances sharing PostgreSQL.
 
-mod common;
-
-use common::{TestApp, audit_event, email_event};
+use crate::support::{self, TestApp, audit_event, email_event};
 use herald::app::{Herald, Roles};
 use herald::config::BrokerKind;
 use herald::domain::EventKind;
@@ -111,7 +109,7 @@ async fn a_chat_message_id_is_its_idempotency_key() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_key_holds_across_instances_sharing_postgres() {
-    let Some(database) = common::fresh_postgres_database().await else {
+    let Some(database) = support::fresh_postgres_database().await else {
         return;
     };
     let shutdown = Shutdown::new();
@@ -119,19 +117,19 @@ async fn one_key_holds_across_instances_sharing_postgres() {
     let mut dirs = Vec::new();
     for _ in 0..2 {
         let dir = tempfile::TempDir::new().unwrap();
-        let settings = common::settings(
+        let settings = support::settings(
             BrokerKind::Embedded,
             dir.path(),
             "",
             &[("database.url", database.as_str())],
         );
         let herald = Herald::start(settings).await.unwrap();
-        let (address, _) = common::serve(&herald, Roles::api_only(), &shutdown).await;
+        let (address, _) = support::serve(&herald, Roles::api_only(), &shutdown).await;
         instances.push((herald, address));
         dirs.push(dir);
     }
-    let key = common::tenant_key(&instances[0].0, "1").await;
-    let client = common::http_client();
+    let key = support::tenant_key(&instances[0].0, "1").await;
+    let client = support::http_client();
     let sends = (0..20).map(|i| {
         let url = format!("{}/v1/audit/events", instances[i % 2].1);
         let (client, key) = (client.clone(), key.clone());

@@ -6,9 +6,7 @@
 //! names another. Without it the run is skipped with a message, except under `CI=true`,
 //! where it fails.
 
-mod common;
-
-use common::TestApp;
+use crate::support::TestApp;
 use herald::app::Roles;
 use herald::config::BrokerKind;
 use serde_json::{Value, json};
@@ -195,7 +193,7 @@ async fn schemathesis_finds_no_disagreement_between_the_document_and_the_api() {
         .values()
         .map(|methods| methods.as_object().unwrap().len())
         .sum();
-    let contract = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/contract");
+    let contract = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/it/contract");
     let report = app.dir.path().join("schemathesis");
     let mut command = std::process::Command::new(&schemathesis);
     command

@@ -1,10 +1,8 @@
 //! Shutdown: the process stops on SIGTERM, and a pool stops taking work but finishes what
 //! it holds.
 
-mod common;
-
+use crate::support::{self, audit_event, email_event, eventually, publication};
 use async_trait::async_trait;
-use common::{audit_event, email_event, eventually, publication};
 use herald::app::Herald;
 use herald::config::BrokerKind;
 use herald::domain::{Envelope, EventKind};
@@ -31,9 +29,9 @@ impl Handler for Slow {
 async fn a_pool_drains_its_in_flight_messages_on_shutdown_and_takes_no_more() {
     let dir = tempfile::TempDir::new().unwrap();
     let overrides = [("queues.audit.concurrency", "2")];
-    let settings = common::settings(BrokerKind::Embedded, dir.path(), "", &overrides);
+    let settings = support::settings(BrokerKind::Embedded, dir.path(), "", &overrides);
     let herald = Herald::start(settings).await.unwrap();
-    common::tenant_key(&herald, "1").await;
+    support::tenant_key(&herald, "1").await;
     for _ in 0..5 {
         let (message, _) = publication(&herald.topology, EventKind::Audit, &audit_event());
         herald.broker.publish(message).await.unwrap();
@@ -79,7 +77,7 @@ async fn a_pool_drains_its_in_flight_messages_on_shutdown_and_takes_no_more() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_binary_serves_on_defaults_and_exits_cleanly_on_sigterm() {
     let dir = tempfile::TempDir::new().unwrap();
-    let port = common::free_port();
+    let port = support::free_port();
     // A fresh directory with nothing configured, as on a new clone; only the port differs
     // from the defaults so that tests can run side by side.
     let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_herald"))
@@ -114,11 +112,11 @@ async fn the_binary_serves_on_defaults_and_exits_cleanly_on_sigterm() {
     assert!(
         eventually(Duration::from_secs(20), || {
             let address = address.clone();
-            async move { common::reachable(&address) }
+            async move { support::reachable(&address) }
         })
         .await
     );
-    let response = common::http_client()
+    let response = support::http_client()
         .post(format!("http://{address}/v1/notifications/email"))
         .bearer_auth(&key)
         .json(&{

@@ -3,10 +3,9 @@
 //! afterwards delivered or in a final failed state, with duplicates counted and bounded by
 //! what was in flight. The broker's faults are in `rabbitmq_node.rs`.
 
-mod common;
-
-use common::accounting::{Clients, tally};
-use common::smtp_relay::SmtpRelay;
+use crate::support;
+use crate::support::accounting::{Clients, tally};
+use crate::support::smtp_relay::SmtpRelay;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
@@ -38,8 +37,8 @@ fn start_herald(dir: &Path, port: u16, relay: &SmtpRelay, n: usize) -> Child {
 
 /// Waits until Herald answers on `address`.
 async fn answering(address: &str) {
-    let client = common::http_client();
-    let up = common::eventually(Duration::from_secs(30), || {
+    let client = support::http_client();
+    let up = support::eventually(Duration::from_secs(30), || {
         let request = client.get(format!("{address}/health")).send();
         async move { request.await.is_ok_and(|r| r.status().is_success()) }
     })
@@ -55,11 +54,11 @@ async fn emails_accepted_while_the_process_is_killed_are_each_delivered_and_dupl
         return;
     };
     let dir = tempfile::TempDir::new().unwrap();
-    let port = common::free_port();
+    let port = support::free_port();
     let address = format!("http://127.0.0.1:{port}");
     let mut herald = start_herald(dir.path(), port, &relay, 0);
     answering(&address).await;
-    let created: serde_json::Value = common::http_client()
+    let created: serde_json::Value = support::http_client()
         .post(format!("{address}/admin/tenants"))
         .bearer_auth(ADMIN_TOKEN)
         .json(&serde_json::json!({"name": "acme"}))

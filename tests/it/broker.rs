@@ -1,10 +1,10 @@
 //! The broker conformance suite: every test runs against the embedded broker and against
 //! RabbitMQ, which must behave alike.
 
-mod common;
-
+use crate::support::{
+    self, TestApp, audit_event, email_event, eventually, publication, push_event,
+};
 use async_trait::async_trait;
-use common::{TestApp, audit_event, email_event, eventually, publication, push_event};
 use herald::app::{Herald, Roles};
 use herald::config::BrokerKind;
 use herald::domain::{EventKind, NotificationId};
@@ -117,7 +117,7 @@ async fn the_declared_topology_routes_every_key_of_the_contract(kind: BrokerKind
 async fn assert_rabbitmq_queues_have_the_contract_arguments(herald: &Herald) {
     use lapin::options::QueueDeclareOptions;
     use lapin::types::{AMQPValue, FieldTable};
-    let connection = lapin::Connection::connect(&common::rabbitmq_url(), Default::default())
+    let connection = lapin::Connection::connect(&support::rabbitmq_url(), Default::default())
         .await
         .unwrap();
     let text = |s: &str| AMQPValue::LongString(s.into());
@@ -330,15 +330,15 @@ async fn stalling_worker_process() {
 }
 
 async fn a_worker_killed_mid_message_has_it_delivered_again(kind: BrokerKind) {
-    if kind == BrokerKind::Rabbitmq && !common::rabbitmq_available() {
+    if kind == BrokerKind::Rabbitmq && !support::rabbitmq_available() {
         return;
     }
     let dir = tempfile::TempDir::new().unwrap();
-    let prefix = common::unique_prefix();
-    let settings = common::settings(kind, dir.path(), &prefix, &[]);
+    let prefix = support::unique_prefix();
+    let settings = support::settings(kind, dir.path(), &prefix, &[]);
     let herald = Herald::start(settings.clone()).await.unwrap();
     // The child's pool handles only events of tenants that exist, in the same store.
-    common::tenant_key(&herald, "1").await;
+    support::tenant_key(&herald, "1").await;
     let (message, id) = publication(&herald.topology, EventKind::Audit, &audit_event());
     herald.broker.publish(message).await.unwrap();
     let topology = herald.topology.clone();
@@ -346,13 +346,13 @@ async fn a_worker_killed_mid_message_has_it_delivered_again(kind: BrokerKind) {
     herald.broker.close().await;
     drop(herald);
 
+    // The test binary names a test by its module path without the crate's name.
+    let (_, module) = module_path!()
+        .split_once("::")
+        .expect("a module of the binary");
     let mut child = std::process::Command::new(std::env::current_exe().unwrap())
-        .args([
-            "stalling_worker_process",
-            "--exact",
-            "--ignored",
-            "--nocapture",
-        ])
+        .arg(format!("{module}::stalling_worker_process"))
+        .args(["--exact", "--ignored", "--nocapture"])
         .env("HERALD_TEST_CHILD", "1")
         .env(
             "HERALD__BROKER__KIND",
@@ -371,7 +371,7 @@ async fn a_worker_killed_mid_message_has_it_delivered_again(kind: BrokerKind) {
             "HERALD__BROKER__EMBEDDED__PATH",
             dir.path().join("broker.db"),
         )
-        .env("HERALD__BROKER__RABBITMQ__URL", common::rabbitmq_url())
+        .env("HERALD__BROKER__RABBITMQ__URL", support::rabbitmq_url())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::null())
         .spawn()
@@ -409,7 +409,7 @@ async fn a_worker_killed_mid_message_has_it_delivered_again(kind: BrokerKind) {
     consumer.cancel().await;
     drop(consumer);
     if kind == BrokerKind::Rabbitmq {
-        common::delete_rabbitmq_topology(&topology).await;
+        support::delete_rabbitmq_topology(&topology).await;
     }
 }
 
@@ -417,7 +417,7 @@ async fn a_worker_killed_mid_message_has_it_delivered_again(kind: BrokerKind) {
 async fn an_embedded_lease_that_runs_out_is_delivered_again_and_fenced() {
     let dir = tempfile::TempDir::new().unwrap();
     let overrides = [("broker.embedded.lease_timeout", "300ms")];
-    let settings = common::settings(BrokerKind::Embedded, dir.path(), "", &overrides);
+    let settings = support::settings(BrokerKind::Embedded, dir.path(), "", &overrides);
     let herald = Herald::start(settings).await.unwrap();
     let (message, id) = publication(&herald.topology, EventKind::Audit, &audit_event());
     herald.broker.publish(message).await.unwrap();

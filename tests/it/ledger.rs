@@ -1,9 +1,7 @@
 //! The delivery ledger: a send's Location answers its status per recipient, for its own
 //! tenant only.
 
-mod common;
-
-use common::{TestApp, email_event, eventually};
+use crate::support::{self, TestApp, email_event, eventually};
 use herald::app::{Herald, Roles};
 use herald::config::BrokerKind;
 use herald::shutdown::Shutdown;
@@ -48,7 +46,7 @@ async fn a_sends_location_answers_its_status_per_recipient() {
     }
 
     // Another tenant's key sees nothing of it: 404, and no trace of its data.
-    let other_key = common::tenant_key(&app.herald, "2").await;
+    let other_key = support::tenant_key(&app.herald, "2").await;
     let response = get(other_key).await;
     assert_eq!(response.status(), StatusCode::NOT_FOUND);
     let body = response.text().await.unwrap();
@@ -73,28 +71,28 @@ async fn a_sends_location_answers_its_status_per_recipient() {
 /// A client following a 202's `Location` gets the event's status at once, from another
 /// instance sharing the store: the acceptance is written before the 202 is answered.
 async fn a_location_answers_at_once_from_another_instance(broker: BrokerKind) {
-    if broker == BrokerKind::Rabbitmq && !common::rabbitmq_available() {
+    if broker == BrokerKind::Rabbitmq && !support::rabbitmq_available() {
         return;
     }
-    let Some(database) = common::fresh_postgres_database().await else {
+    let Some(database) = support::fresh_postgres_database().await else {
         return;
     };
-    let prefix = common::unique_prefix();
+    let prefix = support::unique_prefix();
     let shutdown = Shutdown::new();
     let mut instances = Vec::new();
     let mut dirs = Vec::new();
     for _ in 0..2 {
         let dir = tempfile::TempDir::new().unwrap();
         let overrides = [("database.url", database.as_str())];
-        let settings = common::settings(broker, dir.path(), &prefix, &overrides);
+        let settings = support::settings(broker, dir.path(), &prefix, &overrides);
         let herald = Herald::start(settings).await.unwrap();
-        let (address, _) = common::serve(&herald, Roles::api_only(), &shutdown).await;
+        let (address, _) = support::serve(&herald, Roles::api_only(), &shutdown).await;
         instances.push((herald, address));
         dirs.push(dir);
     }
-    let key = common::tenant_key(&instances[0].0, "1").await;
+    let key = support::tenant_key(&instances[0].0, "1").await;
     let (sending, reading) = (&instances[0].1, &instances[1].1);
-    let client = common::http_client();
+    let client = support::http_client();
     let status_of = |id: String| {
         let (client, key) = (client.clone(), key.clone());
         let url = format!("{reading}/v1/notifications/{id}");
@@ -154,7 +152,7 @@ async fn a_location_answers_at_once_from_another_instance(broker: BrokerKind) {
     }
     shutdown.raise();
     if broker == BrokerKind::Rabbitmq {
-        common::delete_rabbitmq_topology(&instances[0].0.topology).await;
+        support::delete_rabbitmq_topology(&instances[0].0.topology).await;
     }
 }
 

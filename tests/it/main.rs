@@ -1,0 +1,31 @@
+//! Herald's integration tests, as one binary: each module was a test crate of its own, and
+//! fifteen crates meant fifteen links of Herald and its dependencies on every change; one
+//! binary links once (the layout svix-webhooks and zero-to-production use).
+//!
+//! - [`support`]: what the modules share: settings isolated per test, a running Herald,
+//!   the real RabbitMQ and PostgreSQL, an SMTP relay, a WebSocket client.
+//! - One module per concern: the HTTP contract ([`api`]), the broker conformance suite
+//!   ([`broker`]), the store suite ([`store`]), each channel ([`email`], [`push`],
+//!   [`realtime`]), and faults of Herald's process ([`faults`]) and of RabbitMQ itself
+//!   ([`rabbitmq_node`]).
+//!
+//! Data files live beside the module that reads them: `support/smtp_relay.py` (the SMTP
+//! relay) and `contract/` (schemathesis's configuration and hooks).
+
+mod support;
+
+mod api;
+mod audit;
+mod broker;
+mod contract;
+mod email;
+mod faults;
+mod idempotency;
+mod ledger;
+mod push;
+mod rabbitmq;
+mod rabbitmq_node;
+mod realtime;
+mod shutdown;
+mod store;
+mod tenants;
