@@ -9,9 +9,7 @@ use serde_json::{Value, json};
 use std::time::Duration;
 
 async fn app() -> TestApp {
-    TestApp::spawn(BrokerKind::Embedded, Roles::api_only(), &[])
-        .await
-        .expect("the embedded broker is always available")
+    TestApp::spawn(BrokerKind::Embedded, Roles::api_only(), &[]).await
 }
 
 /// The `field` of each entry of an error's details.
@@ -40,9 +38,7 @@ async fn assert_error(response: reqwest::Response, status: StatusCode, code: &st
 
 #[tokio::test]
 async fn a_posted_email_is_accepted_and_lands_in_the_outbox() {
-    let app = TestApp::spawn(BrokerKind::Embedded, Roles::everything(), &[])
-        .await
-        .unwrap();
+    let app = TestApp::spawn(BrokerKind::Embedded, Roles::everything(), &[]).await;
     let response = app
         .post_json("/v1/notifications/email", &email_event())
         .await;
@@ -348,8 +344,7 @@ async fn a_batch_over_the_burst_is_422_naming_it() {
         Roles::api_only(),
         &[("rate_limits.per_second", "2"), ("rate_limits.burst", "3")],
     )
-    .await
-    .unwrap();
+    .await;
     let mut email = email_event();
     email["kind"] = json!("email");
     let events = vec![email; 4];

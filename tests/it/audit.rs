@@ -66,9 +66,7 @@ fn field<'a>(page: &'a Value, name: &str) -> Vec<&'a str> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn audit_events_are_stored_and_queried_newest_first_with_filters_and_cursors() {
-    let app = TestApp::spawn(BrokerKind::Embedded, Roles::everything(), &[])
-        .await
-        .unwrap();
+    let app = TestApp::spawn(BrokerKind::Embedded, Roles::everything(), &[]).await;
     six_events(&app).await;
     let key = app.key.clone();
     let (_, all) = get(&app, &key, "/v1/audit/events").await;
@@ -140,9 +138,7 @@ async fn audit_events_are_stored_and_queried_newest_first_with_filters_and_curso
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_record_changed_in_the_database_breaks_the_verified_chain() {
-    let app = TestApp::spawn(BrokerKind::Embedded, Roles::everything(), &[])
-        .await
-        .unwrap();
+    let app = TestApp::spawn(BrokerKind::Embedded, Roles::everything(), &[]).await;
     six_events(&app).await;
     let (_, verified) = get(&app, &app.key, "/v1/audit/verify").await;
     assert_eq!(
@@ -181,9 +177,7 @@ async fn a_record_changed_in_the_database_breaks_the_verified_chain() {
 /// own tenant.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_audit_event_is_delivered_once_its_record_is_stored() {
-    let app = TestApp::spawn(BrokerKind::Embedded, Roles::everything(), &[])
-        .await
-        .unwrap();
+    let app = TestApp::spawn(BrokerKind::Embedded, Roles::everything(), &[]).await;
     let accepted: Value = app
         .post_json("/v1/audit/events", &audit_event())
         .await

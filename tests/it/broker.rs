@@ -26,6 +26,7 @@ macro_rules! conformance {
         }
         mod rabbitmq {
             $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            #[ignore = "needs RabbitMQ on 127.0.0.1:5672 (HERALD_TEST_RABBITMQ_URL); cargo nextest run --run-ignored all runs it"]
             async fn $scenario() {
                 super::$scenario(herald::config::BrokerKind::Rabbitmq).await;
             })+
@@ -79,9 +80,7 @@ const CONTRACT: [(&str, &str, [&str; 2], i64, i64); 4] = [
 ];
 
 async fn the_declared_topology_routes_every_key_of_the_contract(kind: BrokerKind) {
-    let Some(app) = TestApp::spawn(kind, Roles::api_only(), &[]).await else {
-        return;
-    };
+    let app = TestApp::spawn(kind, Roles::api_only(), &[]).await;
     let herald = &app.herald;
     if kind == BrokerKind::Rabbitmq {
         assert_rabbitmq_queues_have_the_contract_arguments(herald).await;
@@ -159,9 +158,7 @@ async fn assert_rabbitmq_queues_have_the_contract_arguments(herald: &Herald) {
 
 async fn a_full_queue_answers_503_and_keeps_what_it_holds(kind: BrokerKind) {
     let overrides = [("queues.audit.max_length", "3")];
-    let Some(app) = TestApp::spawn(kind, Roles::api_only(), &overrides).await else {
-        return;
-    };
+    let app = TestApp::spawn(kind, Roles::api_only(), &overrides).await;
     let mut accepted = Vec::new();
     for _ in 0..3 {
         let response = app.post_json("/v1/audit/events", &audit_event()).await;
@@ -212,9 +209,7 @@ async fn a_full_queue_answers_503_and_keeps_what_it_holds(kind: BrokerKind) {
 
 async fn an_expired_message_is_dead_lettered_with_its_reason(kind: BrokerKind) {
     let overrides = [("queues.push.message_ttl", "1s")];
-    let Some(app) = TestApp::spawn(kind, Roles::api_only(), &overrides).await else {
-        return;
-    };
+    let app = TestApp::spawn(kind, Roles::api_only(), &overrides).await;
     let response = app.post_json("/v1/notifications/push", &push_event()).await;
     assert_eq!(response.status(), StatusCode::ACCEPTED);
     let id = response.json::<serde_json::Value>().await.unwrap()["id"]
@@ -262,9 +257,7 @@ async fn a_failing_handler_is_retried_with_growing_delays_then_dead_lettered(kin
         ("queues.email.max_attempts", "3"),
         ("queues.email.backoff", "[\"300ms\", \"900ms\"]"),
     ];
-    let Some(app) = TestApp::spawn(kind, Roles::api_only(), &overrides).await else {
-        return;
-    };
+    let app = TestApp::spawn(kind, Roles::api_only(), &overrides).await;
     let handler = Arc::new(AlwaysFailing::default());
     let shutdown = Shutdown::new();
     let pool = app.herald.worker_pool(EventKind::Email, handler.clone());
@@ -330,8 +323,8 @@ async fn stalling_worker_process() {
 }
 
 async fn a_worker_killed_mid_message_has_it_delivered_again(kind: BrokerKind) {
-    if kind == BrokerKind::Rabbitmq && !support::rabbitmq_available() {
-        return;
+    if kind == BrokerKind::Rabbitmq {
+        support::require_rabbitmq();
     }
     let dir = tempfile::TempDir::new().unwrap();
     let prefix = support::unique_prefix();
@@ -467,10 +460,7 @@ impl Handler for FailsFirstTime {
 }
 
 async fn dead_letters_are_listed_with_their_reason_and_replayed_onto_their_queue(kind: BrokerKind) {
-    let Some(app) = TestApp::spawn(kind, Roles::api_only(), &[("admin.token", ADMIN_TOKEN)]).await
-    else {
-        return;
-    };
+    let app = TestApp::spawn(kind, Roles::api_only(), &[("admin.token", ADMIN_TOKEN)]).await;
     let admin = |request: reqwest::RequestBuilder| request.bearer_auth(ADMIN_TOKEN).send();
     let response = app
         .post_json("/v1/notifications/email", &email_event())
@@ -589,10 +579,7 @@ async fn send_emails(app: &TestApp, count: usize) -> Vec<String> {
 }
 
 async fn a_replay_takes_each_dead_letter_once_and_the_ledger_keeps_every_attempt(kind: BrokerKind) {
-    let Some(app) = TestApp::spawn(kind, Roles::api_only(), &[("admin.token", ADMIN_TOKEN)]).await
-    else {
-        return;
-    };
+    let app = TestApp::spawn(kind, Roles::api_only(), &[("admin.token", ADMIN_TOKEN)]).await;
     let admin = |request: reqwest::RequestBuilder| request.bearer_auth(ADMIN_TOKEN).send();
     let url = |path: &str| format!("{}{path}", app.address);
     let ids = send_emails(&app, 4).await;
@@ -682,9 +669,7 @@ impl Handler for PanicsFirstTime {
 
 async fn a_handler_that_panics_has_its_message_retried(kind: BrokerKind) {
     let overrides = [("queues.email.backoff", "[\"300ms\"]")];
-    let Some(app) = TestApp::spawn(kind, Roles::api_only(), &overrides).await else {
-        return;
-    };
+    let app = TestApp::spawn(kind, Roles::api_only(), &overrides).await;
     let handler = Arc::new(PanicsFirstTime::default());
     let shutdown = Shutdown::new();
     let pool = app.herald.worker_pool(EventKind::Email, handler.clone());
@@ -714,9 +699,7 @@ async fn a_handler_that_panics_has_its_message_retried(kind: BrokerKind) {
 async fn an_event_for_an_unknown_tenant_is_rejected_and_nothing_is_sent_or_stored(
     kind: BrokerKind,
 ) {
-    let Some(app) = TestApp::spawn(kind, Roles::everything(), &[]).await else {
-        return;
-    };
+    let app = TestApp::spawn(kind, Roles::everything(), &[]).await;
     let herald = &app.herald;
     // Published straight to the exchanges, as another service would, for tenant 999,
     // which does not exist.
@@ -786,9 +769,7 @@ async fn dead_letters_past_their_bounds_are_dropped_logged_and_counted(kind: Bro
         ("dead_letters.max_age", "3s"),
         ("dead_letters.every", "200ms"),
     ];
-    let Some(app) = TestApp::spawn(kind, Roles::api_only(), &overrides).await else {
-        return;
-    };
+    let app = TestApp::spawn(kind, Roles::api_only(), &overrides).await;
     let shutdown = Shutdown::new();
     let pool = app
         .herald

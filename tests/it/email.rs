@@ -25,9 +25,7 @@ async fn relay_and_herald_with(
     let mut overrides = relay.overrides();
     overrides.push(("queues.email.backoff", "[\"300ms\"]"));
     overrides.extend_from_slice(more);
-    let app = TestApp::spawn(BrokerKind::Embedded, Roles::everything(), &overrides)
-        .await
-        .unwrap();
+    let app = TestApp::spawn(BrokerKind::Embedded, Roles::everything(), &overrides).await;
     Some((relay, app))
 }
 
@@ -402,9 +400,7 @@ async fn templates_round_trip_through_the_api_and_a_send_renders_the_newest_vers
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_tenant_layout_partial_and_locale_shape_what_is_sent() {
-    let app = TestApp::spawn(BrokerKind::Embedded, Roles::api_only(), &[])
-        .await
-        .unwrap();
+    let app = TestApp::spawn(BrokerKind::Embedded, Roles::api_only(), &[]).await;
     let put = |path: &'static str, body: Value| {
         let app = &app;
         async move {
@@ -526,8 +522,7 @@ async fn a_tenants_own_relay_is_used_and_its_password_never_shown() {
         Roles::everything(),
         &[("providers.allow_private_addresses", "true")],
     )
-    .await
-    .unwrap();
+    .await;
     let settings = json!({
         "host": "127.0.0.1",
         "port": relay.port,
@@ -611,9 +606,7 @@ async fn send_over_tls(security: &str) -> Option<Value> {
         ("email.smtp.password", "s3cret"),
         ("email.tls_ca_file", ca.as_str()),
     ];
-    let app = TestApp::spawn(BrokerKind::Embedded, Roles::everything(), &overrides)
-        .await
-        .unwrap();
+    let app = TestApp::spawn(BrokerKind::Embedded, Roles::everything(), &overrides).await;
     let status = welcome_settled(&app, &["ada@example.com"]).await;
     assert_eq!(status["status"], "delivered", "{status}");
     let received = relay.wait_for(1).await;
@@ -675,9 +668,7 @@ async fn outbound_email_keeps_to_the_relays_and_the_tenants_rate_limits() {
 /// time limit. Before the limits, this template rendered 1.8 GB.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_render_past_its_limits_is_refused_at_put_and_preview_and_fails_a_send() {
-    let app = TestApp::spawn(BrokerKind::Embedded, Roles::everything(), &[])
-        .await
-        .unwrap();
+    let app = TestApp::spawn(BrokerKind::Embedded, Roles::everything(), &[]).await;
     let items: Vec<u32> = (0..450).collect();
     let data = json!({ "items": items });
     let exploding = "{{#each items}}{{#each ../items}}{{#each ../../items}}\
@@ -762,9 +753,7 @@ async fn a_tenants_relay_must_be_public_unless_the_operator_allows_private_ones(
     let Some(relay) = SmtpRelay::start() else {
         return;
     };
-    let app = TestApp::spawn(BrokerKind::Embedded, Roles::everything(), &[])
-        .await
-        .unwrap();
+    let app = TestApp::spawn(BrokerKind::Embedded, Roles::everything(), &[]).await;
     let local = json!({"host": "127.0.0.1", "port": relay.port, "security": "plain"});
     for host in [
         "127.0.0.1",
@@ -826,8 +815,7 @@ async fn a_tenants_relay_must_be_public_unless_the_operator_allows_private_ones(
         Roles::everything(),
         &[("providers.allow_private_addresses", "true")],
     )
-    .await
-    .unwrap();
+    .await;
     let (status, body) = allowing
         .call(Method::PUT, "/v1/providers/smtp", Some(&local))
         .await;

@@ -11,9 +11,7 @@ use std::time::Duration;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_sends_location_answers_its_status_per_recipient() {
-    let app = TestApp::spawn(BrokerKind::Embedded, Roles::everything(), &[])
-        .await
-        .unwrap();
+    let app = TestApp::spawn(BrokerKind::Embedded, Roles::everything(), &[]).await;
     let mut event = email_event();
     event["to"] = serde_json::json!(["ada@example.com", "bob@example.com"]);
     let response = app.post_json("/v1/notifications/email", &event).await;
@@ -71,12 +69,10 @@ async fn a_sends_location_answers_its_status_per_recipient() {
 /// A client following a 202's `Location` gets the event's status at once, from another
 /// instance sharing the store: the acceptance is written before the 202 is answered.
 async fn a_location_answers_at_once_from_another_instance(broker: BrokerKind) {
-    if broker == BrokerKind::Rabbitmq && !support::rabbitmq_available() {
-        return;
+    if broker == BrokerKind::Rabbitmq {
+        support::require_rabbitmq();
     }
-    let Some(database) = support::fresh_postgres_database().await else {
-        return;
-    };
+    let database = support::fresh_postgres_database().await;
     let prefix = support::unique_prefix();
     let shutdown = Shutdown::new();
     let mut instances = Vec::new();
@@ -157,11 +153,13 @@ async fn a_location_answers_at_once_from_another_instance(broker: BrokerKind) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs PostgreSQL on 127.0.0.1:5432 (HERALD_TEST_POSTGRES_URL); cargo nextest run --run-ignored all runs it"]
 async fn a_location_answers_at_once_from_another_instance_on_the_embedded_broker() {
     a_location_answers_at_once_from_another_instance(BrokerKind::Embedded).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs RabbitMQ on 127.0.0.1:5672 and PostgreSQL on 127.0.0.1:5432 (HERALD_TEST_RABBITMQ_URL, HERALD_TEST_POSTGRES_URL); cargo nextest run --run-ignored all runs it"]
 async fn a_location_answers_at_once_from_another_instance_on_rabbitmq() {
     a_location_answers_at_once_from_another_instance(BrokerKind::Rabbitmq).await;
 }

@@ -44,9 +44,7 @@ async fn rig_with(extra: &[(&str, &str)]) -> PushRig {
         ("providers.allow_private_addresses", "true"),
     ];
     overrides.extend_from_slice(extra);
-    let app = TestApp::spawn(BrokerKind::Embedded, Roles::everything(), &overrides)
-        .await
-        .unwrap();
+    let app = TestApp::spawn(BrokerKind::Embedded, Roles::everything(), &overrides).await;
     let keys = tempfile::TempDir::new().unwrap();
     let (p8, point) = support::keys::p256_key(keys.path());
     apns.accept_key(KEY_ID, point, TEAM_ID);
@@ -483,9 +481,7 @@ async fn refused_credentials_fail_the_tenants_pushes_without_asking_again() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_providers_pushes_go_to_the_outbox_and_devices_move_between_users() {
-    let app = TestApp::spawn(BrokerKind::Embedded, Roles::everything(), &[])
-        .await
-        .unwrap();
+    let app = TestApp::spawn(BrokerKind::Embedded, Roles::everything(), &[]).await;
     register(&app, "ada", "ios", "tok-1").await;
     let (status, _) = app
         .call(
@@ -604,9 +600,7 @@ async fn configured_credentials_serve_tenants_without_their_own() {
         ("push.apns.credentials.environment", "sandbox"),
         ("push.fcm.service_account_file", account.as_str()),
     ];
-    let app = TestApp::spawn(BrokerKind::Embedded, Roles::everything(), &overrides)
-        .await
-        .unwrap();
+    let app = TestApp::spawn(BrokerKind::Embedded, Roles::everything(), &overrides).await;
     register(&app, "ada", "ios", "ios-ada").await;
     register(&app, "ada", "android", "android-ada").await;
     let id = send(
@@ -626,9 +620,7 @@ async fn configured_credentials_serve_tenants_without_their_own() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_in_app_push_reaches_a_user_without_devices_and_nothing_to_deliver_to_is_final() {
-    let app = TestApp::spawn(BrokerKind::Embedded, Roles::everything(), &[])
-        .await
-        .unwrap();
+    let app = TestApp::spawn(BrokerKind::Embedded, Roles::everything(), &[]).await;
     let push = |in_app: bool| json!({"recipientIds": ["no-device"], "title": "Hi", "body": "There", "inApp": in_app});
     let send = |body: Value| {
         let app = &app;
@@ -694,8 +686,7 @@ async fn a_tenants_token_uri_must_be_googles_unless_the_operator_allows_others()
         Roles::everything(),
         &[("push.fcm.url", fcm.url.as_str())],
     )
-    .await
-    .unwrap();
+    .await;
     let keys = tempfile::TempDir::new().unwrap();
     let (rsa, public) = support::keys::rsa_key(keys.path());
     fcm.accept_account(ACCOUNT, public);

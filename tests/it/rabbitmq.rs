@@ -28,10 +28,9 @@ impl Handler for Recording {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs RabbitMQ on 127.0.0.1:5672 (HERALD_TEST_RABBITMQ_URL); cargo nextest run --run-ignored all runs it"]
 async fn a_payload_published_with_a_plain_amqp_client_reaches_the_push_handler() {
-    let Some(app) = TestApp::spawn(BrokerKind::Rabbitmq, Roles::api_only(), &[]).await else {
-        return;
-    };
+    let app = TestApp::spawn(BrokerKind::Rabbitmq, Roles::api_only(), &[]).await;
     // The envelope below names tenant 7, which must exist for its event to be handled.
     support::tenant_key(&app.herald, "7").await;
     let (seen, mut received) = mpsc::unbounded_channel();
@@ -109,12 +108,10 @@ async fn a_payload_published_with_a_plain_amqp_client_reaches_the_push_handler()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs RabbitMQ on 127.0.0.1:5672 (HERALD_TEST_RABBITMQ_URL); cargo nextest run --run-ignored all runs it"]
 async fn quorum_queues_take_and_deliver_events() {
     let overrides = [("broker.rabbitmq.quorum_queues", "true")];
-    let Some(app) = TestApp::spawn(BrokerKind::Rabbitmq, Roles::api_only(), &overrides).await
-    else {
-        return;
-    };
+    let app = TestApp::spawn(BrokerKind::Rabbitmq, Roles::api_only(), &overrides).await;
     let (seen, mut received) = mpsc::unbounded_channel();
     let shutdown = Shutdown::new();
     let pool = app
@@ -161,10 +158,7 @@ async fn retries_come_back_within_their_backoff_while_the_queue_is_full(quorum: 
             if quorum { "true" } else { "false" },
         ),
     ]);
-    let Some(app) = TestApp::spawn(BrokerKind::Rabbitmq, Roles::everything(), &overrides).await
-    else {
-        return;
-    };
+    let app = TestApp::spawn(BrokerKind::Rabbitmq, Roles::everything(), &overrides).await;
     let app = Arc::new(app);
     let email =
         |to: &str| serde_json::json!({"to": [to], "template": "welcome", "data": {"name": "Ada"}});
@@ -258,11 +252,13 @@ async fn retries_come_back_within_their_backoff_while_the_queue_is_full(quorum: 
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs RabbitMQ on 127.0.0.1:5672 (HERALD_TEST_RABBITMQ_URL); cargo nextest run --run-ignored all runs it"]
 async fn retries_come_back_within_their_backoff_while_a_classic_queue_is_full() {
     retries_come_back_within_their_backoff_while_the_queue_is_full(false).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs RabbitMQ on 127.0.0.1:5672 (HERALD_TEST_RABBITMQ_URL); cargo nextest run --run-ignored all runs it"]
 async fn retries_come_back_within_their_backoff_while_a_quorum_queue_is_full() {
     retries_come_back_within_their_backoff_while_the_queue_is_full(true).await;
 }

@@ -45,9 +45,7 @@ async fn post(app: &TestApp, message: &Value) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn forged_and_expired_tokens_are_refused_before_the_upgrade() {
-    let app = TestApp::spawn(BrokerKind::Embedded, Roles::api_only(), &[])
-        .await
-        .unwrap();
+    let app = TestApp::spawn(BrokerKind::Embedded, Roles::api_only(), &[]).await;
     let good = token(&app, "bob").await;
     let url = |token: &str| {
         format!(
@@ -98,9 +96,7 @@ async fn forged_and_expired_tokens_are_refused_before_the_upgrade() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_offline_recipient_replays_exactly_what_it_missed_in_order_then_live_events() {
-    let app = TestApp::spawn(BrokerKind::Embedded, Roles::everything(), &[])
-        .await
-        .unwrap();
+    let app = TestApp::spawn(BrokerKind::Embedded, Roles::everything(), &[]).await;
     let bob = token(&app, "bob").await;
     // Two sockets of one user (two tabs) each get every event.
     let mut socket = open(&app.address, &bob, None).await;
@@ -177,9 +173,7 @@ async fn an_offline_recipient_replays_exactly_what_it_missed_in_order_then_live_
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn order_within_a_conversation_holds_under_concurrent_sends() {
-    let app = TestApp::spawn(BrokerKind::Embedded, Roles::everything(), &[])
-        .await
-        .unwrap();
+    let app = TestApp::spawn(BrokerKind::Embedded, Roles::everything(), &[]).await;
     let mut bob = open(&app.address, &token(&app, "bob").await, None).await;
     let mut cy = open(&app.address, &token(&app, "cy").await, None).await;
     until_ready(&mut bob).await;
@@ -217,9 +211,7 @@ async fn order_within_a_conversation_holds_under_concurrent_sends() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_slow_client_is_disconnected_without_holding_back_others() {
     let overrides = [("realtime.send_timeout", "500ms")];
-    let app = TestApp::spawn(BrokerKind::Embedded, Roles::everything(), &overrides)
-        .await
-        .unwrap();
+    let app = TestApp::spawn(BrokerKind::Embedded, Roles::everything(), &overrides).await;
     let mut slow = open(&app.address, &token(&app, "slow").await, None).await;
     let mut quick = open(&app.address, &token(&app, "quick").await, None).await;
     until_ready(&mut slow).await;
@@ -256,14 +248,8 @@ async fn a_slow_client_is_disconnected_without_holding_back_others() {
 }
 
 /// Herald on RabbitMQ and the given PostgreSQL, sharing `prefix` with other instances.
-async fn instance(
-    database: &str,
-    prefix: &str,
-    roles: Roles,
-) -> Option<(Herald, String, Shutdown)> {
-    if !support::rabbitmq_available() {
-        return None;
-    }
+async fn instance(database: &str, prefix: &str, roles: Roles) -> (Herald, String, Shutdown) {
+    support::require_rabbitmq();
     let dir = tempfile::TempDir::new().unwrap();
     let settings = support::settings(
         BrokerKind::Rabbitmq,
@@ -275,22 +261,16 @@ async fn instance(
     let shutdown = Shutdown::new();
     let (address, _) = support::serve(&herald, roles, &shutdown).await;
     std::mem::forget(dir);
-    Some((herald, address, shutdown))
+    (herald, address, shutdown)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs RabbitMQ on 127.0.0.1:5672 and PostgreSQL on 127.0.0.1:5432 (HERALD_TEST_RABBITMQ_URL, HERALD_TEST_POSTGRES_URL); cargo nextest run --run-ignored all runs it"]
 async fn a_message_posted_to_one_instance_reaches_its_recipient_on_another_once() {
-    let Some(database) = support::fresh_postgres_database().await else {
-        return;
-    };
+    let database = support::fresh_postgres_database().await;
     let prefix = support::unique_prefix();
-    let Some((a, a_address, a_stop)) = instance(&database, &prefix, Roles::everything()).await
-    else {
-        return;
-    };
-    let Some((b, b_address, b_stop)) = instance(&database, &prefix, Roles::api_only()).await else {
-        return;
-    };
+    let (a, a_address, a_stop) = instance(&database, &prefix, Roles::everything()).await;
+    let (b, b_address, b_stop) = instance(&database, &prefix, Roles::api_only()).await;
     let key = support::tenant_key(&a, "1").await;
     let client = support::http_client();
     let issued: Value = client
@@ -336,9 +316,7 @@ async fn a_message_posted_to_one_instance_reaches_its_recipient_on_another_once(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_read_receipt_reaches_the_sender() {
-    let app = TestApp::spawn(BrokerKind::Embedded, Roles::everything(), &[])
-        .await
-        .unwrap();
+    let app = TestApp::spawn(BrokerKind::Embedded, Roles::everything(), &[]).await;
     let mut ada = open(&app.address, &token(&app, "ada").await, None).await;
     let mut bob = open(&app.address, &token(&app, "bob").await, None).await;
     until_ready(&mut ada).await;
@@ -407,8 +385,7 @@ async fn presence_is_sent_to_subscribers_and_a_dead_connection_is_noticed() {
         Roles::api_only(),
         &[("realtime.heartbeat", "300ms")],
     )
-    .await
-    .unwrap();
+    .await;
     let mut watcher = open(&app.address, &token(&app, "watcher").await, None).await;
     until_ready(&mut watcher).await;
     watcher
@@ -455,9 +432,7 @@ async fn presence_is_sent_to_subscribers_and_a_dead_connection_is_noticed() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn in_app_notifications_are_kept_and_each_change_is_sent_live() {
-    let app = TestApp::spawn(BrokerKind::Embedded, Roles::everything(), &[])
-        .await
-        .unwrap();
+    let app = TestApp::spawn(BrokerKind::Embedded, Roles::everything(), &[]).await;
     let mut bob = open(&app.address, &token(&app, "bob").await, None).await;
     until_ready(&mut bob).await;
     let push = |title: &str| json!({"recipientIds": ["bob"], "title": title, "body": "In the app", "inApp": true});
@@ -514,9 +489,7 @@ async fn in_app_notifications_are_kept_and_each_change_is_sent_live() {
 /// not 1006 for a dropped connection); a GET without the upgrade is the contract's error.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_clients_close_is_answered_and_a_plain_get_is_told_to_upgrade() {
-    let app = TestApp::spawn(BrokerKind::Embedded, Roles::everything(), &[])
-        .await
-        .unwrap();
+    let app = TestApp::spawn(BrokerKind::Embedded, Roles::everything(), &[]).await;
     let bob = token(&app, "bob").await;
     let mut socket = open(&app.address, &bob, None).await;
     until_ready(&mut socket).await;

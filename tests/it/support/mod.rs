@@ -1,8 +1,12 @@
 //! What the integration tests share: settings isolated per test (a temporary directory, a
-//! unique broker prefix, port 0), a running Herald, and access to the real RabbitMQ.
+//! unique broker prefix, port 0), a running Herald, and access to the real RabbitMQ and
+//! PostgreSQL.
 //!
-//! Tests that need RabbitMQ skip with a message when it is not reachable, except under
-//! `CI=true`, where they fail loudly.
+//! A test that needs RabbitMQ or PostgreSQL carries `#[ignore = "needs RabbitMQ on ..."]`,
+//! so that a plain `cargo nextest run` counts it as skipped (and `cargo test` says why)
+//! rather than passing without having run; `--run-ignored all` (the README's command, and
+//! CI's) runs it, and a service that does not answer then fails it loudly, saying which
+//! one and where.
 
 pub mod accounting;
 pub mod keys;
@@ -14,6 +18,7 @@ use figment::providers::Serialized;
 use herald::app::{Herald, Roles};
 use herald::config::{BrokerKind, Settings};
 use herald::shutdown::Shutdown;
+use secrecy::ExposeSecret;
 use std::path::Path;
 use std::time::Duration;
 use tempfile::TempDir;
@@ -51,25 +56,25 @@ pub fn reachable(address: &str) -> bool {
         })
 }
 
-/// Whether RabbitMQ can be used; in CI its absence is a failure, elsewhere a skip.
-pub fn rabbitmq_available() -> bool {
-    let url = rabbitmq_url();
+/// Fails the test, saying why, when the tests' RabbitMQ does not answer: a test that
+/// needs it runs only when asked to (`--run-ignored`), and then it must be there.
+pub fn require_rabbitmq() {
+    require_rabbitmq_at(&rabbitmq_url());
+}
+
+/// Fails the test, saying why, when nothing answers at the RabbitMQ of `url`.
+fn require_rabbitmq_at(url: &str) {
     let authority = url
         .split("://")
         .nth(1)
         .and_then(|rest| rest.split('/').next())
         .map(|a| a.rsplit('@').next().unwrap_or(a).to_owned())
         .unwrap_or_default();
-    if reachable(&authority) {
-        return true;
-    }
-    if std::env::var("CI").is_ok_and(|v| v == "true" || v == "1") {
-        panic!("RabbitMQ is required in CI but {authority} does not answer");
-    }
-    eprintln!(
-        "SKIPPED: RabbitMQ is not reachable at {authority}; set HERALD_TEST_RABBITMQ_URL or start it"
+    assert!(
+        reachable(&authority),
+        "this test needs RabbitMQ, and nothing answers at {authority}: start it, or point \
+         HERALD_TEST_RABBITMQ_URL at one"
     );
-    false
 }
 
 /// A prefix no other test uses, so that tests sharing a broker never see each other.
@@ -160,23 +165,20 @@ pub struct TestApp {
 }
 
 impl TestApp {
-    /// Starts Herald with `roles` on `broker`; `None` when that broker is not available
-    /// outside CI.
-    pub async fn spawn(
-        broker: BrokerKind,
-        roles: Roles,
-        overrides: &[(&str, &str)],
-    ) -> Option<TestApp> {
-        if broker == BrokerKind::Rabbitmq && !rabbitmq_available() {
-            return None;
-        }
+    /// Starts Herald with `roles` on `broker`; fails the test when that broker is RabbitMQ
+    /// and it does not answer.
+    pub async fn spawn(broker: BrokerKind, roles: Roles, overrides: &[(&str, &str)]) -> TestApp {
         let dir = TempDir::new().expect("a temporary directory");
         let settings = settings(broker, dir.path(), &unique_prefix(), overrides);
+        if broker == BrokerKind::Rabbitmq {
+            // The broker the settings name: an override may point at another node.
+            require_rabbitmq_at(settings.broker.rabbitmq.url.expose_secret());
+        }
         let herald = Herald::start(settings).await.expect("Herald starts");
         let key = tenant_key(&herald, "1").await;
         let shutdown = Shutdown::new();
         let (address, running) = serve(&herald, roles, &shutdown).await;
-        Some(TestApp {
+        TestApp {
             address,
             client: http_client(),
             herald,
@@ -184,7 +186,7 @@ impl TestApp {
             key,
             shutdown,
             running,
-        })
+        }
     }
 
     /// GETs `path` without a key.
@@ -386,24 +388,20 @@ pub fn postgres_url() -> String {
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned())
 }
 
-/// A database of this test's own on the test PostgreSQL, as a URL; `None` (with a
-/// message) when PostgreSQL is not reachable outside CI. In CI its absence fails.
-pub async fn fresh_postgres_database() -> Option<String> {
+/// A database of this test's own on the test PostgreSQL, as a URL; fails the test, saying
+/// why, when PostgreSQL does not answer.
+pub async fn fresh_postgres_database() -> String {
     use sqlx::Connection;
     let base = postgres_url();
-    let connected = sqlx::PgConnection::connect(&base).await;
-    let mut connection = match connected {
-        Ok(connection) => connection,
-        Err(e) if std::env::var("CI").is_ok_and(|v| v == "true" || v == "1") => {
-            panic!("PostgreSQL is required in CI but {base} refused: {e}")
-        }
-        Err(e) => {
-            eprintln!(
-                "SKIPPED: PostgreSQL is not reachable at {base} ({e}); set HERALD_TEST_POSTGRES_URL or start it"
-            );
-            return None;
-        }
-    };
+    let mut connection = sqlx::PgConnection::connect(&base)
+        .await
+        .unwrap_or_else(|e| {
+            panic!(
+                "this test needs PostgreSQL, and {} refused ({e}): start it, or point \
+             HERALD_TEST_POSTGRES_URL at one",
+                herald::config::redact_url(&base)
+            )
+        });
     let name = format!("herald_{}", uuid::Uuid::now_v7().simple());
     // The name is ours (a UUID), not input: safe to splice into DDL, which takes no binds.
     sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
@@ -411,5 +409,5 @@ pub async fn fresh_postgres_database() -> Option<String> {
         .await
         .expect("creating a test database");
     let (server, _) = base.rsplit_once('/').expect("a database URL ends in /NAME");
-    Some(format!("{server}/{name}"))
+    format!("{server}/{name}")
 }
