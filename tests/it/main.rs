@@ -4,10 +4,10 @@
 //!
 //! - [`support`]: what the modules share: settings isolated per test, a running Herald,
 //!   the real RabbitMQ and PostgreSQL, an SMTP relay, a WebSocket client.
-//! - One module per concern: the HTTP contract ([`api`]), the broker conformance suite
-//!   ([`broker`]), the store suite ([`store`]), each channel ([`email`], [`push`],
-//!   [`realtime`]), and faults of Herald's process ([`faults`]) and of RabbitMQ itself
-//!   ([`rabbitmq_node`]).
+//! - One module per concern: the HTTP contract over a socket ([`api`]) and in process
+//!   ([`router`]), the broker conformance suite ([`broker`]), the store suite ([`store`]),
+//!   each channel ([`email`], [`push`], [`realtime`]), and faults of Herald's process
+//!   ([`faults`]) and of RabbitMQ itself ([`rabbitmq_node`]).
 //!
 //! Data files live beside the module that reads them: `support/smtp_relay.py` (the SMTP
 //! relay) and `contract/` (schemathesis's configuration and hooks).
@@ -26,6 +26,7 @@ mod push;
 mod rabbitmq;
 mod rabbitmq_node;
 mod realtime;
+mod router;
 mod shutdown;
 mod store;
 mod tenants;
