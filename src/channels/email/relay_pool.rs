@@ -253,3 +253,313 @@ fn next_job(queue: &mut Queue) -> Option<Job> {
     }
     None
 }
+
+#[cfg(test)]
+mod tests {
+    //! The pool over in-memory streams (`tokio::io::duplex`): the relay side of each
+    //! connection is a script of what it says and what it must hear, so that every step of
+    //! a session, and what the pool does when a relay refuses or hangs up, is checked
+    //! without a socket. A relay that hears something else fails the test with what it
+    //! heard.
+
+    use super::*;
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, DuplexStream};
+    use tokio::task::JoinHandle;
+
+    /// One step of a scripted relay.
+    enum Step {
+        /// Writes a reply (lines joined by CRLF; the last CRLF is added).
+        Say(&'static str),
+        /// Reads one command line, which must be this one (without its CRLF).
+        Hear(&'static str),
+        /// Reads a message's content, up to its end marker.
+        HearContent,
+        /// Closes the connection.
+        HangUp,
+    }
+    use Step::{HangUp, Hear, HearContent, Say};
+
+    /// The greeting and EHLO of a relay that offers nothing.
+    const LOCKSTEP: [Step; 3] = [
+        Say("220 relay.test ESMTP"),
+        Hear("EHLO herald.test"),
+        Say("250 relay.test"),
+    ];
+
+    /// The greeting and EHLO of a relay that offers PIPELINING.
+    const PIPELINING: [Step; 3] = [
+        Say("220 relay.test ESMTP"),
+        Hear("EHLO herald.test"),
+        Say("250-relay.test\r\n250 PIPELINING"),
+    ];
+
+    /// A transaction for `ada@example.com` that a relay without PIPELINING takes.
+    const TAKEN: [Step; 8] = [
+        Hear("MAIL FROM:<herald@example.com>"),
+        Say("250 2.1.0 ok"),
+        Hear("RCPT TO:<ada@example.com>"),
+        Say("250 2.1.5 ok"),
+        Hear("DATA"),
+        Say("354 go ahead"),
+        HearContent,
+        Say("250 2.0.0 queued"),
+    ];
+
+    /// A session's script: its greeting and EHLO, then `steps`.
+    fn script(hello: [Step; 3], steps: impl IntoIterator<Item = Step>) -> Vec<Step> {
+        hello.into_iter().chain(steps).collect()
+    }
+
+    /// Plays `script` on the relay side of `stream`; answers what it heard: each command,
+    /// and each message's content as it went on the wire (without the end marker).
+    async fn play(stream: DuplexStream, script: Vec<Step>) -> Vec<String> {
+        let (read, mut write) = tokio::io::split(stream);
+        let mut read = BufReader::new(read);
+        let mut heard = Vec::new();
+        let mut line = String::new();
+        for step in script {
+            match step {
+                Say(reply) => write
+                    .write_all(format!("{reply}\r\n").as_bytes())
+                    .await
+                    .expect("Herald's side is open"),
+                Hear(command) => {
+                    line.clear();
+                    read.read_line(&mut line).await.unwrap();
+                    assert_eq!(line.trim_end_matches("\r\n"), command, "after {heard:?}");
+                    heard.push(command.to_owned());
+                }
+                HearContent => {
+                    let mut content = String::new();
+                    loop {
+                        line.clear();
+                        assert!(read.read_line(&mut line).await.unwrap() > 0, "{content:?}");
+                        if line == ".\r\n" {
+                            break;
+                        }
+                        content.push_str(&line);
+                    }
+                    heard.push(content);
+                }
+                HangUp => break,
+            }
+        }
+        heard
+    }
+
+    /// Opens each session over an in-memory stream to the next scripted relay.
+    struct ScriptedRelays {
+        scripts: Mutex<VecDeque<Vec<Step>>>,
+        playing: Mutex<Vec<JoinHandle<Vec<String>>>>,
+    }
+
+    impl ScriptedRelays {
+        fn pool(scripts: Vec<Vec<Step>>) -> Arc<RelayPool<ScriptedRelays>> {
+            let relays = ScriptedRelays {
+                scripts: Mutex::new(scripts.into()),
+                playing: Mutex::new(Vec::new()),
+            };
+            RelayPool::new(relays, 1)
+        }
+    }
+
+    impl Connect for ScriptedRelays {
+        async fn connect(&self) -> Result<Session, SessionError> {
+            let script = self.scripts.lock().unwrap().pop_front();
+            let script = script.ok_or_else(|| {
+                SessionError::Connection("the test has no relay left to connect to".into())
+            })?;
+            let (herald, relay) = tokio::io::duplex(64 * 1024);
+            self.playing
+                .lock()
+                .unwrap()
+                .push(tokio::spawn(play(relay, script)));
+            Session::open(Box::new(herald), "herald.test", Duration::from_secs(5)).await
+        }
+    }
+
+    /// What each relay connected to heard, in order; fails the test with the first relay
+    /// that heard something its script did not expect.
+    async fn transcripts(pool: &RelayPool<ScriptedRelays>) -> Vec<Vec<String>> {
+        let playing = std::mem::take(&mut *pool.connector.playing.lock().unwrap());
+        let mut transcripts = Vec::new();
+        for relay in playing {
+            let heard = tokio::time::timeout(Duration::from_secs(10), relay)
+                .await
+                .expect("the relay's script ends");
+            transcripts.push(heard.unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic())));
+        }
+        transcripts
+    }
+
+    /// A message from herald@example.com to ada@example.com with `content`.
+    fn mail(content: &str) -> Mail {
+        Mail {
+            from: "herald@example.com".into(),
+            to: "ada@example.com".into(),
+            content: content.as_bytes().to_vec(),
+        }
+    }
+
+    /// What a relay hears from EHLO on when it takes one message of each of `contents`.
+    fn commands(contents: &[&str]) -> Vec<String> {
+        let mut heard = vec!["EHLO herald.test".to_owned()];
+        for content in contents {
+            heard.extend(
+                [
+                    "MAIL FROM:<herald@example.com>",
+                    "RCPT TO:<ada@example.com>",
+                    "DATA",
+                ]
+                .map(String::from),
+            );
+            heard.push((*content).to_owned());
+        }
+        heard
+    }
+
+    #[tokio::test]
+    async fn a_message_goes_through_the_greeting_ehlo_mail_rcpt_and_data() {
+        let pool = ScriptedRelays::pool(vec![script(LOCKSTEP, TAKEN)]);
+        let answer = pool.send(mail("Subject: hi\r\n\r\n.a dot\r\nbye")).await;
+        // The content goes with its leading dot doubled and its last line ended.
+        let transcripts = transcripts(&pool).await;
+        assert_eq!(
+            transcripts,
+            [commands(&["Subject: hi\r\n\r\n..a dot\r\nbye\r\n"])]
+        );
+        let reply = answer.expect("the relay took it");
+        assert_eq!((reply.code, reply.text.as_str()), (250, "2.0.0 queued"));
+    }
+
+    #[tokio::test]
+    async fn one_connection_carries_message_after_message() {
+        let pool = ScriptedRelays::pool(vec![script(LOCKSTEP, TAKEN.into_iter().chain(TAKEN))]);
+        let first = pool.send(mail("first\r\n")).await;
+        let second = pool.send(mail("second\r\n")).await;
+        assert_eq!(
+            transcripts(&pool).await,
+            [commands(&["first\r\n", "second\r\n"])]
+        );
+        assert!(first.is_ok() && second.is_ok(), "{first:?} {second:?}");
+    }
+
+    /// Sends a message to a relay that answers its RCPT with `refusal`, then another on
+    /// the same connection, which the relay takes after the RSET; answers the refusal.
+    async fn refused_at_rcpt(refusal: &'static str) -> Reply {
+        let refused = [
+            Hear("MAIL FROM:<herald@example.com>"),
+            Say("250 2.1.0 ok"),
+            Hear("RCPT TO:<ada@example.com>"),
+            Say(refusal),
+            Hear("RSET"),
+            Say("250 2.0.0 flushed"),
+        ];
+        let pool = ScriptedRelays::pool(vec![script(LOCKSTEP, refused.into_iter().chain(TAKEN))]);
+        let answer = pool.send(mail("refused\r\n")).await;
+        let next = pool.send(mail("next\r\n")).await;
+        // The refused transaction is reset, and the next goes on the same connection.
+        let mut heard = commands(&[]);
+        heard.extend(
+            [
+                "MAIL FROM:<herald@example.com>",
+                "RCPT TO:<ada@example.com>",
+                "RSET",
+            ]
+            .map(String::from),
+        );
+        heard.extend(commands(&["next\r\n"]).into_iter().skip(1));
+        assert_eq!(transcripts(&pool).await, [heard]);
+        assert!(next.is_ok(), "the connection carries the next: {next:?}");
+        match answer {
+            Err(SessionError::Refused(reply)) => reply,
+            other => panic!("a refusal, not {other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_4xx_at_rcpt_is_a_refusal_worth_a_retry_and_the_session_goes_on() {
+        let reply = refused_at_rcpt("451 4.3.0 try again later").await;
+        assert_eq!(reply.code, 451);
+        assert!(!reply.is_permanent());
+    }
+
+    #[tokio::test]
+    async fn a_5xx_at_rcpt_is_a_refusal_for_good_and_the_session_goes_on() {
+        let reply = refused_at_rcpt("550 5.1.1 no such user").await;
+        assert_eq!(reply.code, 550);
+        assert!(reply.is_permanent());
+    }
+
+    #[tokio::test]
+    async fn with_pipelining_a_messages_content_goes_with_the_next_envelope() {
+        // The relay answers nothing until it has heard a whole group: a client that
+        // waited for each reply would never be answered.
+        let pipelined = [
+            Hear("MAIL FROM:<herald@example.com>"),
+            Hear("RCPT TO:<ada@example.com>"),
+            Hear("DATA"),
+            Say("250 2.1.0 ok\r\n250 2.1.5 ok\r\n354 go ahead"),
+            HearContent,
+            Hear("MAIL FROM:<herald@example.com>"),
+            Hear("RCPT TO:<ada@example.com>"),
+            Hear("DATA"),
+            Say("250 2.0.0 first queued\r\n250 2.1.0 ok\r\n250 2.1.5 ok\r\n354 go ahead"),
+            HearContent,
+            Say("250 2.0.0 second queued"),
+        ];
+        let pool = ScriptedRelays::pool(vec![script(PIPELINING, pipelined)]);
+        // Both wait before the session opens, so that the second is there to go along.
+        let (first, second) =
+            tokio::join!(pool.send(mail("first\r\n")), pool.send(mail("second\r\n")));
+        assert_eq!(
+            transcripts(&pool).await,
+            [commands(&["first\r\n", "second\r\n"])]
+        );
+        assert_eq!(first.unwrap().text, "2.0.0 first queued");
+        assert_eq!(second.unwrap().text, "2.0.0 second queued");
+    }
+
+    #[tokio::test]
+    async fn a_relay_that_hangs_up_before_the_content_leaves_the_message_to_another_session() {
+        let hangs_up = script(LOCKSTEP, [Hear("MAIL FROM:<herald@example.com>"), HangUp]);
+        let pool = ScriptedRelays::pool(vec![hangs_up, script(LOCKSTEP, TAKEN)]);
+        let answer = pool.send(mail("once\r\n")).await;
+        let transcripts = transcripts(&pool).await;
+        assert_eq!(transcripts.len(), 2, "a second connection: {transcripts:?}");
+        assert_eq!(transcripts[1], commands(&["once\r\n"]));
+        assert!(answer.is_ok(), "{answer:?}");
+    }
+
+    #[tokio::test]
+    async fn a_message_is_put_back_once_only() {
+        let hangs_up = || script(LOCKSTEP, [Hear("MAIL FROM:<herald@example.com>"), HangUp]);
+        let pool = ScriptedRelays::pool(vec![hangs_up(), hangs_up()]);
+        let answer = pool.send(mail("never\r\n")).await;
+        assert_eq!(transcripts(&pool).await.len(), 2);
+        assert!(
+            matches!(answer, Err(SessionError::Connection(_))),
+            "{answer:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_relay_that_hangs_up_after_the_content_answers_the_broken_connection() {
+        // The relay may have taken the message: sending it again could deliver it twice.
+        let mut taken_then_gone = script(LOCKSTEP, TAKEN);
+        taken_then_gone.pop();
+        taken_then_gone.push(HangUp);
+        let pool = ScriptedRelays::pool(vec![taken_then_gone, script(LOCKSTEP, TAKEN)]);
+        let answer = pool.send(mail("maybe\r\n")).await;
+        let transcripts = transcripts(&pool).await;
+        assert_eq!(
+            transcripts,
+            [commands(&["maybe\r\n"])],
+            "no second connection"
+        );
+        assert!(
+            matches!(answer, Err(SessionError::Connection(_))),
+            "{answer:?}"
+        );
+    }
+}
