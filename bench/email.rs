@@ -32,21 +32,8 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-
-fn env_or(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
-/// A port nobody listens on.
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
-}
+use testkit::measure::{machine_ticks, peak_rss_mb, process_ticks};
+use testkit::{env_or, free_port};
 
 fn postfix_tool(name: &str) -> String {
     let path = format!("/usr/sbin/{name}");
@@ -123,7 +110,6 @@ fn settings(dir: &Path, port: u16, sessions: usize, concurrency: usize) -> Setti
 
 /// Queues `events` email events of `recipients` recipients each (not timed).
 async fn fill_queue(herald: &Herald, events: usize, recipients: usize) {
-    let exchange = herald.topology.queue(EventKind::Email).exchange.clone();
     for start in (0..events).step_by(500) {
         let publications = (start..(start + 500).min(events))
             .map(|i| {
@@ -135,13 +121,7 @@ async fn fill_queue(herald: &Herald, events: usize, recipients: usize) {
                     "data": {"name": format!("User {i}")},
                 });
                 let event = Event::parse(EventKind::Email, &payload).expect("a valid email event");
-                let envelope = Envelope::new(event);
-                Publication {
-                    exchange: exchange.clone(),
-                    routing_key: envelope.event.routing_key().to_owned(),
-                    message_id: envelope.id.to_string(),
-                    body: envelope.to_bytes().into(),
-                }
+                Publication::of(&Envelope::new(event), &herald.topology)
             })
             .collect();
         for result in herald.broker.publish_all(publications).await {
@@ -168,26 +148,8 @@ fn handled(herald: &Herald, outcome: &str) -> u64 {
 
 /// CPU time this process has used, and the machine's busy and total time, in clock ticks.
 fn cpu_ticks() -> (u64, u64, u64) {
-    let own = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
-    // Fields after the command name: utime and stime are the 12th and 13th.
-    let after_name = own.rsplit(')').next().unwrap_or("");
-    let fields: Vec<u64> = after_name
-        .split_whitespace()
-        .map(|f| f.parse().unwrap_or(0))
-        .collect();
-    let own = fields.get(11).copied().unwrap_or(0) + fields.get(12).copied().unwrap_or(0);
-    let machine = std::fs::read_to_string("/proc/stat").unwrap_or_default();
-    let all: Vec<u64> = machine
-        .lines()
-        .next()
-        .unwrap_or("")
-        .split_whitespace()
-        .skip(1)
-        .map(|f| f.parse().unwrap_or(0))
-        .collect();
-    let total: u64 = all.iter().sum();
-    let idle = all.get(3).copied().unwrap_or(0) + all.get(4).copied().unwrap_or(0);
-    (own, total - idle, total)
+    let (busy, total) = machine_ticks().unwrap_or_default();
+    (process_ticks("self").unwrap_or_default(), busy, total)
 }
 
 /// The cores busy between two readings of [`cpu_ticks`]: Herald's (this process) and the
@@ -286,19 +248,6 @@ async fn delete_topology(url: &str, herald: &Herald) {
     let _ = connection.close(200, "bench done".into()).await;
 }
 
-/// Peak resident memory of this process, in MB.
-fn peak_rss_mb() -> Option<f64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let kb: f64 = status
-        .lines()
-        .find(|l| l.starts_with("VmHWM:"))?
-        .split_whitespace()
-        .nth(1)?
-        .parse()
-        .ok()?;
-    Some(kb / 1024.0)
-}
-
 fn main() {
     let messages = env_or("HERALD_BENCH_EMAILS", 100_000);
     let sessions = env_or("HERALD_BENCH_SESSIONS", 32);
@@ -369,7 +318,7 @@ fn main() {
         "  diagnostic: queue, worker pool and ledger alone: {:.2} × smtp-source's mean (the ceiling for events of one recipient)",
         sendless / baseline
     );
-    if let Some(rss) = peak_rss_mb() {
+    if let Some(rss) = peak_rss_mb("self") {
         println!("  peak RSS of the bench process (Herald in it): {rss:.1} MB");
     }
     let _ = sink.kill();

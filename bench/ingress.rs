@@ -52,6 +52,8 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
+use testkit::measure::{machine_ticks, percentile, process_ticks, status_kb};
+use testkit::seeds::audit_event;
 
 /// Concurrent senders in every phase, raw or HTTP.
 const SENDERS: usize = 64;
@@ -215,9 +217,7 @@ impl Run {
     fn percentile_ms(&self, q: f64) -> Option<f64> {
         let mut sorted = self.latencies_us.clone();
         sorted.sort_unstable();
-        let last = sorted.len().checked_sub(1)?;
-        let index = ((last as f64) * q).round() as usize;
-        Some(sorted[index] as f64 / 1000.0)
+        percentile(&sorted, q).map(|us| us as f64 / 1000.0)
     }
 }
 
@@ -303,29 +303,14 @@ struct CpuUse {
 
 impl CpuTicks {
     fn now(herald: Option<u32>, rabbitmq: &[u32]) -> Option<Self> {
-        let stat = std::fs::read_to_string("/proc/stat").ok()?;
-        // cpu  user nice system idle iowait irq softirq steal ...
-        let fields: Vec<u64> = stat
-            .lines()
-            .next()?
-            .split_whitespace()
-            .skip(1)
-            .take(8)
-            .filter_map(|f| f.parse().ok())
-            .collect();
-        let total: u64 = fields.iter().sum();
-        let idle = fields.get(3)? + fields.get(4)?;
+        let (busy, total) = machine_ticks()?;
         Some(CpuTicks {
-            busy: total - idle,
+            busy,
             total,
             bench: process_ticks("self")?,
-            herald: herald.and_then(|pid| process_ticks(&pid.to_string())),
-            rabbitmq: (!rabbitmq.is_empty()).then(|| {
-                let ticks = rabbitmq
-                    .iter()
-                    .filter_map(|pid| process_ticks(&pid.to_string()));
-                ticks.sum()
-            }),
+            herald: herald.and_then(process_ticks),
+            rabbitmq: (!rabbitmq.is_empty())
+                .then(|| rabbitmq.iter().filter_map(|&pid| process_ticks(pid)).sum()),
         })
     }
 
@@ -348,17 +333,6 @@ impl CpuTicks {
             rabbitmq: optional(later.rabbitmq, self.rabbitmq),
         })
     }
-}
-
-/// User and system ticks of a process (`self` or a pid), from `/proc/<pid>/stat`.
-fn process_ticks(pid: &str) -> Option<u64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // Fields after the command name, which may hold spaces: state is the first, utime
-    // the 12th and stime the 13th.
-    let fields: Vec<&str> = stat[stat.rfind(')')? + 1..].split_whitespace().collect();
-    let utime: u64 = fields.get(11)?.parse().ok()?;
-    let stime: u64 = fields.get(12)?.parse().ok()?;
-    Some(utime + stime)
 }
 
 /// The processes whose command name is `name`.
@@ -389,19 +363,6 @@ async fn cpu_during(from: Instant, until: Instant, herald: Option<u32>) -> Optio
 // ---------------------------------------------------------------------------------------
 // The message: Herald's own audit envelope, so that raw and HTTP publish the same bytes.
 
-/// An audit event as the seed services send one.
-fn audit_event() -> Value {
-    json!({
-        "eventType": "USER_UPDATED",
-        "userId": "user_123",
-        "tenantId": 1,
-        "entityType": "User",
-        "entityId": "user_456",
-        "changes": {"email": "new@example.com"},
-        "timestamp": "2026-01-31T12:00:00Z"
-    })
-}
-
 /// The envelope Herald would publish for the audit event, and its routing key.
 fn audit_envelope() -> (Bytes, &'static str) {
     let event = Event::parse(EventKind::Audit, &audit_event()).expect("a valid audit event");
@@ -419,6 +380,7 @@ fn batch_body() -> Bytes {
         .into()
 }
 
+/// A fresh message id, as Herald gives each event its own.
 fn message_id() -> String {
     uuid::Uuid::now_v7().to_string()
 }
@@ -724,6 +686,9 @@ async fn raw_embedded(dir: &Path, window: Window) -> Result<Run, String> {
     let publisher = broker.clone();
     let run = closed_loop(window.start(), None, move |_| {
         let broker = publisher.clone();
+        // Not `Publication::of`: every publish carries the one envelope's bytes, as the raw
+        // RabbitMQ phase does, each under an id of its own, so that encoding an envelope
+        // per publish is not timed as the broker's.
         let publication = Publication {
             exchange: exchange.clone(),
             routing_key: routing_key.to_owned(),
@@ -848,7 +813,7 @@ async fn create_tenant(mut command: Command) -> Result<String, String> {
 impl HeraldProcess {
     /// Creates the tenant, then starts `herald api` in `dir`.
     async fn spawn(dir: &Path, prefix: &str, env: &[(&str, String)]) -> Result<Self, String> {
-        let port = free_port().map_err(|e| format!("finding a free port: {e}"))?;
+        let port = testkit::free_port();
         let listen = format!("127.0.0.1:{port}");
         let tenant = herald_command(&["tenant", "create", TENANT], dir, &listen, prefix, env);
         let api_key = create_tenant(tenant).await?;
@@ -921,12 +886,6 @@ impl HeraldProcess {
         let _ = self.child.wait();
         Some("herald did not exit within 10 s of SIGTERM and was killed".into())
     }
-}
-
-fn free_port() -> std::io::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
 }
 
 /// A client that holds one keep-alive connection (each sender gets its own).
@@ -1083,7 +1042,7 @@ impl Sampler {
         let thread = std::thread::spawn(move || {
             let (mut rss_kb, mut sockets) = (0, 0);
             while !stopping.load(Ordering::Relaxed) {
-                rss_kb = rss_kb.max(status_kb(pid, "VmRSS:").unwrap_or(0));
+                rss_kb = rss_kb.max(status_kb(pid, "VmRSS").unwrap_or(0));
                 sockets = sockets.max(socket_count(pid));
                 std::thread::sleep(Duration::from_millis(100));
             }
@@ -1097,18 +1056,6 @@ impl Sampler {
         self.stop.store(true, Ordering::Relaxed);
         self.thread.join().unwrap_or((0, 0))
     }
-}
-
-/// A `kB` line of `/proc/<pid>/status`.
-fn status_kb(pid: u32, key: &str) -> Option<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let line = status.lines().find(|l| l.starts_with(key))?;
-    line[key.len()..]
-        .trim()
-        .trim_end_matches("kB")
-        .trim()
-        .parse()
-        .ok()
 }
 
 /// How many sockets the process has open (its listener, broker and client connections).
@@ -1177,7 +1124,7 @@ async fn bench_http(
     let events = BATCH_SIZE as u64;
     let (run, batch_sockets) = http_phase(&herald, "/v1/batch", batch_body(), events, window).await;
     report.batch = Some(run);
-    report.high_water_kb = status_kb(herald.pid(), "VmHWM:");
+    report.high_water_kb = status_kb(herald.pid(), "VmHWM");
     report.peak_sockets = Some(single_sockets.max(batch_sockets));
     report.closed_connections = Some(closed_connections(herald.port));
     let warnings = std::fs::read_to_string(&herald.stderr_path)

@@ -15,23 +15,17 @@
 //! The stand-in runs in this process, so the peak RSS printed is Herald's and the
 //! stand-in's together (the stand-in keeps only each request's token, time and status).
 
-#[path = "../tests/it/support/keys.rs"]
-#[allow(dead_code)]
-mod keys;
-#[path = "../tests/it/support/push_providers.rs"]
-#[allow(dead_code)]
-mod push_providers;
-
 use herald::app::{Herald, Roles};
 use herald::broker::Publication;
 use herald::config::Settings;
 use herald::domain::{Envelope, Event, EventKind, TenantId};
 use herald::shutdown::Shutdown;
-use push_providers::ApnsStandIn;
 use serde_json::json;
 use std::collections::HashMap;
 use std::path::Path;
 use std::time::{Duration, Instant};
+use testkit::measure::{peak_rss_mb, percentile_ms};
+use testkit::push_providers::ApnsStandIn;
 
 const USERS: usize = 1000;
 const DEVICES_PER_USER: usize = 5;
@@ -64,30 +58,8 @@ fn settings(dir: &Path, apns: &ApnsStandIn) -> Settings {
     Settings::from_figment(figment).expect("bench settings are valid")
 }
 
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    if sorted.is_empty() {
-        return Duration::ZERO;
-    }
-    sorted[((sorted.len() as f64 * p).ceil() as usize).clamp(1, sorted.len()) - 1]
-}
-
-fn peak_rss_mb() -> Option<f64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let kb: f64 = status
-        .lines()
-        .find(|l| l.starts_with("VmHWM:"))?
-        .split_whitespace()
-        .nth(1)?
-        .parse()
-        .ok()?;
-    Some(kb / 1024.0)
-}
-
 async fn run() {
-    let pushes = std::env::var("HERALD_BENCH_PUSHES")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(20_000usize);
+    let pushes = testkit::env_or("HERALD_BENCH_PUSHES", 20_000);
     let apns = ApnsStandIn::start_keeping(false).await;
     let dir = tempfile::TempDir::new().unwrap();
     let herald = Herald::start(settings(dir.path(), &apns))
@@ -101,7 +73,7 @@ async fn run() {
         .await
         .unwrap();
     let key = secrecy::ExposeSecret::expose_secret(&key.key).to_owned();
-    let (p8, point) = keys::p256_key(dir.path());
+    let (p8, point) = testkit::keys::p256_key(dir.path());
     apns.accept_key("BENCHKEY01", point, "BENCHTEAM1");
     let credentials = json!({"keyId": "BENCHKEY01", "teamId": "BENCHTEAM1", "topic": "com.example.bench", "privateKey": p8, "environment": "sandbox"});
     store
@@ -125,17 +97,11 @@ async fn run() {
     // Throughput: queued first, then drained.
     let notifications = pushes.div_ceil(USERS * DEVICES_PER_USER);
     let everyone: Vec<String> = (0..USERS).map(|u| format!("u{u}")).collect();
-    let exchange = herald.topology.queue(EventKind::Push).exchange.clone();
     let publications = (0..notifications)
         .map(|_| {
             let payload = json!({"tenantId": "bench", "recipientIds": everyone, "title": "Sale", "body": "Today only"});
             let envelope = Envelope::new(Event::parse(EventKind::Push, &payload).unwrap());
-            Publication {
-                exchange: exchange.clone(),
-                routing_key: envelope.event.routing_key().to_owned(),
-                message_id: envelope.id.to_string(),
-                body: envelope.to_bytes().into(),
-            }
+            Publication::of(&envelope, &herald.topology)
         })
         .collect();
     for result in herald.broker.publish_all(publications).await {
@@ -230,11 +196,11 @@ async fn run() {
     latencies.sort();
     println!(
         "  latency at 1,000 pushes/s, POST 202 to APNs receipt: p50 {:.1} ms, p99 {:.1} ms ({} pushes)",
-        percentile(&latencies, 0.50).as_secs_f64() * 1000.0,
-        percentile(&latencies, 0.99).as_secs_f64() * 1000.0,
+        percentile_ms(&latencies, 0.50),
+        percentile_ms(&latencies, 0.99),
         latencies.len()
     );
-    if let Some(rss) = peak_rss_mb() {
+    if let Some(rss) = peak_rss_mb("self") {
         println!("  peak RSS             {rss:>9.1} MB (Herald and the stand-in, one process)");
     }
     shutdown.raise();

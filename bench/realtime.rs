@@ -15,14 +15,9 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+use testkit::env_or;
+use testkit::measure::{peak_rss_mb, percentile_ms, status_kb};
 use tokio_tungstenite::tungstenite::Message;
-
-fn env_or(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
 
 fn herald(args: &[&str], dir: &Path, port: u16) -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_herald"));
@@ -39,22 +34,6 @@ fn herald(args: &[&str], dir: &Path, port: u16) -> Command {
         command.env("DATABASE_URL", url);
     }
     command
-}
-
-fn rss_kb(pid: u32, key: &str) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_default()
-        .lines()
-        .find(|l| l.starts_with(key))
-        .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
-        .unwrap_or(0)
-}
-
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    if sorted.is_empty() {
-        return Duration::ZERO;
-    }
-    sorted[((sorted.len() as f64 * p).ceil() as usize).clamp(1, sorted.len()) - 1]
 }
 
 struct Server(Child);
@@ -74,11 +53,7 @@ async fn run() {
     let seconds = env_or("HERALD_BENCH_SECONDS", 10);
     herald::channels::tls::install_default_provider();
     let dir = tempfile::TempDir::new().unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = testkit::free_port();
     let created = herald(&["tenant", "create", "bench"], dir.path(), port)
         .output()
         .expect("herald tenant create runs");
@@ -106,7 +81,7 @@ async fn run() {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let idle_rss = rss_kb(pid, "VmRSS:");
+    let idle_rss = status_kb(pid, "VmRSS").unwrap_or(0);
 
     // Tokens, then sockets, 100 at a time.
     let received: Arc<Mutex<HashMap<String, Instant>>> = Arc::new(Mutex::new(HashMap::new()));
@@ -152,7 +127,7 @@ async fn run() {
         });
     }
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let connected_rss = rss_kb(pid, "VmRSS:");
+    let connected_rss = status_kb(pid, "VmRSS").unwrap_or(0);
     println!("realtime bench: {connections} WebSocket connections on one instance");
     println!(
         "  Herald RSS           {:>8.1} MB idle, {:>8.1} MB with {connections} connections",
@@ -210,12 +185,12 @@ async fn run() {
     println!(
         "  {total} messages at {rate}/s: {} received; POST 202 to socket p50 {:.1} ms, p99 {:.1} ms",
         latencies.len(),
-        percentile(&latencies, 0.50).as_secs_f64() * 1000.0,
-        percentile(&latencies, 0.99).as_secs_f64() * 1000.0
+        percentile_ms(&latencies, 0.50),
+        percentile_ms(&latencies, 0.99)
     );
     println!(
         "  Herald peak RSS      {:>8.1} MB",
-        rss_kb(pid, "VmHWM:") as f64 / 1024.0
+        peak_rss_mb(pid).unwrap_or(0.0)
     );
     drop(server);
 }

@@ -1,12 +1,13 @@
 //! The HTTP contract on the embedded broker: a first email reaches the outbox, and bad
 //! input of every kind gets its contract error, never a 5xx.
 
-use crate::support::{TestApp, audit_event, email_event, eventually, push_event};
+use crate::support::{TestApp, eventually};
 use herald::app::Roles;
 use herald::config::BrokerKind;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use std::time::Duration;
+use testkit::seeds::{audit_event, email_event, push_event};
 
 async fn app() -> TestApp {
     TestApp::spawn(BrokerKind::Embedded, Roles::api_only(), &[]).await

@@ -2,12 +2,13 @@
 //! paginated, newest first, isolated), and a record changed in the database breaks the
 //! verified chain.
 
-use crate::support::{self, TestApp, audit_event, eventually};
+use crate::support::{self, TestApp, eventually};
 use herald::app::Roles;
 use herald::config::BrokerKind;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use std::time::Duration;
+use testkit::seeds::audit_event;
 
 async fn get(app: &TestApp, key: &str, path: &str) -> (StatusCode, Value) {
     let response = app

@@ -1,9 +1,7 @@
 //! The broker conformance suite: every test runs against the embedded broker and against
 //! RabbitMQ, which must behave alike.
 
-use crate::support::{
-    self, TestApp, audit_event, email_event, eventually, publication, push_event,
-};
+use crate::support::{self, TestApp, eventually, publication};
 use async_trait::async_trait;
 use herald::app::{Herald, Roles};
 use herald::config::BrokerKind;
@@ -14,6 +12,7 @@ use reqwest::StatusCode;
 use std::io::BufRead;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+use testkit::seeds::{audit_event, email_event, push_event};
 
 /// Runs each named scenario once per broker.
 macro_rules! conformance {
@@ -89,6 +88,8 @@ async fn the_declared_topology_routes_every_key_of_the_contract(kind: BrokerKind
         let spec = herald.topology.queue_named(queue).unwrap();
         assert!(spec.exchange.ends_with(exchange));
         for (published, key) in keys.iter().enumerate() {
+            // Built by hand, not with `Publication::of`: a bare payload under each routing
+            // key of the contract, as another service may publish one, is no envelope.
             let body = serde_json::to_vec(&serde_json::json!({"payload": {}})).unwrap();
             herald
                 .broker
@@ -738,7 +739,8 @@ async fn an_event_for_an_unknown_tenant_is_rejected_and_nothing_is_sent_or_store
     );
 
     // A known tenant's message that is not a valid event is rejected too, and its
-    // publisher finds it, with why, under the message_id it gave.
+    // publisher finds it, with why, under the message_id it gave (so built by hand: it is
+    // no envelope, and its id is the publisher's own).
     let spec = herald.topology.queue(EventKind::Email);
     herald
         .broker

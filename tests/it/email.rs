@@ -3,8 +3,8 @@
 //! only, and keeps each recipient's fate in the ledger. Template authoring round trips
 //! through the API.
 
+use crate::support::TestApp;
 use crate::support::smtp_relay::SmtpRelay;
-use crate::support::{self, TestApp};
 use herald::app::Roles;
 use herald::config::BrokerKind;
 use reqwest::{Method, StatusCode};
@@ -583,7 +583,7 @@ async fn a_tenants_own_relay_is_used_and_its_password_never_shown() {
 /// relay does not offer PIPELINING, so these also cover a client waiting for each reply.
 async fn send_over_tls(security: &str) -> Option<Value> {
     let certs = tempfile::TempDir::new().unwrap();
-    let (ca, cert, key) = support::keys::test_certificates(certs.path());
+    let (ca, cert, key) = testkit::keys::test_certificates(certs.path());
     let mut args = vec![
         "--cert",
         &cert,

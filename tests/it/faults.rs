@@ -54,7 +54,7 @@ async fn emails_accepted_while_the_process_is_killed_are_each_delivered_and_dupl
         return;
     };
     let dir = tempfile::TempDir::new().unwrap();
-    let port = support::free_port();
+    let port = testkit::free_port();
     let address = format!("http://127.0.0.1:{port}");
     let mut herald = start_herald(dir.path(), port, &relay, 0);
     answering(&address).await;

@@ -1,13 +1,14 @@
 //! Idempotency: a repeated send answers the same and queues nothing, also under
 //! concurrency and across instances sharing PostgreSQL.
 
-use crate::support::{self, TestApp, audit_event, email_event};
+use crate::support::{self, TestApp};
 use herald::app::{Herald, Roles};
 use herald::config::BrokerKind;
 use herald::domain::EventKind;
 use herald::shutdown::Shutdown;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
+use testkit::seeds::{audit_event, email_event};
 
 async fn send(
     client: &reqwest::Client,

@@ -1,13 +1,14 @@
 //! The delivery ledger: a send's Location answers its status per recipient, for its own
 //! tenant only.
 
-use crate::support::{self, TestApp, email_event, eventually};
+use crate::support::{self, TestApp, eventually};
 use herald::app::{Herald, Roles};
 use herald::config::BrokerKind;
 use herald::shutdown::Shutdown;
 use reqwest::StatusCode;
 use serde_json::Value;
 use std::time::Duration;
+use testkit::seeds::email_event;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_sends_location_answers_its_status_per_recipient() {

@@ -3,7 +3,9 @@
 //! binary links once (the layout svix-webhooks and zero-to-production use).
 //!
 //! - [`support`]: what the modules share: settings isolated per test, a running Herald,
-//!   the real RabbitMQ and PostgreSQL, an SMTP relay, a WebSocket client.
+//!   the real RabbitMQ and PostgreSQL, an SMTP relay, a WebSocket client. What the benches
+//!   need too (seed events, key material, the push providers' stand-ins) is the `testkit`
+//!   crate (testkit/).
 //! - One module per concern: the HTTP contract over a socket ([`api`]) and in process
 //!   ([`router`]), the broker conformance suite ([`broker`]), the store suite ([`store`]),
 //!   each channel ([`email`], [`push`], [`realtime`]), and faults of Herald's process

@@ -3,14 +3,14 @@
 //! endpoint, with the paths, headers, JWT claims and bodies Apple and Google document;
 //! bad tokens pruned, 429s honoured, refused credentials not hammered.
 
-use crate::support::push_providers::{ApnsStandIn, FcmStandIn, Received};
-use crate::support::{self, TestApp};
+use crate::support::TestApp;
 use herald::app::Roles;
 use herald::config::BrokerKind;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use std::collections::HashMap;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use testkit::push_providers::{ApnsStandIn, FcmStandIn, Received};
 
 const KEY_ID: &str = "KEY1234567";
 const TEAM_ID: &str = "TEAM123456";
@@ -46,7 +46,7 @@ async fn rig_with(extra: &[(&str, &str)]) -> PushRig {
     overrides.extend_from_slice(extra);
     let app = TestApp::spawn(BrokerKind::Embedded, Roles::everything(), &overrides).await;
     let keys = tempfile::TempDir::new().unwrap();
-    let (p8, point) = support::keys::p256_key(keys.path());
+    let (p8, point) = testkit::keys::p256_key(keys.path());
     apns.accept_key(KEY_ID, point, TEAM_ID);
     let (status, body) = app
         .call(
@@ -57,7 +57,7 @@ async fn rig_with(extra: &[(&str, &str)]) -> PushRig {
         .await;
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(body["privateKey"], "[redacted]");
-    let (rsa, public) = support::keys::rsa_key(keys.path());
+    let (rsa, public) = testkit::keys::rsa_key(keys.path());
     fcm.accept_account(ACCOUNT, public);
     // The service account JSON as Google issues it, extra fields and all.
     let account = json!({
@@ -424,7 +424,7 @@ async fn refused_credentials_fail_the_tenants_pushes_without_asking_again() {
     register(app, "ada", "ios", "ios-ada").await;
     // A key Apple does not know.
     let other = tempfile::TempDir::new().unwrap();
-    let (unknown, _) = support::keys::p256_key(other.path());
+    let (unknown, _) = testkit::keys::p256_key(other.path());
     let (status, _) = app
         .call(
             Method::PUT,
@@ -458,7 +458,7 @@ async fn refused_credentials_fail_the_tenants_pushes_without_asking_again() {
 
     // New credentials lift it.
     let keys = tempfile::TempDir::new().unwrap();
-    let (p8, point) = support::keys::p256_key(keys.path());
+    let (p8, point) = testkit::keys::p256_key(keys.path());
     rig.apns.accept_key("NEWKEY1234", point, TEAM_ID);
     let (status, _) = app
         .call(
@@ -573,9 +573,9 @@ async fn configured_credentials_serve_tenants_without_their_own() {
     let apns = ApnsStandIn::start().await;
     let fcm = FcmStandIn::start().await;
     let keys = tempfile::TempDir::new().unwrap();
-    let (p8, point) = support::keys::p256_key(keys.path());
+    let (p8, point) = testkit::keys::p256_key(keys.path());
     apns.accept_key("GLOBALKEY1", point, TEAM_ID);
-    let (rsa, public) = support::keys::rsa_key(keys.path());
+    let (rsa, public) = testkit::keys::rsa_key(keys.path());
     fcm.accept_account(ACCOUNT, public);
     let account = keys.path().join("service-account.json");
     std::fs::write(
@@ -688,7 +688,7 @@ async fn a_tenants_token_uri_must_be_googles_unless_the_operator_allows_others()
     )
     .await;
     let keys = tempfile::TempDir::new().unwrap();
-    let (rsa, public) = support::keys::rsa_key(keys.path());
+    let (rsa, public) = testkit::keys::rsa_key(keys.path());
     fcm.accept_account(ACCOUNT, public);
     let account = |token_uri: &str| {
         json!({"type": "service_account", "project_id": "test-project", "private_key": rsa,

@@ -2,7 +2,7 @@
 //! quorum queues, and retries while a work queue is full. Faults of RabbitMQ itself (a
 //! restart, an alarm, a broker down at start) are in `rabbitmq_node.rs`.
 
-use crate::support::{self, TestApp, audit_event, push_event};
+use crate::support::{self, TestApp};
 use async_trait::async_trait;
 use herald::app::Roles;
 use herald::config::BrokerKind;
@@ -14,6 +14,7 @@ use lapin::{BasicProperties, Connection};
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
+use testkit::seeds::{audit_event, push_event};
 use tokio::sync::mpsc;
 
 /// Hands every envelope it receives to the test.

@@ -5,7 +5,7 @@
 //! group in `.config/nextest.toml`); each starts it if it is not running and stops it when
 //! it ends.
 
-use crate::support::{self, TestApp, audit_event};
+use crate::support::{self, TestApp};
 use async_trait::async_trait;
 use herald::app::{Herald, Roles};
 use herald::config::BrokerKind;
@@ -18,6 +18,7 @@ use std::collections::{HashMap, HashSet};
 use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+use testkit::seeds::audit_event;
 
 /// A RabbitMQ node of the tests' own, on port 5673, so that stopping it disturbs no other
 /// test; `rabbitmq-server` must be installed.
@@ -450,7 +451,7 @@ async fn with_rabbitmq_down_at_start_herald_answers_503_until_it_is_up() {
         client
             .post(format!("{address}/v1/notifications/email"))
             .bearer_auth(&key)
-            .json(&support::email_event())
+            .json(&testkit::seeds::email_event())
             .send()
     };
     let refused = send().await.unwrap();

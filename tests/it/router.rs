@@ -3,13 +3,14 @@
 //! exactly, and requests a client library would not send (a body streamed without a
 //! length) are easy to make. Herald runs on the embedded broker in a directory of its own.
 
-use crate::support::{self, email_event};
+use crate::support;
 use axum::body::Body;
 use axum::http::{HeaderMap, Method, Request, StatusCode, header};
 use herald::app::Herald;
 use herald::config::BrokerKind;
 use serde_json::{Value, json};
 use tempfile::TempDir;
+use testkit::seeds::email_event;
 use tower::ServiceExt;
 
 /// The body limit of these tests: small, so that a body over it is cheap to make.

@@ -1,7 +1,7 @@
 //! Shutdown: the process stops on SIGTERM, and a pool stops taking work but finishes what
 //! it holds.
 
-use crate::support::{self, audit_event, email_event, eventually, publication};
+use crate::support::{self, eventually, publication};
 use async_trait::async_trait;
 use herald::app::Herald;
 use herald::config::BrokerKind;
@@ -11,6 +11,7 @@ use herald::workers::{Handler, Outcome};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
+use testkit::seeds::{audit_event, email_event};
 
 /// Takes its time with each message, counting those it finished.
 struct Slow(Arc<AtomicUsize>, Arc<AtomicUsize>);
@@ -77,7 +78,7 @@ async fn a_pool_drains_its_in_flight_messages_on_shutdown_and_takes_no_more() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_binary_serves_on_defaults_and_exits_cleanly_on_sigterm() {
     let dir = tempfile::TempDir::new().unwrap();
-    let port = support::free_port();
+    let port = testkit::free_port();
     // A fresh directory with nothing configured, as on a new clone; only the port differs
     // from the defaults so that tests can run side by side.
     let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_herald"))

@@ -1,7 +1,7 @@
 //! Tenancy: API keys decide the tenant, the admin API manages tenants and keys, and a
 //! revoked key is refused within a second, also by a second instance on the same database.
 
-use crate::support::{self, TestApp, email_event};
+use crate::support::{self, TestApp};
 use herald::app::{Herald, Roles};
 use herald::config::BrokerKind;
 use herald::domain::TenantId;
@@ -9,6 +9,7 @@ use herald::shutdown::Shutdown;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use std::time::{Duration, Instant};
+use testkit::seeds::email_event;
 
 const ADMIN_TOKEN: &str = "an-admin-token-for-tests";
 

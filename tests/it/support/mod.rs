@@ -9,8 +9,6 @@
 //! one and where.
 
 pub mod accounting;
-pub mod keys;
-pub mod push_providers;
 pub mod smtp_relay;
 pub mod socket;
 
@@ -33,15 +31,6 @@ pub fn http_client() -> reqwest::Client {
 pub fn rabbitmq_url() -> String {
     std::env::var("HERALD_TEST_RABBITMQ_URL")
         .unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".to_owned())
-}
-
-/// A port nothing listens on now, for a process the test starts.
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// Whether a TCP listener answers at `host:port`.
@@ -319,40 +308,6 @@ where
     }
 }
 
-/// An email event as the seeds send one.
-pub fn email_event() -> serde_json::Value {
-    serde_json::json!({
-        "tenantId": 1,
-        "to": ["ada@example.com"],
-        "template": "welcome",
-        "data": {"name": "Ada"}
-    })
-}
-
-/// A push event as the seeds send one.
-pub fn push_event() -> serde_json::Value {
-    serde_json::json!({
-        "tenantId": 1,
-        "recipientIds": ["user_123", "user_456"],
-        "title": "New Message",
-        "body": "You have a new message from John",
-        "data": {"conversationId": "conv_789"}
-    })
-}
-
-/// An audit event as the seeds send one.
-pub fn audit_event() -> serde_json::Value {
-    serde_json::json!({
-        "eventType": "USER_UPDATED",
-        "userId": "user_123",
-        "tenantId": 1,
-        "entityType": "User",
-        "entityId": "user_456",
-        "changes": {"email": "new@example.com"},
-        "timestamp": "2026-01-31T12:00:00Z"
-    })
-}
-
 /// An event of `kind` as a publication on `topology`, with its id.
 pub fn publication(
     topology: &herald::broker::Topology,
@@ -361,13 +316,10 @@ pub fn publication(
 ) -> (herald::broker::Publication, herald::domain::NotificationId) {
     let event = herald::domain::Event::parse(kind, payload).expect("a valid test event");
     let envelope = herald::domain::Envelope::new(event);
-    let publication = herald::broker::Publication {
-        exchange: topology.queue(kind).exchange.clone(),
-        routing_key: envelope.event.routing_key().to_owned(),
-        message_id: envelope.id.to_string(),
-        body: envelope.to_bytes().into(),
-    };
-    (publication, envelope.id)
+    (
+        herald::broker::Publication::of(&envelope, topology),
+        envelope.id,
+    )
 }
 
 /// Deletes a test's queues and exchanges from RabbitMQ, so that test runs leave nothing

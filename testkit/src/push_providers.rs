@@ -125,9 +125,8 @@ impl ApnsStandIn {
     /// Starts the stand-in; without `details` it keeps only each request's token, time
     /// and status.
     pub async fn start_keeping(details: bool) -> ApnsStandIn {
-        herald::channels::tls::install_default_provider();
         let certificates = tempfile::TempDir::new().unwrap();
-        let (ca_file, cert, key) = super::keys::test_certificates(certificates.path());
+        let (ca_file, cert, key) = crate::keys::test_certificates(certificates.path());
         let state = Arc::new(ApnsState {
             log: Log::default(),
             details,
@@ -204,7 +203,6 @@ impl ApnsStandIn {
     }
 
     /// How many pushes it accepted (200) so far.
-    #[allow(dead_code)] // The push bench counts with it; the tests read `received`.
     pub fn accepted(&self) -> usize {
         self.state.accepted.load(Ordering::SeqCst)
     }
