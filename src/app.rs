@@ -112,32 +112,21 @@ pub async fn open_broker(
 }
 
 /// Applies the database's migrations and prepares the broker (the embedded one's file, or
-/// RabbitMQ's topology), then closes both: what `herald migrate` does. It fails, saying
-/// why, when RabbitMQ does not accept a connection within `broker.rabbitmq.migrate_wait`,
-/// rather than wait forever.
+/// RabbitMQ's topology), then closes both, starting nothing: what `herald migrate` does.
+/// It fails, saying why, when RabbitMQ does not accept a connection within
+/// `broker.rabbitmq.migrate_wait`, rather than wait forever.
 pub async fn migrate(settings: &Settings) -> Result<(), StartError> {
     crate::channels::tls::install_default_provider();
     store::open(&settings.database.url).await?;
-    let topology = Topology::from_settings(settings);
     match settings.broker.kind {
-        BrokerKind::Embedded => {
-            EmbeddedBroker::open(topology, settings.broker.embedded.clone())
-                .await?
-                .close()
-                .await;
-        }
+        BrokerKind::Embedded => EmbeddedBroker::migrate(&settings.broker.embedded).await?,
         BrokerKind::Rabbitmq => {
-            let broker = AmqpBroker::connect(
-                topology,
+            AmqpBroker::declare(
+                &Topology::from_settings(settings),
                 &settings.broker.rabbitmq,
-                settings.broker.publish_timeout,
+                settings.broker.rabbitmq.migrate_wait,
             )
-            .await?;
-            let connected = broker
-                .wait_connected(settings.broker.rabbitmq.migrate_wait)
-                .await;
-            broker.close().await;
-            connected?;
+            .await?
         }
     }
     Ok(())
@@ -151,11 +140,13 @@ fn handler_for(kind: EventKind, herald: &Herald) -> Arc<dyn Handler> {
             &herald.settings.email,
             herald.templates.clone(),
             store.clone(),
+            herald.ledger.clone(),
             herald.settings.providers.outbound(),
         )),
         EventKind::Push => Arc::new(PushHandler::new(
             &herald.settings.push,
             store.clone(),
+            herald.ledger.clone(),
             herald.realtime.clone(),
             herald.settings.providers.outbound(),
         )),
@@ -226,7 +217,7 @@ impl Herald {
             self.metrics.clone(),
             self.settings.workers.handler_timeout,
         )
-        .with_ledger(self.ledger.clone())
+        .with_outcome_sink(Arc::new(self.ledger.clone()))
         .with_tenancy(self.tenancy.clone())
         .with_dead_letter_bounds(self.settings.dead_letters.every)
     }

@@ -22,6 +22,7 @@ pub mod idempotency;
 pub mod ingress;
 pub mod ledger;
 pub mod outbound;
+pub mod outcome;
 pub mod realtime;
 pub mod retention;
 pub mod shutdown;

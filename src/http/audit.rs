@@ -8,12 +8,20 @@ use super::error::{ApiError, invalid};
 use crate::audit::{self, Verification};
 use crate::domain::schema;
 use crate::store::{AuditQuery, AuditRecord};
-use axum::Json;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
+use axum::routing::get;
+use axum::{Json, Router};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
+
+/// The audit query routes; audit events are sent with the other sends.
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/v1/audit/events", get(query))
+        .route("/v1/audit/verify", get(verify))
+}
 
 /// The query string of `GET /v1/audit/events`.
 #[derive(Debug, Deserialize, utoipa::IntoParams)]

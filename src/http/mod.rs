@@ -62,6 +62,7 @@ pub struct AppState {
 pub fn router(state: AppState) -> Router {
     Router::new()
         .merge(send::router())
+        .merge(audit::router())
         .merge(admin::router())
         .merge(queues::router())
         .merge(notifications::router())

@@ -17,6 +17,7 @@ mod tokens;
 pub use hub::{Hub, LocalBus, UserBus, presence_key, user_key};
 pub use tokens::{TokenError, TokenKey};
 
+use crate::channels::push::InAppInbox;
 use crate::config::{BrokerKind, RealtimeSettings, Settings};
 use crate::domain::TenantId;
 use crate::store::{Store, StoreError};
@@ -158,5 +159,22 @@ impl Realtime {
         for user in users {
             self.hub.poke(&user_key(tenant.as_str(), user)).await;
         }
+    }
+}
+
+#[async_trait::async_trait]
+impl InAppInbox for Realtime {
+    async fn deliver(
+        &self,
+        tenant: &TenantId,
+        users: &[&str],
+        id: &str,
+        item: &serde_json::Value,
+    ) -> Result<(), StoreError> {
+        self.store
+            .add_to_inboxes(tenant, users, id, &item.to_string())
+            .await?;
+        self.poke(tenant, users).await;
+        Ok(())
     }
 }

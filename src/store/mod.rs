@@ -23,6 +23,7 @@ pub use sql::SqlStore;
 pub use templates::{NewTemplate, StoredTemplate, TemplateStore};
 
 use crate::domain::TenantId;
+use crate::outcome::{Channel, DeliveryStatus, NotificationState, RenderedFrom};
 
 /// A tenant.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
@@ -98,10 +99,8 @@ pub struct LedgerNotification {
     pub tenant_id: String,
     /// `chat`, `push`, `email` or `audit`.
     pub kind: String,
-    /// `queued`, `processing`, `delivered`, `partially_delivered`, `failed`, `expired`,
-    /// `undeliverable` (no recipient had anywhere to receive it) or `rejected` (not an
-    /// event Herald may act on, such as one for a tenant that does not exist).
-    pub status: String,
+    /// Where it stands, its deliveries summed up.
+    pub status: NotificationState,
     /// Why the event as a whole ended as it did, when it did not reach its recipients
     /// (`unknown tenant`, the last error of a failed event).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -122,12 +121,12 @@ pub struct LedgerNotification {
 pub struct LedgerDelivery {
     /// The user or address it is for.
     pub recipient: String,
-    /// `realtime`, `push`, `email` or `audit`.
-    pub channel: String,
+    /// The channel it goes through.
+    pub channel: Channel,
     /// Where it goes (an address, a device token), or empty until known.
     pub target: String,
-    /// `queued`, `delivered`, `failed`, `expired`, `undeliverable` or `rejected`.
-    pub status: String,
+    /// Where it stands.
+    pub status: DeliveryStatus,
     /// Handler attempts so far.
     pub attempts: u32,
     /// The last error, if an attempt failed.
@@ -137,29 +136,6 @@ pub struct LedgerDelivery {
     pub reply: Option<String>,
     /// When it last changed.
     pub updated_at: DateTime<Utc>,
-}
-
-/// The template (and version) a message was rendered from.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct RenderedFrom {
-    /// The template's name.
-    pub name: String,
-    /// The locale rendered (`fr-CA`); absent for the default.
-    #[serde(
-        default,
-        skip_serializing_if = "String::is_empty",
-        serialize_with = "conventional_locale"
-    )]
-    #[schema(value_type = Option<String>)]
-    pub locale: String,
-    /// The tenant's version, or none for a built-in template.
-    pub version: Option<i64>,
-}
-
-/// Writes a stored (lower-cased) locale as it is shown everywhere.
-fn conventional_locale<S: serde::Serializer>(locale: &str, s: S) -> Result<S::Ok, S::Error> {
-    s.serialize_str(&crate::domain::Locale::conventional(locale))
 }
 
 /// One write to the ledger.

@@ -97,6 +97,12 @@ const UNCONFIRMED: u16 = 503;
 /// Rows per multi-row audit statement: 13 parameters each.
 const AUDIT_ROWS_PER_STATEMENT: usize = 1000;
 
+/// A status or channel read back from its column.
+fn parsed<T: FromStr<Err = crate::outcome::UnknownStatus>>(text: String) -> Result<T, StoreError> {
+    text.parse()
+        .map_err(|e: crate::outcome::UnknownStatus| StoreError::Corrupt(e.to_string()))
+}
+
 /// Rows per multi-row ledger statement: 9 parameters at most, well under both databases'
 /// parameter limits.
 const LEDGER_ROWS_PER_STATEMENT: usize = 1000;
@@ -440,7 +446,7 @@ macro_rules! sql_store {
                             row.push_bind(n.id.clone())
                                 .push_bind(n.tenant_id.clone())
                                 .push_bind(n.kind.clone())
-                                .push_bind(n.status.clone())
+                                .push_bind(n.status.as_str())
                                 .push_bind(n.reason.clone())
                                 .push_bind(n.created_at)
                                 .push_bind(n.updated_at)
@@ -466,10 +472,10 @@ macro_rules! sql_store {
                         );
                         insert.push_values(chunk, |mut row, (id, d)| {
                             row.push_bind(id.clone())
-                                .push_bind(d.channel.clone())
+                                .push_bind(d.channel.as_str())
                                 .push_bind(d.recipient.clone())
                                 .push_bind(d.target.clone())
-                                .push_bind(d.status.clone())
+                                .push_bind(d.status.as_str())
                                 .push_bind(i32::try_from(d.attempts).unwrap_or(i32::MAX))
                                 .push_bind(d.last_error.clone())
                                 .push_bind(d.reply.clone())
@@ -523,7 +529,7 @@ macro_rules! sql_store {
                     id: row.try_get("id")?,
                     tenant_id: row.try_get("tenant_id")?,
                     kind: row.try_get("kind")?,
-                    status: row.try_get("status")?,
+                    status: parsed(row.try_get("status")?)?,
                     reason: row.try_get("reason")?,
                     created_at: row.try_get("created_at")?,
                     updated_at: row.try_get("updated_at")?,
@@ -543,10 +549,10 @@ macro_rules! sql_store {
                     .into_iter()
                     .map(|row| {
                         Ok(LedgerDelivery {
-                            channel: row.try_get("channel")?,
+                            channel: parsed(row.try_get("channel")?)?,
                             recipient: row.try_get("recipient")?,
                             target: row.try_get("target")?,
-                            status: row.try_get("status")?,
+                            status: parsed(row.try_get("status")?)?,
                             attempts: row.try_get::<i32, _>("attempts").map(|a| a.max(0) as u32)?,
                             last_error: row.try_get("last_error")?,
                             reply: row.try_get("reply")?,

@@ -98,6 +98,15 @@ pub struct AmqpBroker {
     inner: Arc<Inner>,
 }
 
+/// The type of queue the settings ask for.
+fn queue_type(settings: &RabbitMqSettings) -> QueueType {
+    if settings.quorum_queues {
+        QueueType::Quorum
+    } else {
+        QueueType::Classic
+    }
+}
+
 /// Connects and declares the topology.
 async fn open(
     url: &str,
@@ -131,11 +140,7 @@ impl AmqpBroker {
         publish_timeout: Duration,
     ) -> Result<Self, BrokerError> {
         let url_for_logs = redact_url(settings.url.expose_secret());
-        let queue_type = if settings.quorum_queues {
-            QueueType::Quorum
-        } else {
-            QueueType::Classic
-        };
+        let queue_type = queue_type(settings);
         let first = open(
             settings.url.expose_secret(),
             &url_for_logs,
@@ -181,23 +186,42 @@ impl AmqpBroker {
         Ok(broker)
     }
 
-    /// Waits up to `timeout` for a connection: for `herald migrate`, which must say
-    /// whether it prepared the broker rather than wait forever.
-    pub async fn wait_connected(&self, timeout: Duration) -> Result<(), BrokerError> {
-        let deadline = Instant::now() + timeout;
+    /// Declares `topology` and disconnects, with nothing left running: what `herald
+    /// migrate` does. RabbitMQ is tried again every second until `wait` has passed, then
+    /// the last failure is the answer, rather than waiting forever.
+    pub async fn declare(
+        topology: &Topology,
+        settings: &RabbitMqSettings,
+        wait: Duration,
+    ) -> Result<(), BrokerError> {
+        let url_for_logs = redact_url(settings.url.expose_secret());
+        let queue_type = queue_type(settings);
+        let deadline = Instant::now() + wait;
         loop {
-            if self.connection().is_ok() {
-                return Ok(());
+            match open(
+                settings.url.expose_secret(),
+                &url_for_logs,
+                topology,
+                queue_type,
+            )
+            .await
+            {
+                Ok(connection) => {
+                    let _ = connection.close(200, "topology declared".into()).await;
+                    return Ok(());
+                }
+                Err(e @ BrokerError::Topology { .. }) => return Err(e),
+                Err(e) if Instant::now() >= deadline => {
+                    return Err(BrokerError::Unavailable(format!(
+                        "RabbitMQ at {url_for_logs} did not accept a connection within {wait:?}: {}",
+                        cause(&e)
+                    )));
+                }
+                Err(e) => {
+                    tracing::debug!(error = %e, "RabbitMQ is not reachable yet; trying again");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
             }
-            if Instant::now() >= deadline {
-                let trouble = self.inner.trouble.lock().expect("never poisoned").clone();
-                return Err(BrokerError::Unavailable(format!(
-                    "RabbitMQ at {} did not accept a connection within {timeout:?}: {}",
-                    self.inner.url_for_logs,
-                    trouble.unwrap_or_else(|| "no answer".into())
-                )));
-            }
-            tokio::time::sleep(Duration::from_millis(200)).await;
         }
     }
 

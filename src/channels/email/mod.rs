@@ -19,24 +19,26 @@ pub use outbox::Outbox;
 pub use smtp::{RelayError, RelaySettings, Relays, Security, SendResult, Whose};
 pub use templates::{RenderError, RenderLimit, RenderLimits, Rendered, Templates};
 
-use crate::channels::{OutboundLimit, TenantProviders, settled_deliveries};
+use crate::channels::{OutboundLimit, TenantProviders};
 use crate::config::EmailSettings;
 use crate::domain::{EmailAddress, EmailNotification, Envelope, Event, TenantId};
+use crate::ledger::Ledger;
 use crate::outbound::OutboundPolicy;
+use crate::outcome::{Channel, DeliveryOutcome, Outcome, Report};
 use crate::store::Store;
-use crate::workers::{DeliveryOutcome, Handler, Outcome, Report};
+use crate::workers::Handler;
 use async_trait::async_trait;
 use futures_util::StreamExt;
 use lettre::message::Mailbox;
 use std::sync::Arc;
 
-/// The ledger's channel name for email.
-const CHANNEL: &str = "email";
+/// The ledger's channel for email.
+const CHANNEL: Channel = Channel::Email;
 
 /// The email queue's handler.
 pub struct EmailHandler {
     templates: Arc<Templates>,
-    store: Arc<dyn Store>,
+    ledger: Ledger,
     outbox: Outbox,
     relays: Relays,
     /// The relay of tenants without their own.
@@ -61,10 +63,12 @@ impl EmailHandler {
         settings: &EmailSettings,
         templates: Arc<Templates>,
         store: Arc<dyn Store>,
+        ledger: Ledger,
         outbound: OutboundPolicy,
     ) -> Self {
         EmailHandler {
             templates,
+            ledger,
             outbox: Outbox::new(settings.outbox_dir.clone()),
             relays: Relays::new(
                 settings.pool_size,
@@ -76,8 +80,7 @@ impl EmailHandler {
                 outbound,
             ),
             relay: settings.smtp.clone(),
-            tenant_relays: TenantProviders::new("smtp", store.clone()),
-            store,
+            tenant_relays: TenantProviders::new("smtp", store),
             default_from: settings
                 .from
                 .parse()
@@ -212,11 +215,10 @@ impl EmailHandler {
             _ => None,
         }
         .unwrap_or_else(|| self.default_from.clone());
-        let mut settled =
-            match settled_deliveries(self.store.as_ref(), envelope, attempt, CHANNEL).await {
-                Ok(settled) => settled,
-                Err(e) => return Outcome::retry(e),
-            };
+        let mut settled = match self.ledger.settled(envelope, attempt, CHANNEL).await {
+            Ok(settled) => settled,
+            Err(e) => return Outcome::retry(e),
+        };
         let sends: Vec<_> = email
             .to
             .as_slice()

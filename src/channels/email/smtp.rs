@@ -215,6 +215,7 @@ struct RelayConnector {
 }
 
 impl Connect for RelayConnector {
+    #[tracing::instrument(name = "smtp_connect", skip_all, fields(relay = %self.relay.address()))]
     async fn connect(&self) -> Result<Session, SessionError> {
         let timeout = self.connector.timeout;
         let connecting = self.connector.connect(&self.relay, self.whose);

@@ -13,7 +13,8 @@
 
 use super::plain_text;
 use crate::domain::TenantId;
-use crate::store::{NewTemplate, RenderedFrom, Store, StoreError, StoredTemplate};
+use crate::outcome::RenderedFrom;
+use crate::store::{NewTemplate, Store, StoreError, StoredTemplate};
 use handlebars::{
     BlockContext, BlockParams, Context, Handlebars, Helper, HelperDef, HelperResult, Output,
     RenderContext, RenderErrorReason, Renderable, Template, TemplateError,
@@ -799,7 +800,8 @@ impl Registry {
         };
         let from = RenderedFrom {
             name: name.to_owned(),
-            locale: found.to_owned(),
+            // Shown as locales are conventionally written (`fr-CA`), wherever it is shown.
+            locale: crate::domain::Locale::conventional(found),
             version: entry.version,
         };
         Ok((rendered, from))

@@ -72,6 +72,7 @@ impl ApnsClient {
 
     /// Forgets the provider token, so that the next push makes a new one.
     fn renew_token(&self) {
+        tracing::info!("APNs says the provider token expired; signing a new one");
         *self.token.lock().expect("never poisoned") = None;
     }
 

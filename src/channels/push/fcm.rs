@@ -72,6 +72,7 @@ impl FcmClient {
     }
 
     /// A current access token: the cached one, or a new one from the token endpoint.
+    #[tracing::instrument(name = "fcm_access_token", skip_all, fields(account = %self.credentials.client_email))]
     async fn access_token(&self) -> Result<String, TokenError> {
         let mut access = self.access.lock().await;
         if let Some((token, expires)) = access.as_ref()
@@ -101,7 +102,10 @@ impl FcmClient {
             ])
             .send()
             .await
-            .map_err(|e| TokenError::Unavailable(format!("Google's token endpoint: {e}")))?;
+            .map_err(|e| {
+                tracing::warn!(error = %e, "Google's token endpoint did not answer");
+                TokenError::Unavailable(format!("Google's token endpoint: {e}"))
+            })?;
         let status = response.status();
         let body = outbound::json_answer(response).await;
         if status.is_client_error() {
@@ -122,6 +126,7 @@ impl FcmClient {
                 "Google's token endpoint answered {status} without a token"
             )));
         };
+        tracing::debug!(expires_in, "new FCM access token");
         let expires = Instant::now() + Duration::from_secs(expires_in);
         *access = Some((token.to_owned(), expires));
         Ok(token.to_owned())

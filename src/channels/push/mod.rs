@@ -18,12 +18,14 @@ mod outbox;
 
 pub use credentials::{ApnsCredentials, ApnsEnvironment, CredentialError, FcmCredentials};
 
-use crate::channels::{OutboundLimit, TenantProviders, settled_deliveries};
+use crate::channels::{OutboundLimit, TenantProviders};
 use crate::config::PushSettings;
 use crate::domain::{Envelope, Event, Platform, PushNotification, TenantId};
+use crate::ledger::Ledger;
 use crate::outbound::OutboundPolicy;
-use crate::store::{Device, Store};
-use crate::workers::{DeliveryOutcome, Handler, Outcome, Report};
+use crate::outcome::{Channel, DeliveryOutcome, Outcome, Report};
+use crate::store::{Device, Store, StoreError};
+use crate::workers::Handler;
 use apns::ApnsClient;
 use async_trait::async_trait;
 use fcm::FcmClient;
@@ -33,10 +35,25 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-/// The ledger's channel name for push.
-const CHANNEL: &str = "push";
+/// The ledger's channel for push.
+const CHANNEL: Channel = Channel::Push;
 /// The ledger's target for a push's copy in the recipient's in-app inbox.
 const INBOX: &str = "inbox";
+
+/// Where a push marked `inApp` goes besides devices: each recipient's in-app inbox, and
+/// their live connections.
+#[async_trait]
+pub trait InAppInbox: Send + Sync {
+    /// Adds `item` (the notification as the inbox lists it) under `id` to each of
+    /// `users`' inboxes, once however often it is added, and tells their connections.
+    async fn deliver(
+        &self,
+        tenant: &TenantId,
+        users: &[&str],
+        id: &str,
+        item: &serde_json::Value,
+    ) -> Result<(), StoreError>;
+}
 
 /// What a provider made of one push to one device.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -101,6 +118,8 @@ pub struct PushHandler {
     /// Where tenants' token endpoints may be.
     outbound: OutboundPolicy,
     store: Arc<dyn Store>,
+    /// Where earlier attempts' deliveries are looked up.
+    ledger: Ledger,
     /// For FCM and Google's token endpoint.
     http: reqwest::Client,
     /// TLS for APNs, which speaks HTTP/2 only.
@@ -115,7 +134,8 @@ pub struct PushHandler {
     refused: Mutex<HashMap<String, (Instant, String)>>,
     outbox: PushOutbox,
     /// Where `inApp` notifications also go.
-    realtime: Arc<crate::realtime::Realtime>,
+    /// Where in-app copies go.
+    inbox: Arc<dyn InAppInbox>,
     per_tenant: OutboundLimit,
     per_provider: OutboundLimit,
 }
@@ -125,7 +145,8 @@ impl PushHandler {
     pub fn new(
         settings: &PushSettings,
         store: Arc<dyn Store>,
-        realtime: Arc<crate::realtime::Realtime>,
+        ledger: Ledger,
+        inbox: Arc<dyn InAppInbox>,
         outbound: OutboundPolicy,
     ) -> Self {
         let extra_ca = settings
@@ -151,13 +172,14 @@ impl PushHandler {
             tenant_apns: TenantProviders::new("apns", store.clone()),
             tenant_fcm: TenantProviders::new("fcm", store.clone()),
             store,
+            ledger,
             http,
             apns_tls,
             apns_clients: Mutex::new(HashMap::new()),
             fcm_clients: Mutex::new(HashMap::new()),
             refused: Mutex::new(HashMap::new()),
             outbox: PushOutbox::new(settings.outbox.clone()),
-            realtime,
+            inbox,
             per_tenant: OutboundLimit::per_second(settings.rate_limits.per_tenant),
             per_provider: OutboundLimit::per_second(settings.rate_limits.per_provider),
             settings: settings.clone(),
@@ -277,7 +299,13 @@ impl PushHandler {
             .insert(fingerprint.to_owned(), (until, why.to_owned()));
     }
 
-    /// Sends the push to one device; answers its outcome and what the provider said.
+    /// Sends the push to one device; answers its outcome and what the provider said. Its
+    /// span, a child of the worker's (which has the event id), names the device by its
+    /// token's first characters: enough to find it, not enough to push to it.
+    #[tracing::instrument(name = "push_send", skip_all, fields(
+        platform = %device.platform,
+        token = %device.token.get(..8).unwrap_or(&device.token),
+    ))]
     async fn push_to(
         &self,
         envelope: &Envelope,
@@ -324,6 +352,18 @@ impl PushHandler {
                 (result, fingerprint)
             }
         };
+        match &result {
+            PushResult::Delivered(reply) => {
+                tracing::debug!(provider = provider.name(), %reply, "pushed")
+            }
+            PushResult::Retry { error, after } => {
+                tracing::info!(provider = provider.name(), %error, ?after, "push to retry")
+            }
+            PushResult::Unregistered(said) | PushResult::Failed(said) => {
+                tracing::info!(provider = provider.name(), reply = %said, "push refused")
+            }
+            PushResult::RefusedCredentials(_) => {} // Logged below, with the tenant.
+        }
         match result {
             PushResult::Delivered(reply) => (Outcome::Delivered, Some(reply)),
             PushResult::Retry { error, after } => (
@@ -373,24 +413,18 @@ impl PushHandler {
                 "createdAt": envelope.created_at,
             });
             let id = envelope.id.to_string();
-            if let Err(e) = self
-                .store
-                .add_to_inboxes(tenant, &users, &id, &item.to_string())
-                .await
-            {
+            if let Err(e) = self.inbox.deliver(tenant, &users, &id, &item).await {
                 return Outcome::retry(format!("adding to the in-app inboxes: {e}"));
             }
-            self.realtime.poke(tenant, &users).await;
         }
         let devices = match self.store.devices_of(tenant, &users, platforms).await {
             Ok(devices) => devices,
             Err(e) => return Outcome::retry(format!("reading the device registry: {e}")),
         };
-        let mut settled =
-            match settled_deliveries(self.store.as_ref(), envelope, attempt, CHANNEL).await {
-                Ok(settled) => settled,
-                Err(e) => return Outcome::retry(e),
-            };
+        let mut settled = match self.ledger.settled(envelope, attempt, CHANNEL).await {
+            Ok(settled) => settled,
+            Err(e) => return Outcome::retry(e),
+        };
         let mut routes = HashMap::new();
         for provider in [Provider::Apns, Provider::Fcm] {
             routes.insert(provider.name(), self.route(tenant, provider).await);
