@@ -22,6 +22,7 @@ pub use realtime::{InboxItem, NewChat, Presence, ReadReceipt, RealtimeStore, Sto
 pub use sql::SqlStore;
 pub use templates::{NewTemplate, StoredTemplate, TemplateStore};
 
+pub use crate::audit::chain::NewAuditRecord;
 use crate::domain::TenantId;
 use crate::outcome::{Channel, DeliveryStatus, NotificationState, RenderedFrom};
 
@@ -148,29 +149,6 @@ pub struct LedgerRecord {
     /// Whether this write replaces what is recorded (an outcome) or only fills in what is
     /// missing (the acceptance, which may land after a fast worker's outcome).
     pub replace: bool,
-}
-
-/// An audit record to append to its tenant's chain.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct NewAuditRecord {
-    /// The event's id; appending the same id twice appends it once.
-    pub id: String,
-    /// The tenant whose chain it joins.
-    pub tenant_id: String,
-    /// What happened.
-    pub event_type: String,
-    /// Who did it.
-    pub user_id: String,
-    /// The kind of thing it happened to.
-    pub entity_type: String,
-    /// Which one.
-    pub entity_id: String,
-    /// What changed, as JSON text.
-    pub changes: String,
-    /// When it happened (microsecond precision).
-    pub occurred_at: DateTime<Utc>,
-    /// Whether it is kept for compliance.
-    pub compliance: bool,
 }
 
 /// An audit record as stored, with its place and hashes in the chain.
