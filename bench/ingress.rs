@@ -36,8 +36,9 @@ use figment::Figment;
 use figment::providers::{Format, Serialized, Toml};
 use herald::broker::embedded::EmbeddedBroker;
 use herald::broker::{Broker, Publication, Topology};
-use herald::config::{Settings, redact_url};
+use herald::config::Settings;
 use herald::domain::{Envelope, Event, EventKind};
+use herald::telemetry::redact_url;
 use lapin::options::{
     BasicPublishOptions, ConfirmSelectOptions, ExchangeDeclareOptions, ExchangeDeleteOptions,
     QueueBindOptions, QueueDeclareOptions, QueueDeleteOptions,
@@ -476,7 +477,11 @@ fn text(s: &str) -> AMQPValue {
 
 /// The arguments Herald declares `audit.events` with (classic queue type).
 fn audit_queue_arguments(settings: &Settings, dead_letter_queue: &str) -> FieldTable {
-    let ttl_ms = settings.queues.audit.message_ttl.as_millis() as i64;
+    let ttl_ms = settings
+        .topology
+        .queue(EventKind::Audit)
+        .message_ttl
+        .as_millis() as i64;
     let mut args = FieldTable::default();
     args.insert("x-queue-type".into(), text("classic"));
     args.insert("x-message-ttl".into(), AMQPValue::LongLongInt(ttl_ms));
@@ -701,7 +706,7 @@ async fn bench_rabbitmq(connection: &Connection, url: &str, window: Window) -> R
     let realtime_exchange = settings.realtime_exchange();
     delete_rabbitmq(
         connection,
-        &Topology::from_settings(&settings),
+        &settings.topology,
         &realtime_exchange,
         &raw_names,
     )
@@ -715,7 +720,7 @@ async fn bench_rabbitmq(connection: &Connection, url: &str, window: Window) -> R
 /// The raw embedded rate: Herald's `EmbeddedBroker` in this process, no HTTP.
 async fn raw_embedded(dir: &Path, window: Window) -> Result<Run, String> {
     let settings = bench_settings(&unique_prefix(), &dir.join("broker.db"));
-    let topology = Topology::from_settings(&settings);
+    let topology = settings.topology.clone();
     let broker = EmbeddedBroker::open(topology.clone(), settings.broker.embedded.clone())
         .await
         .map_err(|e| e.to_string())?;

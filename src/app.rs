@@ -122,7 +122,7 @@ pub async fn migrate(settings: &Settings) -> Result<(), StartError> {
         BrokerKind::Embedded => EmbeddedBroker::migrate(&settings.broker.embedded).await?,
         BrokerKind::Rabbitmq => {
             AmqpBroker::declare(
-                &Topology::from_settings(settings),
+                &settings.topology,
                 &settings.broker.rabbitmq,
                 settings.broker.rabbitmq.migrate_wait,
             )
@@ -160,7 +160,7 @@ impl Herald {
     pub async fn start(settings: Settings) -> Result<Herald, StartError> {
         crate::channels::tls::install_default_provider();
         let store = store::open(&settings.database.url).await?;
-        let topology = Topology::from_settings(&settings);
+        let topology = settings.topology.clone();
         let broker = open_broker(&settings, &topology).await?;
         let topology = Arc::new(topology);
         let metrics = Arc::new(Metrics::new());
@@ -183,7 +183,8 @@ impl Herald {
             metrics,
             ledger,
             templates: Arc::new(Templates::new(store.clone(), settings.email.render)),
-            realtime: Realtime::start(&settings, store.clone()).await?,
+            realtime: Realtime::start(&settings.realtime, &settings.realtime_bus(), store.clone())
+                .await?,
             tenancy: Arc::new(Tenancy::new(store)),
             rate_limits,
             ingress,

@@ -1,12 +1,26 @@
 //! The retention job: removes audit records, ledger entries, idempotency keys and users'
 //! real-time events past their configured age. Deletes are idempotent, so every instance may run it.
 
-use crate::config::RetentionSettings;
 use crate::idempotency;
 use crate::shutdown::Shutdown;
 use crate::store::{Store, StoreError};
 use chrono::Utc;
 use std::sync::Arc;
+use std::time::Duration;
+
+/// How long stored data is kept, as configured (`retention.*`).
+#[derive(Debug, Clone)]
+pub struct RetentionSettings {
+    /// Audit records older than this are removed.
+    pub audit: Duration,
+    /// Delivery-ledger entries older than this are removed.
+    pub ledger: Duration,
+    /// Users' real-time events (what reconnecting clients replay) older than this are
+    /// removed.
+    pub realtime: Duration,
+    /// How often the retention job runs; never zero.
+    pub every: Duration,
+}
 
 /// What one run removed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -21,7 +35,7 @@ pub struct Removed {
     pub realtime_events: u64,
 }
 
-fn before(age: std::time::Duration) -> chrono::DateTime<Utc> {
+fn before(age: Duration) -> chrono::DateTime<Utc> {
     Utc::now() - chrono::Duration::from_std(age).unwrap_or(chrono::Duration::MAX)
 }
 

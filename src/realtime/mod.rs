@@ -7,6 +7,9 @@
 //! embedded broker: in process). A poked connection reads the log from its cursor, so a
 //! client gets each event once and in order, and one that reconnects with its cursor (or
 //! that acknowledged one) first gets exactly what it missed.
+//!
+//! It starts from its [`RealtimeSettings`] and the [`Bus`] the broker calls for, both made
+//! by the configuration.
 
 mod amqp_bus;
 pub mod chat;
@@ -18,12 +21,41 @@ pub use hub::{Hub, LocalBus, UserBus, presence_key, user_key};
 pub use tokens::{TokenError, TokenKey};
 
 use crate::channels::push::InAppInbox;
-use crate::config::{BrokerKind, RealtimeSettings, Settings};
 use crate::domain::TenantId;
 use crate::store::{Store, StoreError};
 use chrono::{DateTime, Utc};
-use secrecy::ExposeSecret;
+use secrecy::{ExposeSecret, SecretString};
 use std::sync::Arc;
+use std::time::Duration;
+
+/// Real-time delivery over WebSocket, as configured (`realtime.*`).
+#[derive(Debug, Clone)]
+pub struct RealtimeSettings {
+    /// The lifetime of a token when the request names none.
+    pub token_ttl: Duration,
+    /// The longest lifetime a token may be given.
+    pub token_ttl_max: Duration,
+    /// How often a connection is pinged (never zero); one silent for three of these is
+    /// closed.
+    pub heartbeat: Duration,
+    /// How long a client may take to accept a frame (never zero) before it is
+    /// disconnected (to catch up by replay when it reconnects).
+    pub send_timeout: Duration,
+}
+
+/// What instances tell each other about users' news over.
+#[derive(Debug, Clone)]
+pub enum Bus {
+    /// Nothing: one process holds every connection (the embedded broker).
+    InProcess,
+    /// A RabbitMQ topic exchange.
+    Rabbitmq {
+        /// RabbitMQ's URL, which holds a password.
+        url: SecretString,
+        /// The exchange, with the broker's prefix.
+        exchange: String,
+    },
+}
 
 /// Real-time delivery in this process.
 pub struct Realtime {
@@ -45,25 +77,20 @@ pub enum RealtimeError {
 }
 
 impl Realtime {
-    /// Reads (or makes) the token key and connects the bus the broker calls for.
+    /// Reads (or makes) the token key and connects `bus`.
     pub async fn start(
-        settings: &Settings,
+        settings: &RealtimeSettings,
+        bus: &Bus,
         store: Arc<dyn Store>,
     ) -> Result<Arc<Realtime>, RealtimeError> {
         let mut candidate = [0u8; 32];
         getrandom::fill(&mut candidate).expect("the system has randomness");
         let key = TokenKey::new(&store.realtime_key(&candidate).await?);
         let hub = Hub::new();
-        let bus: Arc<dyn UserBus> = match settings.broker.kind {
-            BrokerKind::Embedded => Arc::new(LocalBus::new(&hub)),
-            BrokerKind::Rabbitmq => {
-                let exchange = settings.realtime_exchange();
-                amqp_bus::AmqpBus::start(
-                    settings.broker.rabbitmq.url.expose_secret(),
-                    &exchange,
-                    &hub,
-                )
-                .await
+        let bus: Arc<dyn UserBus> = match bus {
+            Bus::InProcess => Arc::new(LocalBus::new(&hub)),
+            Bus::Rabbitmq { url, exchange } => {
+                amqp_bus::AmqpBus::start(url.expose_secret(), exchange, &hub).await
             }
         };
         hub.set_bus(bus);
@@ -72,12 +99,12 @@ impl Realtime {
             instance: uuid::Uuid::now_v7().to_string(),
             store,
             key,
-            settings: settings.realtime.clone(),
+            settings: settings.clone(),
         });
         // Connections of an instance that stops touching them (it crashed) count as gone
         // after three heartbeats.
         let alive = Arc::downgrade(&realtime);
-        let every = settings.realtime.heartbeat;
+        let every = settings.heartbeat;
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(every);
             while let Some(realtime) = {

@@ -127,8 +127,8 @@ impl WorkerPool {
         let keeping = self
             .dead_letter_check
             .map(|every| tokio::spawn(self.clone().keep_dead_letters(every, shutdown.clone())));
-        let permits = Arc::new(Semaphore::new(self.spec.concurrency));
-        let prefetch = u16::try_from(self.spec.concurrency).unwrap_or(u16::MAX);
+        let permits = Arc::new(Semaphore::new(self.spec.concurrency.get()));
+        let prefetch = u16::try_from(self.spec.concurrency.get()).unwrap_or(u16::MAX);
         let mut in_flight = JoinSet::new();
         let mut ordering = Ordering::default();
         // Since when the queue cannot be consumed: said once, not every second.

@@ -28,7 +28,7 @@ use super::{
     Broker, BrokerError, BrokerHealth, Consumer, DeadLetter, DroppedLetter, Publication,
     PublishError, QueueSpec, QueueStats, Topology,
 };
-use crate::config::{RabbitMqSettings, redact_url};
+use crate::telemetry::redact_url;
 use async_trait::async_trait;
 use lapin::options::{
     BasicGetOptions, BasicNackOptions, BasicPublishOptions, ConfirmSelectOptions,
@@ -38,6 +38,7 @@ use lapin::types::{AMQPValue, FieldTable};
 use lapin::{BasicProperties, Channel, Confirmation, Connection, ConnectionProperties};
 use secrecy::ExposeSecret;
 use secrecy::SecretString;
+use std::num::NonZeroUsize;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -66,6 +67,21 @@ const LATE_CONFIRM_LIMIT: Duration = Duration::from_secs(120);
 
 /// How long one attempt to connect may take before it counts as failed.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// RabbitMQ, as configured (`broker.rabbitmq.*`).
+#[derive(Debug, Clone)]
+pub struct RabbitMqSettings {
+    /// `amqp://user:password@host:port/vhost` (or `amqps://`); holds a password, so it is
+    /// kept secret.
+    pub url: SecretString,
+    /// How many confirm-mode channels publishes are spread over.
+    pub confirm_channels: NonZeroUsize,
+    /// Declare quorum queues (for clusters) instead of classic ones.
+    pub quorum_queues: bool,
+    /// How long `herald migrate` waits for RabbitMQ to accept a connection before it
+    /// fails (an init container may start before the broker does).
+    pub migrate_wait: Duration,
+}
 
 /// A publisher channel and the connection generation it belongs to.
 struct PublisherSlot {
@@ -159,7 +175,7 @@ impl AmqpBroker {
                 (None, Some(cause(&e)))
             }
         };
-        let publishers = (0..settings.confirm_channels.max(1))
+        let publishers = (0..settings.confirm_channels.get())
             .map(|_| {
                 Mutex::new(PublisherSlot {
                     generation: 0,

@@ -16,7 +16,6 @@ use super::{
     Broker, BrokerError, BrokerHealth, Consumer, DeadLetter, DroppedLetter, Publication,
     PublishError, QueueSpec, QueueStats, Topology,
 };
-use crate::config::EmbeddedSettings;
 use async_trait::async_trait;
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool, SqlitePoolOptions,
@@ -25,11 +24,27 @@ use sqlx::sqlite::{
 use sqlx::{ConnectOptions, Connection, Row};
 use std::collections::{HashMap, HashSet};
 use std::fs::File;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tokio::sync::{Notify, mpsc, oneshot};
 use writer::{NewMessage, Write};
+
+/// The embedded broker, as configured (`broker.embedded.*`): nothing to check, so it is
+/// read as it is.
+#[derive(Debug, Clone, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EmbeddedSettings {
+    /// Its SQLite file.
+    pub path: PathBuf,
+    /// How long a worker may hold a message before it is delivered again.
+    #[serde(with = "humantime_serde")]
+    pub lease_timeout: Duration,
+    /// How often idle consumers look for retries that came due.
+    #[serde(with = "humantime_serde")]
+    pub poll_interval: Duration,
+}
 
 /// The broker's schema, applied when the broker opens its file.
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/embedded-broker");
@@ -163,7 +178,7 @@ impl EmbeddedBroker {
         }
         for spec in &topology.queues {
             shared.with_queue(&spec.name, |q| {
-                q.max_length = Some(u64::from(spec.max_length))
+                q.max_length = Some(u64::from(spec.max_length.get()))
             });
         }
 

@@ -9,6 +9,10 @@
 //! retried (only those devices) after the provider's `Retry-After`; credentials the
 //! provider refuses fail the tenant's pushes at once, without asking the provider again,
 //! until the tenant sets new ones or `push.refused_credentials_for` passes.
+//!
+//! The handler takes its [`PushSettings`] ready: configured credentials already read and
+//! checked, the extra CA already loaded, counts that cannot be zero. A tenant's own
+//! credentials are read and checked when the first client for them is made.
 
 mod apns;
 mod credentials;
@@ -16,10 +20,13 @@ mod fcm;
 mod jwt;
 mod outbox;
 
-pub use credentials::{ApnsCredentials, ApnsEnvironment, CredentialError, FcmCredentials};
+pub use credentials::{
+    ApnsCredentials, ApnsEnvironment, ApnsKey, CredentialError, Credentials, FcmCredentials,
+    FcmServiceAccount, ReadyCredentials,
+};
 
+use crate::channels::tls::{self, ExtraCa};
 use crate::channels::{OutboundLimit, TenantProviders};
-use crate::config::PushSettings;
 use crate::domain::{Envelope, Event, Platform, PushNotification, TenantId};
 use crate::ledger::Ledger;
 use crate::outbound::OutboundPolicy;
@@ -32,8 +39,84 @@ use fcm::FcmClient;
 use futures_util::StreamExt;
 use outbox::PushOutbox;
 use std::collections::HashMap;
+use std::num::NonZeroUsize;
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+
+/// Push delivery through APNs and FCM, as configured (`push.*`).
+#[derive(Debug, Clone)]
+pub struct PushSettings {
+    /// Where pushes go (as JSON lines) when the tenant has no provider for the device.
+    pub outbox: PathBuf,
+    /// How long one request to a provider may take.
+    pub timeout: Duration,
+    /// Devices of one notification sent to at once.
+    pub parallel_devices: NonZeroUsize,
+    /// How long a tenant's credentials that a provider refused stay refused without
+    /// asking the provider again (unless the tenant sets new ones).
+    pub refused_credentials_for: Duration,
+    /// CA certificates trusted for providers besides the system's.
+    pub extra_ca: Option<ExtraCa>,
+    /// APNs.
+    pub apns: ApnsSettings,
+    /// FCM.
+    pub fcm: FcmSettings,
+    /// Outbound limits, in pushes per second (0: none).
+    pub rate_limits: PushRateLimits,
+}
+
+/// APNs endpoints and the credentials of tenants without their own.
+#[derive(Debug, Clone)]
+pub struct ApnsSettings {
+    /// The production endpoint.
+    pub url: ProviderUrl,
+    /// The sandbox (development) endpoint.
+    pub sandbox_url: ProviderUrl,
+    /// Credentials for tenants without their own.
+    pub credentials: Option<ApnsKey>,
+}
+
+/// FCM endpoints and the service account of tenants without their own.
+#[derive(Debug, Clone)]
+pub struct FcmSettings {
+    /// The FCM HTTP v1 API's base URL.
+    pub url: ProviderUrl,
+    /// Google's OAuth2 token endpoint; when unset, the service account's `token_uri`.
+    pub token_url: Option<String>,
+    /// The service account for tenants without their own.
+    pub service_account: Option<FcmServiceAccount>,
+}
+
+/// Outbound push limits, in pushes per second; 0 means no limit.
+#[derive(Debug, Clone, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PushRateLimits {
+    /// Per tenant and provider.
+    pub per_tenant: u32,
+    /// Per provider (APNs, FCM), over all tenants.
+    pub per_provider: u32,
+}
+
+/// A provider's endpoint: an http(s) URL (plain http for a local stand-in).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProviderUrl(String);
+
+impl ProviderUrl {
+    /// The URL, if it is http(s).
+    pub fn parse(url: &str) -> Result<Self, &'static str> {
+        if url.starts_with("https://") || url.starts_with("http://") {
+            Ok(ProviderUrl(url.to_owned()))
+        } else {
+            Err("must be an http(s) URL")
+        }
+    }
+
+    /// The URL as written.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
 
 /// The ledger's channel for push.
 const CHANNEL: Channel = Channel::Push;
@@ -103,6 +186,62 @@ impl Provider {
     }
 }
 
+/// Credentials a route found: the configured ones, ready since start, or a tenant's as
+/// stored.
+enum Found<C> {
+    Configured(ReadyCredentials<C>),
+    Tenant(C),
+}
+
+impl<C: Credentials + serde::de::DeserializeOwned> Found<C> {
+    /// The tenant's own credentials as stored (`own`), else the `configured` ones; without
+    /// either, the route is the outbox, and stored ones that do not parse (named by
+    /// `provider`) make it broken.
+    fn of(
+        own: Option<Arc<str>>,
+        configured: Option<&ReadyCredentials<C>>,
+        provider: &str,
+    ) -> Result<Self, Route> {
+        match own {
+            Some(json) => serde_json::from_str(&json)
+                .map(Found::Tenant)
+                .map_err(|e| Route::Broken(format!("stored {provider} credentials: {e}"))),
+            None => configured
+                .cloned()
+                .map(Found::Configured)
+                .ok_or(Route::Outbox),
+        }
+    }
+}
+
+/// The client for `found` of `provider` (`APNs`, `FCM`): the one made before for the same
+/// credentials, else a new one by `make`. A tenant's credentials are read and checked only
+/// then, not on every event.
+fn client_for<C: Credentials, T>(
+    provider: &str,
+    found: Found<C>,
+    clients: &Mutex<HashMap<String, Arc<T>>>,
+    make: impl FnOnce(ReadyCredentials<C>) -> Result<T, String>,
+) -> Result<(Arc<T>, String), String> {
+    let fingerprint = match &found {
+        Found::Configured(ready) => ready.fingerprint().to_owned(),
+        Found::Tenant(credentials) => credentials.fingerprint(),
+    };
+    let mut clients = clients.lock().expect("never poisoned");
+    if let Some(client) = clients.get(&fingerprint) {
+        return Ok((client.clone(), fingerprint));
+    }
+    let ready = match found {
+        Found::Configured(ready) => ready,
+        Found::Tenant(credentials) => credentials
+            .ready()
+            .map_err(|e| format!("{provider} credentials: {}: {}", e.field, e.message))?,
+    };
+    let client = Arc::new(make(ready)?);
+    clients.insert(fingerprint.clone(), client.clone());
+    Ok((client, fingerprint))
+}
+
 /// Where one device's push goes.
 enum Route {
     Apns(Arc<ApnsClient>, String),
@@ -126,8 +265,6 @@ pub struct PushHandler {
     apns_tls: Arc<rustls::ClientConfig>,
     tenant_apns: TenantProviders,
     tenant_fcm: TenantProviders,
-    global_apns: Option<ApnsCredentials>,
-    global_fcm: Option<FcmCredentials>,
     apns_clients: Mutex<HashMap<String, Arc<ApnsClient>>>,
     fcm_clients: Mutex<HashMap<String, Arc<FcmClient>>>,
     /// Credentials (by fingerprint) a provider refused, until when.
@@ -149,26 +286,15 @@ impl PushHandler {
         inbox: Arc<dyn InAppInbox>,
         outbound: OutboundPolicy,
     ) -> Self {
-        let extra_ca = settings
-            .tls_ca_file
-            .as_deref()
-            .and_then(|file| crate::channels::tls::read_ca_file(file).ok());
-        let tls = crate::channels::tls::client_config(extra_ca.as_deref(), &[b"h2", b"http/1.1"])
-            .expect("the configuration check read the extra CA");
+        let extra_ca = settings.extra_ca.as_ref();
+        let tls = tls::client_config(extra_ca, &[b"h2", b"http/1.1"]);
         let http = reqwest::Client::builder()
             .tls_backend_preconfigured((*tls).clone())
             .timeout(settings.timeout)
             .build()
             .expect("the HTTP client builds");
-        let apns_tls = crate::channels::tls::client_config(extra_ca.as_deref(), &[b"h2"])
-            .expect("the configuration check read the extra CA");
+        let apns_tls = tls::client_config(extra_ca, &[b"h2"]);
         PushHandler {
-            global_apns: settings.apns.credentials.clone(),
-            global_fcm: settings
-                .fcm
-                .service_account_file
-                .as_deref()
-                .and_then(|file| FcmCredentials::read_file(file).ok()),
             tenant_apns: TenantProviders::new("apns", store.clone()),
             tenant_fcm: TenantProviders::new("fcm", store.clone()),
             store,
@@ -198,83 +324,59 @@ impl PushHandler {
             Err(e) => return Route::Broken(format!("reading the tenant's credentials: {e}")),
         };
         match provider {
-            Provider::Apns => {
-                let credentials = match own {
-                    Some(json) => match serde_json::from_str::<ApnsCredentials>(&json) {
-                        Ok(credentials) => credentials,
-                        Err(e) => return Route::Broken(format!("stored APNs credentials: {e}")),
-                    },
-                    None => match &self.global_apns {
-                        Some(credentials) => credentials.clone(),
-                        None => return Route::Outbox,
-                    },
-                };
-                let fingerprint = credentials.fingerprint();
-                let mut clients = self.apns_clients.lock().expect("never poisoned");
-                if let Some(client) = clients.get(&fingerprint) {
-                    return Route::Apns(client.clone(), fingerprint);
-                }
-                let apns = &self.settings.apns;
-                // A client of its own per credential: one HTTP/2 connection to Apple that
-                // every push of these credentials is multiplexed over.
-                let http = reqwest::Client::builder()
-                    .tls_backend_preconfigured((*self.apns_tls).clone())
-                    .http2_prior_knowledge()
-                    .timeout(self.settings.timeout)
-                    .build();
-                let http = match http {
-                    Ok(http) => http,
-                    Err(e) => return Route::Broken(format!("the APNs client: {e}")),
-                };
-                match ApnsClient::new(credentials, &apns.url, &apns.sandbox_url, http) {
-                    Ok(client) => {
-                        let client = Arc::new(client);
-                        clients.insert(fingerprint.clone(), client.clone());
-                        Route::Apns(client, fingerprint)
-                    }
-                    Err(e) => Route::Broken(format!("APNs credentials: {e}")),
-                }
-            }
-            Provider::Fcm => {
-                let credentials = match own {
-                    Some(json) => match serde_json::from_str::<FcmCredentials>(&json) {
-                        // Checked again here for settings stored before the check was.
-                        Ok(credentials) => match credentials.check_token_uri(&self.outbound) {
-                            Ok(()) => credentials,
-                            Err(e) => {
-                                return Route::Broken(format!(
-                                    "FCM credentials: {} {}",
-                                    e.field, e.message
-                                ));
-                            }
-                        },
-                        Err(e) => return Route::Broken(format!("stored FCM credentials: {e}")),
-                    },
-                    None => match &self.global_fcm {
-                        Some(credentials) => credentials.clone(),
-                        None => return Route::Outbox,
-                    },
-                };
-                let fingerprint = credentials.fingerprint();
-                let mut clients = self.fcm_clients.lock().expect("never poisoned");
-                if let Some(client) = clients.get(&fingerprint) {
-                    return Route::Fcm(client.clone(), fingerprint);
-                }
-                let fcm = &self.settings.fcm;
-                match FcmClient::new(
-                    credentials,
-                    &fcm.url,
-                    fcm.token_url.as_deref(),
-                    self.http.clone(),
-                ) {
-                    Ok(client) => {
-                        let client = Arc::new(client);
-                        clients.insert(fingerprint.clone(), client.clone());
-                        Route::Fcm(client, fingerprint)
-                    }
-                    Err(e) => Route::Broken(format!("FCM credentials: {e}")),
-                }
-            }
+            Provider::Apns => self.apns_route(own),
+            Provider::Fcm => self.fcm_route(own),
+        }
+    }
+
+    /// The route for a tenant's iOS devices, given its own settings as stored, if any.
+    fn apns_route(&self, own: Option<Arc<str>>) -> Route {
+        let apns = &self.settings.apns;
+        let found = match Found::<ApnsCredentials>::of(own, apns.credentials.as_ref(), "APNs") {
+            Ok(found) => found,
+            Err(route) => return route,
+        };
+        let client = client_for("APNs", found, &self.apns_clients, |key| {
+            // A client of its own per credential: one HTTP/2 connection to Apple that
+            // every push of these credentials is multiplexed over.
+            let http = reqwest::Client::builder()
+                .tls_backend_preconfigured((*self.apns_tls).clone())
+                .http2_prior_knowledge()
+                .timeout(self.settings.timeout)
+                .build()
+                .map_err(|e| format!("the APNs client: {e}"))?;
+            Ok(ApnsClient::new(key, &apns.url, &apns.sandbox_url, http))
+        });
+        match client {
+            Ok((client, fingerprint)) => Route::Apns(client, fingerprint),
+            Err(why) => Route::Broken(why),
+        }
+    }
+
+    /// The route for a tenant's FCM devices, given its own settings as stored, if any.
+    fn fcm_route(&self, own: Option<Arc<str>>) -> Route {
+        let fcm = &self.settings.fcm;
+        let found = match Found::<FcmCredentials>::of(own, fcm.service_account.as_ref(), "FCM") {
+            Ok(found) => found,
+            Err(route) => return route,
+        };
+        // Checked again here for settings stored before the check was.
+        if let Found::Tenant(credentials) = &found
+            && let Err(e) = credentials.check_token_uri(&self.outbound)
+        {
+            return Route::Broken(format!("FCM credentials: {} {}", e.field, e.message));
+        }
+        let client = client_for("FCM", found, &self.fcm_clients, |account| {
+            Ok(FcmClient::new(
+                account,
+                &fcm.url,
+                fcm.token_url.as_deref(),
+                self.http.clone(),
+            ))
+        });
+        match client {
+            Ok((client, fingerprint)) => Route::Fcm(client, fingerprint),
+            Err(why) => Route::Broken(why),
         }
     }
 
@@ -437,7 +539,7 @@ impl PushHandler {
             })
             .collect();
         let mut deliveries: Vec<DeliveryOutcome> = futures_util::stream::iter(sends)
-            .buffer_unordered(self.settings.parallel_devices)
+            .buffer_unordered(self.settings.parallel_devices.get())
             .collect()
             .await;
         for user in users {
