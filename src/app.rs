@@ -14,7 +14,7 @@ use crate::idempotency::Idempotency;
 use crate::ingress::Ingress;
 use crate::ledger::Ledger;
 use crate::realtime::chat::ChatHandler;
-use crate::realtime::{Realtime, RealtimeError};
+use crate::realtime::{Bus, Realtime, RealtimeError};
 use crate::shutdown::Shutdown;
 use crate::store::{self, StoreError};
 use crate::telemetry::Metrics;
@@ -91,23 +91,33 @@ pub enum StartError {
 }
 
 /// Opens the configured broker: the embedded one creates its file and schema, RabbitMQ is
-/// connected and its topology declared.
+/// connected and its topology declared. Answers it with the bus real-time delivery tells
+/// other instances over: RabbitMQ's, on the broker's connection, or none in process (the
+/// embedded broker has one process).
 pub async fn open_broker(
     settings: &Settings,
     topology: &Topology,
-) -> Result<Arc<dyn Broker>, BrokerError> {
+) -> Result<(Arc<dyn Broker>, Bus), BrokerError> {
     Ok(match settings.broker.kind {
-        BrokerKind::Embedded => Arc::new(
-            EmbeddedBroker::open(topology.clone(), settings.broker.embedded.clone()).await?,
+        BrokerKind::Embedded => (
+            Arc::new(
+                EmbeddedBroker::open(topology.clone(), settings.broker.embedded.clone()).await?,
+            ),
+            Bus::InProcess,
         ),
-        BrokerKind::Rabbitmq => Arc::new(
-            AmqpBroker::connect(
+        BrokerKind::Rabbitmq => {
+            let broker = AmqpBroker::connect(
                 topology.clone(),
                 &settings.broker.rabbitmq,
                 settings.broker.publish_timeout,
             )
-            .await?,
-        ),
+            .await?;
+            let bus = Bus::Rabbitmq {
+                broker: broker.clone(),
+                exchange: settings.realtime_exchange(),
+            };
+            (Arc::new(broker), bus)
+        }
     })
 }
 
@@ -161,7 +171,7 @@ impl Herald {
         crate::channels::tls::install_default_provider();
         let store = store::open(&settings.database.url).await?;
         let topology = settings.topology.clone();
-        let broker = open_broker(&settings, &topology).await?;
+        let (broker, bus) = open_broker(&settings, &topology).await?;
         let topology = Arc::new(topology);
         let metrics = Arc::new(Metrics::new());
         let ledger = Ledger::start(store.clone());
@@ -183,8 +193,7 @@ impl Herald {
             metrics,
             ledger,
             templates: Arc::new(Templates::new(store.clone(), settings.email.render)),
-            realtime: Realtime::start(&settings.realtime, &settings.realtime_bus(), store.clone())
-                .await?,
+            realtime: Realtime::start(&settings.realtime, &bus, store.clone()).await?,
             tenancy: Arc::new(Tenancy::new(store)),
             rate_limits,
             ingress,

@@ -38,7 +38,6 @@ pub use crate::retention::RetentionSettings;
 pub use crate::tenants::limits::{RateLimit, RateLimitSettings};
 
 use crate::broker::Topology;
-use crate::realtime::Bus;
 use figment::Figment;
 use figment::providers::{Env, Format, Serialized, Toml};
 use secrecy::SecretString;
@@ -211,18 +210,6 @@ impl Settings {
     /// The real-time bus's exchange on RabbitMQ, under the broker's prefix.
     pub fn realtime_exchange(&self) -> String {
         self.realtime_exchange.clone()
-    }
-
-    /// The bus real-time delivery tells other instances about users' news over: RabbitMQ's
-    /// when Herald runs on RabbitMQ, else none (the embedded broker has one process).
-    pub fn realtime_bus(&self) -> Bus {
-        match self.broker.kind {
-            BrokerKind::Embedded => Bus::InProcess,
-            BrokerKind::Rabbitmq => Bus::Rabbitmq {
-                url: self.broker.rabbitmq.url.clone(),
-                exchange: self.realtime_exchange(),
-            },
-        }
     }
 
     /// Loads the settings from `config_dir` and the process environment.

@@ -8,8 +8,8 @@
 //! client gets each event once and in order, and one that reconnects with its cursor (or
 //! that acknowledged one) first gets exactly what it missed.
 //!
-//! It starts from its [`RealtimeSettings`] and the [`Bus`] the broker calls for, both made
-//! by the configuration.
+//! It starts from its [`RealtimeSettings`], made by the configuration, and the [`Bus`] the
+//! broker calls for, made by the wiring once the broker is open.
 
 mod amqp_bus;
 pub mod chat;
@@ -20,11 +20,11 @@ mod tokens;
 pub use hub::{Hub, LocalBus, UserBus, presence_key, user_key};
 pub use tokens::{TokenError, TokenKey};
 
+use crate::broker::amqp::AmqpBroker;
 use crate::channels::push::InAppInbox;
 use crate::domain::TenantId;
 use crate::store::{Store, StoreError};
 use chrono::{DateTime, Utc};
-use secrecy::{ExposeSecret, SecretString};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -44,14 +44,14 @@ pub struct RealtimeSettings {
 }
 
 /// What instances tell each other about users' news over.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub enum Bus {
     /// Nothing: one process holds every connection (the embedded broker).
     InProcess,
-    /// A RabbitMQ topic exchange.
+    /// A RabbitMQ topic exchange, over the broker's own connection.
     Rabbitmq {
-        /// RabbitMQ's URL, which holds a password.
-        url: SecretString,
+        /// The broker, whose connection the bus rides on.
+        broker: AmqpBroker,
         /// The exchange, with the broker's prefix.
         exchange: String,
     },
@@ -89,8 +89,8 @@ impl Realtime {
         let hub = Hub::new();
         let bus: Arc<dyn UserBus> = match bus {
             Bus::InProcess => Arc::new(LocalBus::new(&hub)),
-            Bus::Rabbitmq { url, exchange } => {
-                amqp_bus::AmqpBus::start(url.expose_secret(), exchange, &hub).await
+            Bus::Rabbitmq { broker, exchange } => {
+                amqp_bus::AmqpBus::start(broker.clone(), exchange, &hub).await
             }
         };
         hub.set_bus(bus);

@@ -241,6 +241,22 @@ impl AmqpBroker {
         }
     }
 
+    /// A channel on the current connection, with the connection's generation: for what
+    /// needs RabbitMQ besides the queues (the real-time bus), so that it rides on the one
+    /// supervised connection and moves to its replacement (see [`AmqpBroker::replaced`]).
+    pub async fn open_channel(&self) -> Result<(Channel, u64), BrokerError> {
+        let generation = *self.inner.generation.borrow();
+        let channel = self.connection()?.create_channel().await?;
+        Ok((channel, generation))
+    }
+
+    /// Resolves once the connection of `generation` has been replaced (it was lost, or
+    /// stalled and the supervisor gave up on it).
+    pub async fn replaced(&self, generation: u64) {
+        let mut generations = self.inner.generation.subscribe();
+        let _ = generations.wait_for(|g| *g != generation).await;
+    }
+
     /// The live connection, or why there is none.
     fn connection(&self) -> Result<Arc<Connection>, BrokerError> {
         let connection = self
