@@ -24,7 +24,7 @@
 //! section owns its ready type (`EmailSettings` is the email channel's, `RabbitMqSettings`
 //! the RabbitMQ broker's), re-exported here; the sections only the wiring ([`crate::app`]
 //! and `main`) reads are defined here. A type with nothing to check (`EmbeddedSettings`,
-//! `RenderLimits`, the outbound rate limits) is read as it is. `scripts/module-graph.sh`
+//! `RenderLimits`, the outbound rate limits) is read as it is. `scripts/module-graph.py`
 //! fails if this module is ever on a cycle again.
 
 mod raw;

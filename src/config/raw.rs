@@ -9,7 +9,7 @@ use super::{
 use crate::broker::amqp::RabbitMqSettings;
 use crate::broker::embedded::EmbeddedSettings;
 use crate::broker::{Backoff, QueueSpec, Topology};
-use crate::channels::email::{EmailRateLimits, EmailSettings, RelaySettings, RenderLimits};
+use crate::channels::email::{EmailRateLimits, EmailSettings, RelaySettings};
 use crate::channels::push::{
     self, ApnsCredentials, Credentials, FcmServiceAccount, ProviderUrl, PushRateLimits,
     PushSettings,
@@ -18,6 +18,7 @@ use crate::channels::tls::ExtraCa;
 use crate::domain::{EventKind, TenantId};
 use crate::realtime::RealtimeSettings;
 use crate::retention::RetentionSettings;
+use crate::templates::RenderLimits;
 use crate::tenants::limits::{RateLimit, RateLimitSettings};
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;

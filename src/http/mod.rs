@@ -51,7 +51,7 @@ pub struct AppState {
     /// Where sends are accepted.
     pub ingress: Arc<crate::ingress::Ingress>,
     /// Email templates, compiled.
-    pub templates: Arc<crate::channels::email::Templates>,
+    pub templates: Arc<crate::templates::Templates>,
     /// Real-time delivery.
     pub realtime: Arc<crate::realtime::Realtime>,
     /// Where tenants' own providers may be.

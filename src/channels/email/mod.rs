@@ -11,16 +11,13 @@
 
 mod message;
 mod outbox;
-mod plain_text;
 mod relay_pool;
 mod session;
 mod smtp;
-pub mod templates;
 
 use message::Content;
 pub use outbox::Outbox;
 pub use smtp::{RelayError, RelaySettings, Relays, Security, SendResult, Whose};
-pub use templates::{RenderError, RenderLimit, RenderLimits, Rendered, Templates};
 
 use crate::channels::tls::ExtraCa;
 use crate::channels::{OutboundLimit, TenantProviders};
@@ -29,6 +26,7 @@ use crate::ledger::Ledger;
 use crate::outbound::OutboundPolicy;
 use crate::outcome::{Channel, DeliveryOutcome, Outcome, Report};
 use crate::store::Store;
+use crate::templates::{RenderError, RenderLimits, Templates};
 use crate::workers::Handler;
 use async_trait::async_trait;
 use futures_util::StreamExt;
