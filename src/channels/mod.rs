@@ -7,4 +7,4 @@ pub mod push;
 pub mod tls;
 
 pub use limits::OutboundLimit;
-pub use providers::TenantProviders;
+pub use providers::{Parsed, TenantProviders};

@@ -82,7 +82,7 @@ pub struct EmailHandler {
     relays: Relays,
     /// The relay of tenants without their own.
     relay: Option<RelaySettings>,
-    tenant_relays: TenantProviders,
+    tenant_relays: TenantProviders<RelaySettings>,
     default_from: Mailbox,
     per_tenant: OutboundLimit,
     per_relay: OutboundLimit,
@@ -116,7 +116,10 @@ impl EmailHandler {
                 outbound,
             ),
             relay: settings.smtp.clone(),
-            tenant_relays: TenantProviders::new("smtp", store),
+            tenant_relays: TenantProviders::new("smtp", store, |json| {
+                serde_json::from_str(json)
+                    .map_err(|e| format!("the tenant's SMTP settings do not parse: {e}"))
+            }),
             default_from: settings.from.clone(),
             per_tenant: OutboundLimit::per_second(settings.rate_limits.per_tenant),
             per_relay: OutboundLimit::per_second(settings.rate_limits.per_relay),
@@ -130,10 +133,8 @@ impl EmailHandler {
             .get(tenant)
             .await
             .map_err(|e| e.to_string())?;
-        if let Some(json) = own {
-            return serde_json::from_str(&json)
-                .map(|relay| Route::Relay(relay, Whose::Tenant))
-                .map_err(|e| format!("the tenant's SMTP settings do not parse: {e}"));
+        if let Some(relay) = own {
+            return relay.map(|relay| Route::Relay((*relay).clone(), Whose::Tenant));
         }
         Ok(self
             .relay

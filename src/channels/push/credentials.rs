@@ -93,6 +93,8 @@ impl ApnsCredentials {
 }
 
 impl Credentials for ApnsCredentials {
+    const PROVIDER: &'static str = "APNs";
+
     fn fingerprint(&self) -> String {
         fingerprint(&self.to_stored())
     }
@@ -184,6 +186,8 @@ impl FcmCredentials {
 }
 
 impl Credentials for FcmCredentials {
+    const PROVIDER: &'static str = "FCM";
+
     fn fingerprint(&self) -> String {
         fingerprint(&self.to_stored())
     }
@@ -211,6 +215,9 @@ fn fingerprint(stored: &serde_json::Value) -> String {
 /// Provider credentials as written: told apart by a fingerprint, and made ready to sign
 /// once.
 pub trait Credentials: Clone {
+    /// The provider's name, as errors name it (`APNs`, `FCM`).
+    const PROVIDER: &'static str;
+
     /// Tells these credentials from any others without holding the key.
     fn fingerprint(&self) -> String;
 

@@ -26,7 +26,7 @@ pub use credentials::{
 };
 
 use crate::channels::tls::{self, ExtraCa};
-use crate::channels::{OutboundLimit, TenantProviders};
+use crate::channels::{OutboundLimit, Parsed, TenantProviders};
 use crate::domain::{Envelope, Event, Platform, PushNotification, TenantId};
 use crate::ledger::Ledger;
 use crate::outbound::OutboundPolicy;
@@ -186,26 +186,41 @@ impl Provider {
     }
 }
 
+/// A tenant's credentials as stored, parsed, with their fingerprint: both made once per
+/// read of the store, not per push.
+struct TenantCredentials<C> {
+    credentials: C,
+    fingerprint: String,
+}
+
+impl<C: Credentials + serde::de::DeserializeOwned> TenantCredentials<C> {
+    /// Reads stored credentials of `C`'s provider.
+    fn parse(json: &str) -> Result<Self, String> {
+        let credentials: C = serde_json::from_str(json)
+            .map_err(|e| format!("stored {} credentials: {e}", C::PROVIDER))?;
+        Ok(TenantCredentials {
+            fingerprint: credentials.fingerprint(),
+            credentials,
+        })
+    }
+}
+
 /// Credentials a route found: the configured ones, ready since start, or a tenant's as
 /// stored.
 enum Found<C> {
     Configured(ReadyCredentials<C>),
-    Tenant(C),
+    Tenant(Arc<TenantCredentials<C>>),
 }
 
-impl<C: Credentials + serde::de::DeserializeOwned> Found<C> {
-    /// The tenant's own credentials as stored (`own`), else the `configured` ones; without
-    /// either, the route is the outbox, and stored ones that do not parse (named by
-    /// `provider`) make it broken.
+impl<C: Credentials> Found<C> {
+    /// The tenant's own credentials (`own`), else the `configured` ones; without either,
+    /// the route is the outbox, and stored ones that do not parse make it broken.
     fn of(
-        own: Option<Arc<str>>,
+        own: Option<Parsed<TenantCredentials<C>>>,
         configured: Option<&ReadyCredentials<C>>,
-        provider: &str,
     ) -> Result<Self, Route> {
         match own {
-            Some(json) => serde_json::from_str(&json)
-                .map(Found::Tenant)
-                .map_err(|e| Route::Broken(format!("stored {provider} credentials: {e}"))),
+            Some(parsed) => parsed.map(Found::Tenant).map_err(Route::Broken),
             None => configured
                 .cloned()
                 .map(Found::Configured)
@@ -225,7 +240,7 @@ fn client_for<C: Credentials, T>(
 ) -> Result<(Arc<T>, String), String> {
     let fingerprint = match &found {
         Found::Configured(ready) => ready.fingerprint().to_owned(),
-        Found::Tenant(credentials) => credentials.fingerprint(),
+        Found::Tenant(stored) => stored.fingerprint.clone(),
     };
     let mut clients = clients.lock().expect("never poisoned");
     if let Some(client) = clients.get(&fingerprint) {
@@ -233,7 +248,9 @@ fn client_for<C: Credentials, T>(
     }
     let ready = match found {
         Found::Configured(ready) => ready,
-        Found::Tenant(credentials) => credentials
+        Found::Tenant(stored) => stored
+            .credentials
+            .clone()
             .ready()
             .map_err(|e| format!("{provider} credentials: {}: {}", e.field, e.message))?,
     };
@@ -263,8 +280,8 @@ pub struct PushHandler {
     http: reqwest::Client,
     /// TLS for APNs, which speaks HTTP/2 only.
     apns_tls: Arc<rustls::ClientConfig>,
-    tenant_apns: TenantProviders,
-    tenant_fcm: TenantProviders,
+    tenant_apns: TenantProviders<TenantCredentials<ApnsCredentials>>,
+    tenant_fcm: TenantProviders<TenantCredentials<FcmCredentials>>,
     apns_clients: Mutex<HashMap<String, Arc<ApnsClient>>>,
     fcm_clients: Mutex<HashMap<String, Arc<FcmClient>>>,
     /// Credentials (by fingerprint) a provider refused, until when.
@@ -295,8 +312,8 @@ impl PushHandler {
             .expect("the HTTP client builds");
         let apns_tls = tls::client_config(extra_ca, &[b"h2"]);
         PushHandler {
-            tenant_apns: TenantProviders::new("apns", store.clone()),
-            tenant_fcm: TenantProviders::new("fcm", store.clone()),
+            tenant_apns: TenantProviders::new("apns", store.clone(), TenantCredentials::parse),
+            tenant_fcm: TenantProviders::new("fcm", store.clone(), TenantCredentials::parse),
             store,
             ledger,
             http,
@@ -315,24 +332,24 @@ impl PushHandler {
 
     /// The route for a tenant's devices of `provider`.
     async fn route(&self, tenant: &TenantId, provider: Provider) -> Route {
-        let own = match provider {
-            Provider::Apns => self.tenant_apns.get(tenant).await,
-            Provider::Fcm => self.tenant_fcm.get(tenant).await,
-        };
-        let own = match own {
-            Ok(own) => own,
-            Err(e) => return Route::Broken(format!("reading the tenant's credentials: {e}")),
-        };
+        let broken =
+            |e: StoreError| Route::Broken(format!("reading the tenant's credentials: {e}"));
         match provider {
-            Provider::Apns => self.apns_route(own),
-            Provider::Fcm => self.fcm_route(own),
+            Provider::Apns => match self.tenant_apns.get(tenant).await {
+                Ok(own) => self.apns_route(own),
+                Err(e) => broken(e),
+            },
+            Provider::Fcm => match self.tenant_fcm.get(tenant).await {
+                Ok(own) => self.fcm_route(own),
+                Err(e) => broken(e),
+            },
         }
     }
 
     /// The route for a tenant's iOS devices, given its own settings as stored, if any.
-    fn apns_route(&self, own: Option<Arc<str>>) -> Route {
+    fn apns_route(&self, own: Option<Parsed<TenantCredentials<ApnsCredentials>>>) -> Route {
         let apns = &self.settings.apns;
-        let found = match Found::<ApnsCredentials>::of(own, apns.credentials.as_ref(), "APNs") {
+        let found = match Found::of(own, apns.credentials.as_ref()) {
             Ok(found) => found,
             Err(route) => return route,
         };
@@ -354,15 +371,15 @@ impl PushHandler {
     }
 
     /// The route for a tenant's FCM devices, given its own settings as stored, if any.
-    fn fcm_route(&self, own: Option<Arc<str>>) -> Route {
+    fn fcm_route(&self, own: Option<Parsed<TenantCredentials<FcmCredentials>>>) -> Route {
         let fcm = &self.settings.fcm;
-        let found = match Found::<FcmCredentials>::of(own, fcm.service_account.as_ref(), "FCM") {
+        let found = match Found::of(own, fcm.service_account.as_ref()) {
             Ok(found) => found,
             Err(route) => return route,
         };
         // Checked again here for settings stored before the check was.
-        if let Found::Tenant(credentials) = &found
-            && let Err(e) = credentials.check_token_uri(&self.outbound)
+        if let Found::Tenant(stored) = &found
+            && let Err(e) = stored.credentials.check_token_uri(&self.outbound)
         {
             return Route::Broken(format!("FCM credentials: {} {}", e.field, e.message));
         }
