@@ -2,7 +2,7 @@
 //! so that a busy queue does not read them per message.
 
 use crate::domain::TenantId;
-use crate::store::{Store, StoreError};
+use crate::store::{ProviderStore, StoreError};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -15,13 +15,13 @@ type Entry = (Instant, Option<Arc<str>>);
 /// A cache of one provider's settings (`smtp`, `apns`, `fcm`) per tenant.
 pub struct TenantProviders {
     provider: &'static str,
-    store: Arc<dyn Store>,
+    store: Arc<dyn ProviderStore>,
     cached: Mutex<HashMap<TenantId, Entry>>,
 }
 
 impl TenantProviders {
     /// The `provider` settings of every tenant, read from `store`.
-    pub fn new(provider: &'static str, store: Arc<dyn Store>) -> Self {
+    pub fn new(provider: &'static str, store: Arc<dyn ProviderStore>) -> Self {
         TenantProviders {
             provider,
             store,

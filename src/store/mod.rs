@@ -5,12 +5,18 @@
 //! [`ChatStore`], [`EventLogStore`] (each user's event log and replay cursor),
 //! [`InboxStore`], [`PresenceStore`] (connection counts, and the key signing real-time
 //! tokens), [`ReadReceiptStore`], [`TemplateStore`], [`DeviceStore`] and
-//! [`ProviderStore`].
+//! [`ProviderStore`]; and [`HealthStore`], the health check's ping.
 //!
 //! One type implements them all: [`SqlStore`], over a sqlx pool, generic over the
 //! database: each concern's trait is implemented once for `SqlStore<DB>` where `DB` is a
-//! [`Dialect`], the SQL being the same on both. [`open`] answers it as an
-//! `Arc<dyn Store>`, [`Store`] being the sum of the concerns (with `migrate` and `ping`).
+//! [`Dialect`], the SQL being the same on both (see [`sql`]).
+//!
+//! [`open`] answers the one store as an `Arc<dyn Store>`, [`Store`] being the sum of the
+//! concerns (with `migrate`). A component is given only the trait it needs (or the few):
+//! the wiring hands it a view of that one value by trait upcasting (`Arc<dyn Store>`
+//! coerces to `Arc<dyn LedgerStore>`), so that there is one pool and one value to pass
+//! around, and no adapter per concern. [`Stores`] holds every view at once for the HTTP
+//! layer, whose handlers each reach the one they need.
 //! Each database has its own migrations under `migrations/postgres` and
 //! `migrations/sqlite`, applied by `herald migrate` and at start.
 
@@ -72,8 +78,16 @@ pub enum StoreError {
     Corrupt(String),
 }
 
-/// The whole store: every concern, and the database's own upkeep. For opening the store
-/// and for what exercises all of it (the store suite); components take the narrow traits.
+/// What the health check asks of the store.
+#[async_trait]
+pub trait HealthStore: Send + Sync {
+    /// Whether the database answers.
+    async fn ping(&self) -> Result<(), StoreError>;
+}
+
+/// The whole store: every concern, and the database's upkeep. For opening the store, for
+/// the wiring that hands out its narrow views, and for what exercises all of it (the
+/// store suite); components take the narrow traits.
 #[async_trait]
 pub trait Store:
     TenantStore
@@ -88,12 +102,23 @@ pub trait Store:
     + TemplateStore
     + DeviceStore
     + ProviderStore
+    + HealthStore
 {
     /// Applies pending migrations.
     async fn migrate(&self) -> Result<(), StoreError>;
+}
 
-    /// Whether the database answers.
-    async fn ping(&self) -> Result<(), StoreError>;
+#[async_trait]
+impl<DB> HealthStore for SqlStore<DB>
+where
+    DB: Dialect,
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+    DB::Arguments: IntoArguments<DB>,
+{
+    async fn ping(&self) -> Result<(), StoreError> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
 }
 
 #[async_trait]
@@ -102,7 +127,6 @@ where
     DB: Dialect,
     DB::Connection: sqlx::migrate::Migrate,
     for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
-    DB::Arguments: IntoArguments<DB>,
     Self: TenantStore
         + IdempotencyStore
         + LedgerStore
@@ -114,16 +138,66 @@ where
         + ReadReceiptStore
         + TemplateStore
         + DeviceStore
-        + ProviderStore,
+        + ProviderStore
+        + HealthStore,
 {
     async fn migrate(&self) -> Result<(), StoreError> {
         DB::migrator().run(&self.pool).await?;
         Ok(())
     }
+}
 
-    async fn ping(&self) -> Result<(), StoreError> {
-        sqlx::query("SELECT 1").execute(&self.pool).await?;
-        Ok(())
+/// The store's concerns as separate handles onto the one opened store, for the HTTP
+/// layer: each handler reaches the one it needs (`state.stores.audit`). Built by
+/// [`Stores::new`] from the whole store by trait upcasting, so every handle shares its pool.
+#[derive(Clone)]
+pub struct Stores {
+    /// Tenants and their API keys.
+    pub tenants: Arc<dyn TenantStore>,
+    /// Idempotency keys.
+    pub idempotency: Arc<dyn IdempotencyStore>,
+    /// The delivery ledger.
+    pub ledger: Arc<dyn LedgerStore>,
+    /// The audit log.
+    pub audit: Arc<dyn AuditStore>,
+    /// Chat messages.
+    pub chat: Arc<dyn ChatStore>,
+    /// Users' event logs and replay cursors.
+    pub events: Arc<dyn EventLogStore>,
+    /// Users' inboxes.
+    pub inbox: Arc<dyn InboxStore>,
+    /// Presence, and the real-time token key.
+    pub presence: Arc<dyn PresenceStore>,
+    /// Read receipts.
+    pub reads: Arc<dyn ReadReceiptStore>,
+    /// Email templates.
+    pub templates: Arc<dyn TemplateStore>,
+    /// The device registry.
+    pub devices: Arc<dyn DeviceStore>,
+    /// Delivery provider settings.
+    pub providers: Arc<dyn ProviderStore>,
+    /// Whether the database answers.
+    pub health: Arc<dyn HealthStore>,
+}
+
+impl Stores {
+    /// Each concern of `store`.
+    pub fn new(store: &Arc<dyn Store>) -> Self {
+        Stores {
+            tenants: store.clone(),
+            idempotency: store.clone(),
+            ledger: store.clone(),
+            audit: store.clone(),
+            chat: store.clone(),
+            events: store.clone(),
+            inbox: store.clone(),
+            presence: store.clone(),
+            reads: store.clone(),
+            templates: store.clone(),
+            devices: store.clone(),
+            providers: store.clone(),
+            health: store.clone(),
+        }
     }
 }
 

@@ -28,7 +28,7 @@ use crate::domain::{EmailAddress, EmailNotification, Envelope, Event, TenantId};
 use crate::ledger::Ledger;
 use crate::outbound::OutboundPolicy;
 use crate::outcome::{Channel, DeliveryOutcome, Outcome, Report};
-use crate::store::Store;
+use crate::store::ProviderStore;
 use crate::workers::Handler;
 use async_trait::async_trait;
 use futures_util::StreamExt;
@@ -103,7 +103,7 @@ impl EmailHandler {
     pub fn new(
         settings: &EmailSettings,
         templates: Arc<Templates>,
-        store: Arc<dyn Store>,
+        providers: Arc<dyn ProviderStore>,
         ledger: Ledger,
         outbound: OutboundPolicy,
     ) -> Self {
@@ -118,7 +118,7 @@ impl EmailHandler {
                 outbound,
             ),
             relay: settings.smtp.clone(),
-            tenant_relays: TenantProviders::new("smtp", store),
+            tenant_relays: TenantProviders::new("smtp", providers),
             default_from: settings.from.clone(),
             per_tenant: OutboundLimit::per_second(settings.rate_limits.per_tenant),
             per_relay: OutboundLimit::per_second(settings.rate_limits.per_relay),

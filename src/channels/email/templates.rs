@@ -14,7 +14,7 @@
 use super::plain_text;
 use crate::domain::TenantId;
 use crate::outcome::RenderedFrom;
-use crate::store::{NewTemplate, Store, StoreError, StoredTemplate};
+use crate::store::{NewTemplate, StoreError, StoredTemplate, TemplateStore};
 use handlebars::{
     BlockContext, BlockParams, Context, Handlebars, Helper, HelperDef, HelperResult, Output,
     RenderContext, RenderErrorReason, Renderable, Template, TemplateError,
@@ -817,14 +817,14 @@ struct Cached {
 /// Every tenant's templates, compiled on first use and kept while current.
 pub struct Templates {
     built_in: Arc<Registry>,
-    store: Arc<dyn Store>,
+    store: Arc<dyn TemplateStore>,
     tenants: Mutex<HashMap<TenantId, Cached>>,
 }
 
 impl Templates {
     /// The built-in templates, with tenants' templates read from `store`, rendering within
     /// `limits`.
-    pub fn new(store: Arc<dyn Store>, limits: RenderLimits) -> Self {
+    pub fn new(store: Arc<dyn TemplateStore>, limits: RenderLimits) -> Self {
         Templates {
             built_in: Arc::new(Registry::built_in().with_limits(limits)),
             store,
