@@ -137,24 +137,24 @@ pub async fn migrate(settings: &Settings) -> Result<(), StartError> {
 
 /// The handler of each queue.
 fn handler_for(kind: EventKind, herald: &Herald) -> Arc<dyn Handler> {
-    let store = &herald.store;
+    let stores = Stores::new(&herald.store);
     match kind {
         EventKind::Email => Arc::new(EmailHandler::new(
             &herald.settings.email,
             herald.templates.clone(),
-            store.clone(),
+            stores.providers,
             herald.ledger.clone(),
             herald.settings.providers.outbound(),
         )),
         EventKind::Push => Arc::new(PushHandler::new(
             &herald.settings.push,
-            store.clone(),
-            store.clone(),
+            stores.devices,
+            stores.providers,
             herald.ledger.clone(),
             herald.realtime.clone(),
             herald.settings.providers.outbound(),
         )),
-        EventKind::Audit => Arc::new(AuditHandler::start(store.clone())),
+        EventKind::Audit => Arc::new(AuditHandler::start(stores.audit)),
         EventKind::Chat => Arc::new(ChatHandler::new(herald.realtime.clone())),
     }
 }

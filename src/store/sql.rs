@@ -2,10 +2,17 @@
 //!
 //! Every concern's trait is implemented once, generically, for `SqlStore<DB>` where `DB`
 //! is a [`Dialect`]: the SQL is the same on both databases (`$1`-style parameters read the
-//! same on both), and the one place they differ is a constant of the dialect. sqlx's
-//! bounds for running queries generically (an executor for connections, arguments, and
-//! each Rust type a column holds) cannot be implied by a trait, so each impl names the ones
-//! it uses in its `where` clause; [`Column`] and [`Param`] keep those clauses short.
+//! same on both), and what differs is the dialect's: the migrations, one clause
+//! (` FOR UPDATE`), and how to count the rows a statement changed. Rows are read into
+//! `#[derive(sqlx::FromRow)]` types, kept beside their concern's trait.
+//!
+//! sqlx's bounds for running queries generically (an executor for connections, arguments,
+//! and each Rust type a column holds) cannot be stated once: Rust implies a trait's
+//! supertraits at its uses, but not its other `where` clauses, so a `Dialect` that listed
+//! them would have each use list them again anyway. Each impl names the ones it uses in
+//! its `where` clause instead, [`Column`] and [`Param`] keeping those clauses short. The
+//! impls are type-checked once, generically; `store::open` instantiates them for the two
+//! databases.
 
 use super::StoreError;
 use chrono::{DateTime, Utc};
