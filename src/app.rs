@@ -16,7 +16,7 @@ use crate::ledger::Ledger;
 use crate::realtime::chat::ChatHandler;
 use crate::realtime::{Bus, Realtime, RealtimeError};
 use crate::shutdown::Shutdown;
-use crate::store::{self, StoreError};
+use crate::store::{self, Store, StoreError, Stores};
 use crate::telemetry::Metrics;
 use crate::templates::Templates;
 use crate::tenants::Tenancy;
@@ -52,11 +52,14 @@ impl Roles {
     }
 }
 
-/// A started Herald: its settings, broker and metrics.
+/// A started Herald: its settings, store, broker and metrics.
 #[derive(Clone)]
 pub struct Herald {
     /// The settings it runs with.
     pub settings: Arc<Settings>,
+    /// The whole store, opened once: each component is handed the narrow view it needs
+    /// (an `Arc<dyn LedgerStore>`, say) of this one value.
+    pub store: Arc<dyn Store>,
     /// The broker events are queued on.
     pub broker: Arc<dyn Broker>,
     /// The queue topology.
@@ -145,23 +148,24 @@ pub async fn migrate(settings: &Settings) -> Result<(), StartError> {
 
 /// The handler of each queue.
 fn handler_for(kind: EventKind, herald: &Herald) -> Arc<dyn Handler> {
-    let store = herald.tenancy.store();
+    let stores = Stores::new(&herald.store);
     match kind {
         EventKind::Email => Arc::new(EmailHandler::new(
             &herald.settings.email,
             herald.templates.clone(),
-            store.clone(),
+            stores.providers,
             herald.ledger.clone(),
             herald.settings.providers.outbound(),
         )),
         EventKind::Push => Arc::new(PushHandler::new(
             &herald.settings.push,
-            store.clone(),
+            stores.devices,
+            stores.providers,
             herald.ledger.clone(),
             herald.realtime.clone(),
             herald.settings.providers.outbound(),
         )),
-        EventKind::Audit => Arc::new(AuditHandler::start(store.clone())),
+        EventKind::Audit => Arc::new(AuditHandler::start(stores.audit)),
         EventKind::Chat => Arc::new(ChatHandler::new(herald.realtime.clone())),
     }
 }
@@ -171,11 +175,12 @@ impl Herald {
     pub async fn start(settings: Settings) -> Result<Herald, StartError> {
         crate::channels::tls::install_default_provider();
         let store = store::open(&settings.database.url).await?;
+        let stores = Stores::new(&store);
         let topology = settings.topology.clone();
         let (broker, bus) = open_broker(&settings, &topology).await?;
         let topology = Arc::new(topology);
         let metrics = Arc::new(Metrics::new());
-        let ledger = Ledger::start(store.clone());
+        let ledger = Ledger::start(stores.ledger.clone());
         let rate_limits = Arc::new(RateLimits::new(&settings.rate_limits));
         let ingress = Arc::new(Ingress::new(
             broker.clone(),
@@ -183,7 +188,10 @@ impl Herald {
             ledger.clone(),
             // A request answers within its publish timeout and a ledger write: a claim
             // unanswered for three timeouts was left by a process that died.
-            Idempotency::new(store.clone(), settings.broker.publish_timeout * 3),
+            Idempotency::new(
+                stores.idempotency.clone(),
+                settings.broker.publish_timeout * 3,
+            ),
             rate_limits.clone(),
             metrics.clone(),
             settings.broker.publish_timeout,
@@ -193,9 +201,13 @@ impl Herald {
             topology,
             metrics,
             ledger,
-            templates: Arc::new(Templates::new(store.clone(), settings.email.render)),
-            realtime: Realtime::start(&settings.realtime, &bus, store.clone()).await?,
-            tenancy: Arc::new(Tenancy::new(store)),
+            templates: Arc::new(Templates::new(
+                stores.templates.clone(),
+                settings.email.render,
+            )),
+            realtime: Realtime::start(&settings.realtime, &bus, &stores).await?,
+            tenancy: Arc::new(Tenancy::new(stores.tenants.clone())),
+            store,
             rate_limits,
             ingress,
             settings: Arc::new(settings),
@@ -211,6 +223,7 @@ impl Herald {
             body_limit: self.settings.http.body_limit_bytes,
             retry_after: self.settings.http.retry_after,
             tenancy: self.tenancy.clone(),
+            stores: Stores::new(&self.store),
             admin_token: self.settings.admin.token(),
             ingress: self.ingress.clone(),
             templates: self.templates.clone(),
@@ -251,7 +264,7 @@ impl Herald {
             })
             .collect();
         let mut background = vec![tokio::spawn(crate::retention::run(
-            self.tenancy.store().clone(),
+            self.store.clone(),
             self.settings.retention.clone(),
             shutdown.clone(),
         ))];

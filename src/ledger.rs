@@ -14,7 +14,9 @@ use crate::domain::{Envelope, Event, TenantId};
 use crate::outcome::{
     Channel, DeliveryOutcome, DeliveryStatus, NotificationState, Outcome, Report,
 };
-use crate::store::{LedgerDelivery, LedgerNotification, LedgerRecord, Store, StoreError};
+use crate::store::{
+    AuditStore, LedgerDelivery, LedgerNotification, LedgerRecord, LedgerStore, StoreError,
+};
 use crate::workers::{OutcomeSink, Rejection};
 use async_trait::async_trait;
 use chrono::{DateTime, SubsecRound, Utc};
@@ -32,7 +34,7 @@ type Write = (Vec<LedgerRecord>, oneshot::Sender<()>);
 #[derive(Clone)]
 pub struct Ledger {
     writes: mpsc::Sender<Write>,
-    store: Arc<dyn Store>,
+    store: Arc<dyn LedgerStore>,
 }
 
 /// Deliveries settled for good by earlier attempts, by recipient and target.
@@ -195,7 +197,7 @@ fn status_of(outcome: &Outcome) -> (DeliveryStatus, Option<&str>) {
 
 impl Ledger {
     /// Starts the writer on `store`; it runs until every handle is dropped.
-    pub fn start(store: Arc<dyn Store>) -> Self {
+    pub fn start(store: Arc<dyn LedgerStore>) -> Self {
         // Bounded: when the writer falls behind, senders wait (back-pressure on the API
         // and the worker pools) rather than the queue growing.
         let (writes, queued) = mpsc::channel(BATCH);
@@ -334,15 +336,16 @@ impl OutcomeSink for Ledger {
 /// An audit event is delivered once its audit record is stored; the record answers for
 /// it, whether or not the ledger saw the event accepted.
 pub async fn status(
-    store: &dyn Store,
+    ledger: &dyn LedgerStore,
+    audit: &dyn AuditStore,
     tenant: &TenantId,
     id: &str,
 ) -> Result<Option<(LedgerNotification, Vec<LedgerDelivery>)>, StoreError> {
-    let found = store.notification(tenant, id).await?;
+    let found = ledger.notification(tenant, id).await?;
     if found.as_ref().is_some_and(|(n, _)| n.kind != "audit") {
         return Ok(found);
     }
-    let Some(stored) = store.audit_record(tenant, id).await? else {
+    let Some(stored) = audit.audit_record(tenant, id).await? else {
         return Ok(found);
     };
     // Published straight to the exchange, it was never seen accepted: it dates from
@@ -382,7 +385,7 @@ pub async fn status(
     Ok(Some((notification, vec![delivery])))
 }
 
-async fn write_loop(store: Arc<dyn Store>, mut queued: mpsc::Receiver<Write>) {
+async fn write_loop(store: Arc<dyn LedgerStore>, mut queued: mpsc::Receiver<Write>) {
     let mut batch = Vec::with_capacity(BATCH);
     while queued.recv_many(&mut batch, BATCH).await > 0 {
         let (records, waiters): (Vec<Vec<LedgerRecord>>, Vec<_>) =

@@ -43,6 +43,15 @@ macro_rules! status_enum {
             }
         }
 
+        /// Read back from where it is stored as its name.
+        impl TryFrom<String> for $name {
+            type Error = UnknownStatus;
+
+            fn try_from(text: String) -> Result<Self, UnknownStatus> {
+                text.parse()
+            }
+        }
+
         impl std::fmt::Display for $name {
             fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
                 f.write_str(self.as_str())

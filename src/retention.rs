@@ -3,7 +3,7 @@
 
 use crate::idempotency;
 use crate::shutdown::Shutdown;
-use crate::store::{Store, StoreError};
+use crate::store::{AuditStore, EventLogStore, IdempotencyStore, LedgerStore, StoreError};
 use chrono::Utc;
 use std::sync::Arc;
 use std::time::Duration;
@@ -39,9 +39,15 @@ fn before(age: Duration) -> chrono::DateTime<Utc> {
     Utc::now() - chrono::Duration::from_std(age).unwrap_or(chrono::Duration::MAX)
 }
 
+/// What the job deletes from, and all it may touch: the four concerns whose data ages out.
+/// Any store holding all four is one (the whole store, as the wiring hands it).
+pub trait Expiring: AuditStore + LedgerStore + IdempotencyStore + EventLogStore {}
+
+impl<S: AuditStore + LedgerStore + IdempotencyStore + EventLogStore + ?Sized> Expiring for S {}
+
 /// Removes everything past its retention, once.
-pub async fn run_once(
-    store: &dyn Store,
+pub async fn run_once<S: Expiring + ?Sized>(
+    store: &S,
     retention: &RetentionSettings,
 ) -> Result<Removed, StoreError> {
     Ok(Removed {
@@ -57,7 +63,11 @@ pub async fn run_once(
 }
 
 /// Runs the job every `retention.every` until shutdown.
-pub async fn run(store: Arc<dyn Store>, retention: RetentionSettings, shutdown: Shutdown) {
+pub async fn run<S: Expiring + ?Sized>(
+    store: Arc<S>,
+    retention: RetentionSettings,
+    shutdown: Shutdown,
+) {
     let mut tick = tokio::time::interval(retention.every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {

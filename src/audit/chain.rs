@@ -8,8 +8,9 @@
 use chrono::{DateTime, SecondsFormat, Utc};
 use sha2::{Digest, Sha256};
 
-/// An audit record to append to its tenant's chain.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// An audit record to append to its tenant's chain (and, as the store reads it back, the
+/// columns it was stored in).
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
 pub struct NewAuditRecord {
     /// The event's id; appending the same id twice appends it once.
     pub id: String,

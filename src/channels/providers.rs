@@ -2,7 +2,7 @@
 //! kept for a second, so that a busy queue neither reads nor parses them per message.
 
 use crate::domain::TenantId;
-use crate::store::{Store, StoreError};
+use crate::store::{ProviderStore, StoreError};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -18,7 +18,7 @@ type Entry<T> = (Instant, Option<Parsed<T>>);
 /// A cache of one provider's settings (`smtp`, `apns`, `fcm`) per tenant, parsed into `T`.
 pub struct TenantProviders<T> {
     provider: &'static str,
-    store: Arc<dyn Store>,
+    store: Arc<dyn ProviderStore>,
     parse: fn(&str) -> Result<T, String>,
     cached: Mutex<HashMap<TenantId, Entry<T>>>,
 }
@@ -28,7 +28,7 @@ impl<T> TenantProviders<T> {
     /// from their stored JSON.
     pub fn new(
         provider: &'static str,
-        store: Arc<dyn Store>,
+        store: Arc<dyn ProviderStore>,
         parse: fn(&str) -> Result<T, String>,
     ) -> Self {
         TenantProviders {

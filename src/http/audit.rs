@@ -159,7 +159,7 @@ pub async fn query(
         // One more than asked tells whether there is a next page.
         limit: limit + 1,
     };
-    let mut records = state.tenancy.store().audit_records(&tenant, &query).await?;
+    let mut records = state.stores.audit.audit_records(&tenant, &query).await?;
     let next_cursor = (records.len() as i64 > limit).then(|| {
         records.truncate(limit as usize);
         records.last().map(|r| r.seq.to_string())
@@ -178,6 +178,6 @@ pub async fn verify(
     Authenticated(tenant): Authenticated,
 ) -> Result<Json<Verification>, ApiError> {
     Ok(Json(
-        audit::verify(state.tenancy.store().as_ref(), &tenant).await?,
+        audit::verify(state.stores.audit.as_ref(), &tenant).await?,
     ))
 }

@@ -46,6 +46,8 @@ pub struct AppState {
     pub retry_after: Duration,
     /// Tenants and their keys.
     pub tenancy: Arc<Tenancy>,
+    /// The store's concerns, each handler reaching the one it needs.
+    pub stores: crate::store::Stores,
     /// The token of the admin API; `None` turns it off.
     pub admin_token: Option<SecretString>,
     /// Where sends are accepted.

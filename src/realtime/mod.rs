@@ -23,7 +23,10 @@ pub use tokens::{TokenError, TokenKey};
 use crate::broker::amqp::AmqpBroker;
 use crate::channels::push::InAppInbox;
 use crate::domain::TenantId;
-use crate::store::{Store, StoreError};
+use crate::store::{
+    ChatStore, EventLogStore, InboxStore, Presence, PresenceStore, ReadReceipt, ReadReceiptStore,
+    StoreError, Stores,
+};
 use chrono::{DateTime, Utc};
 use std::sync::Arc;
 use std::time::Duration;
@@ -63,7 +66,16 @@ pub struct Realtime {
     pub hub: Arc<Hub>,
     /// This process's name in the presence table.
     instance: String,
-    store: Arc<dyn Store>,
+    /// Where chat messages are numbered and stored.
+    chats: Arc<dyn ChatStore>,
+    /// Users' logs, which connections replay.
+    log: Arc<dyn EventLogStore>,
+    /// Users' inboxes, which in-app notifications join.
+    inbox: Arc<dyn InboxStore>,
+    /// Connection counts, and the token key.
+    presence: Arc<dyn PresenceStore>,
+    /// Who read which message.
+    reads: Arc<dyn ReadReceiptStore>,
     key: TokenKey,
     settings: RealtimeSettings,
 }
@@ -77,15 +89,16 @@ pub enum RealtimeError {
 }
 
 impl Realtime {
-    /// Reads (or makes) the token key and connects `bus`.
+    /// Reads (or makes) the token key and connects `bus`; keeps the five of `stores` it
+    /// uses (chat, event logs, inboxes, presence, read receipts).
     pub async fn start(
         settings: &RealtimeSettings,
         bus: &Bus,
-        store: Arc<dyn Store>,
+        stores: &Stores,
     ) -> Result<Arc<Realtime>, RealtimeError> {
         let mut candidate = [0u8; 32];
         getrandom::fill(&mut candidate).expect("the system has randomness");
-        let key = TokenKey::new(&store.realtime_key(&candidate).await?);
+        let key = TokenKey::new(&stores.presence.realtime_key(&candidate).await?);
         let hub = Hub::new();
         let bus: Arc<dyn UserBus> = match bus {
             Bus::InProcess => Arc::new(LocalBus::new(&hub)),
@@ -97,7 +110,11 @@ impl Realtime {
         let realtime = Arc::new(Realtime {
             hub,
             instance: uuid::Uuid::now_v7().to_string(),
-            store,
+            chats: stores.chat.clone(),
+            log: stores.events.clone(),
+            inbox: stores.inbox.clone(),
+            presence: stores.presence.clone(),
+            reads: stores.reads.clone(),
             key,
             settings: settings.clone(),
         });
@@ -111,7 +128,7 @@ impl Realtime {
                 tick.tick().await;
                 alive.upgrade()
             } {
-                if let Err(e) = realtime.store.touch_presence(&realtime.instance).await {
+                if let Err(e) = realtime.presence.touch_presence(&realtime.instance).await {
                     tracing::warn!(error = %e, "touching presence failed");
                 }
             }
@@ -123,7 +140,7 @@ impl Realtime {
     /// the user's presence when it came online or went offline.
     pub async fn count_connection(&self, tenant: &TenantId, user: &str, delta: i64) {
         match self
-            .store
+            .presence
             .count_connection(tenant, user, &self.instance, delta)
             .await
         {
@@ -141,9 +158,9 @@ impl Realtime {
         tenant: &TenantId,
         message_id: &str,
         reader: &str,
-    ) -> Result<crate::store::ReadReceipt, StoreError> {
-        let receipt = self.store.record_read(tenant, message_id, reader).await?;
-        if let crate::store::ReadReceipt::Recorded { sender } = &receipt {
+    ) -> Result<ReadReceipt, StoreError> {
+        let receipt = self.reads.record_read(tenant, message_id, reader).await?;
+        if let ReadReceipt::Recorded { sender } = &receipt {
             self.poke(tenant, &[sender]).await;
         }
         Ok(receipt)
@@ -154,11 +171,11 @@ impl Realtime {
         &self,
         tenant: &TenantId,
         users: &[&str],
-    ) -> Result<Vec<crate::store::Presence>, StoreError> {
+    ) -> Result<Vec<Presence>, StoreError> {
         let alive_since = Utc::now()
             - chrono::Duration::from_std(self.settings.heartbeat * 3)
                 .unwrap_or(chrono::Duration::minutes(1));
-        self.store.presence(tenant, users, alive_since).await
+        self.presence.presence(tenant, users, alive_since).await
     }
 
     /// Its settings.
@@ -166,9 +183,14 @@ impl Realtime {
         &self.settings
     }
 
-    /// The store its logs live in.
-    pub fn store(&self) -> &Arc<dyn Store> {
-        &self.store
+    /// Where chat messages are stored.
+    pub fn chats(&self) -> &Arc<dyn ChatStore> {
+        &self.chats
+    }
+
+    /// Where users' logs live, which connections replay and acknowledge.
+    pub fn log(&self) -> &Arc<dyn EventLogStore> {
+        &self.log
     }
 
     /// A token opening a socket for `user` of `tenant` until `expires`.
@@ -198,7 +220,7 @@ impl InAppInbox for Realtime {
         id: &str,
         item: &serde_json::Value,
     ) -> Result<(), StoreError> {
-        self.store
+        self.inbox
             .add_to_inboxes(tenant, users, id, &item.to_string())
             .await?;
         self.poke(tenant, users).await;

@@ -6,7 +6,7 @@ use super::registry::Registry;
 use super::{LAYOUT, RenderError, RenderLimits, Rendered};
 use crate::domain::TenantId;
 use crate::outcome::RenderedFrom;
-use crate::store::{Store, StoreError};
+use crate::store::{StoreError, TemplateStore};
 use serde_json::{Map, Value};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -27,14 +27,14 @@ struct Cached {
 /// Every tenant's templates, compiled on first use and kept while current.
 pub struct Templates {
     built_in: Arc<Registry>,
-    store: Arc<dyn Store>,
+    store: Arc<dyn TemplateStore>,
     tenants: Mutex<HashMap<TenantId, Cached>>,
 }
 
 impl Templates {
     /// The built-in templates, with tenants' templates read from `store`, rendering within
     /// `limits`.
-    pub fn new(store: Arc<dyn Store>, limits: RenderLimits) -> Self {
+    pub fn new(store: Arc<dyn TemplateStore>, limits: RenderLimits) -> Self {
         Templates {
             built_in: Arc::new(Registry::built_in().with_limits(limits)),
             store,

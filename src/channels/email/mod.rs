@@ -25,7 +25,7 @@ use crate::domain::{EmailAddress, EmailNotification, Envelope, Event, TenantId};
 use crate::ledger::Ledger;
 use crate::outbound::OutboundPolicy;
 use crate::outcome::{Channel, DeliveryOutcome, Outcome, Report};
-use crate::store::Store;
+use crate::store::ProviderStore;
 use crate::templates::{RenderError, RenderLimits, Templates};
 use crate::workers::Handler;
 use async_trait::async_trait;
@@ -101,7 +101,7 @@ impl EmailHandler {
     pub fn new(
         settings: &EmailSettings,
         templates: Arc<Templates>,
-        store: Arc<dyn Store>,
+        providers: Arc<dyn ProviderStore>,
         ledger: Ledger,
         outbound: OutboundPolicy,
     ) -> Self {
@@ -116,7 +116,7 @@ impl EmailHandler {
                 outbound,
             ),
             relay: settings.smtp.clone(),
-            tenant_relays: TenantProviders::new("smtp", store, |json| {
+            tenant_relays: TenantProviders::new("smtp", providers, |json| {
                 serde_json::from_str(json)
                     .map_err(|e| format!("the tenant's SMTP settings do not parse: {e}"))
             }),

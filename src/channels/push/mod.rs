@@ -31,7 +31,7 @@ use crate::domain::{Envelope, Event, Platform, PushNotification, TenantId};
 use crate::ledger::Ledger;
 use crate::outbound::OutboundPolicy;
 use crate::outcome::{Channel, DeliveryOutcome, Outcome, Report};
-use crate::store::{Device, Store, StoreError};
+use crate::store::{Device, DeviceStore, ProviderStore, StoreError};
 use crate::workers::Handler;
 use apns::ApnsClient;
 use async_trait::async_trait;
@@ -273,7 +273,8 @@ pub struct PushHandler {
     settings: PushSettings,
     /// Where tenants' token endpoints may be.
     outbound: OutboundPolicy,
-    store: Arc<dyn Store>,
+    /// Where recipients' devices are registered.
+    devices: Arc<dyn DeviceStore>,
     /// Where earlier attempts' deliveries are looked up.
     ledger: Ledger,
     /// For FCM and Google's token endpoint.
@@ -298,7 +299,8 @@ impl PushHandler {
     /// A handler sending as `settings` say.
     pub fn new(
         settings: &PushSettings,
-        store: Arc<dyn Store>,
+        devices: Arc<dyn DeviceStore>,
+        providers: Arc<dyn ProviderStore>,
         ledger: Ledger,
         inbox: Arc<dyn InAppInbox>,
         outbound: OutboundPolicy,
@@ -312,9 +314,9 @@ impl PushHandler {
             .expect("the HTTP client builds");
         let apns_tls = tls::client_config(extra_ca, &[b"h2"]);
         PushHandler {
-            tenant_apns: TenantProviders::new("apns", store.clone(), TenantCredentials::parse),
-            tenant_fcm: TenantProviders::new("fcm", store.clone(), TenantCredentials::parse),
-            store,
+            tenant_apns: TenantProviders::new("apns", providers.clone(), TenantCredentials::parse),
+            tenant_fcm: TenantProviders::new("fcm", providers, TenantCredentials::parse),
+            devices,
             ledger,
             http,
             apns_tls,
@@ -495,7 +497,7 @@ impl PushHandler {
             PushResult::Failed(error) => (Outcome::failed(&error), Some(error)),
             PushResult::Unregistered(said) => {
                 let removed = self
-                    .store
+                    .devices
                     .remove_device(tenant, &device.token, Some(&device.user_id))
                     .await;
                 let note = match removed {
@@ -536,7 +538,7 @@ impl PushHandler {
                 return Outcome::retry(format!("adding to the in-app inboxes: {e}"));
             }
         }
-        let devices = match self.store.devices_of(tenant, &users, platforms).await {
+        let devices = match self.devices.devices_of(tenant, &users, platforms).await {
             Ok(devices) => devices,
             Err(e) => return Outcome::retry(format!("reading the device registry: {e}")),
         };
