@@ -232,7 +232,7 @@ fn main() {
         let herald = Herald::start(settings(dir.path()))
             .await
             .expect("Herald starts");
-        let store = herald.tenancy.store().clone();
+        let store = herald.store.clone();
         println!("herald audit bench: {count} events for one tenant");
 
         print!("  filling the embedded queue... ");

@@ -65,7 +65,7 @@ async fn run() {
     let herald = Herald::start(settings(dir.path(), &apns))
         .await
         .expect("Herald starts");
-    let store = herald.tenancy.store().clone();
+    let store = herald.store.clone();
     let tenant = TenantId::parse("bench").unwrap();
     let (_, key) = herald
         .tenancy

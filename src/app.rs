@@ -5,7 +5,7 @@ use crate::audit::AuditHandler;
 use crate::broker::amqp::AmqpBroker;
 use crate::broker::embedded::EmbeddedBroker;
 use crate::broker::{Broker, BrokerError, Topology};
-use crate::channels::email::{EmailHandler, Templates};
+use crate::channels::email::EmailHandler;
 use crate::channels::push::PushHandler;
 use crate::config::{BrokerKind, Settings};
 use crate::domain::EventKind;
@@ -14,10 +14,11 @@ use crate::idempotency::Idempotency;
 use crate::ingress::Ingress;
 use crate::ledger::Ledger;
 use crate::realtime::chat::ChatHandler;
-use crate::realtime::{Realtime, RealtimeError};
+use crate::realtime::{Bus, Realtime, RealtimeError};
 use crate::shutdown::Shutdown;
-use crate::store::{self, StoreError};
+use crate::store::{self, Store, StoreError, Stores};
 use crate::telemetry::Metrics;
+use crate::templates::Templates;
 use crate::tenants::Tenancy;
 use crate::tenants::limits::RateLimits;
 use crate::workers::{Handler, WorkerPool};
@@ -51,11 +52,14 @@ impl Roles {
     }
 }
 
-/// A started Herald: its settings, broker and metrics.
+/// A started Herald: its settings, store, broker and metrics.
 #[derive(Clone)]
 pub struct Herald {
     /// The settings it runs with.
     pub settings: Arc<Settings>,
+    /// The whole store, opened once: each component is handed the narrow view it needs
+    /// (an `Arc<dyn LedgerStore>`, say) of this one value.
+    pub store: Arc<dyn Store>,
     /// The broker events are queued on.
     pub broker: Arc<dyn Broker>,
     /// The queue topology.
@@ -91,53 +95,52 @@ pub enum StartError {
 }
 
 /// Opens the configured broker: the embedded one creates its file and schema, RabbitMQ is
-/// connected and its topology declared.
+/// connected and its topology declared. Answers it with the bus real-time delivery tells
+/// other instances over: RabbitMQ's, on the broker's connection, or none in process (the
+/// embedded broker has one process).
 pub async fn open_broker(
     settings: &Settings,
     topology: &Topology,
-) -> Result<Arc<dyn Broker>, BrokerError> {
+) -> Result<(Arc<dyn Broker>, Bus), BrokerError> {
     Ok(match settings.broker.kind {
-        BrokerKind::Embedded => Arc::new(
-            EmbeddedBroker::open(topology.clone(), settings.broker.embedded.clone()).await?,
+        BrokerKind::Embedded => (
+            Arc::new(
+                EmbeddedBroker::open(topology.clone(), settings.broker.embedded.clone()).await?,
+            ),
+            Bus::InProcess,
         ),
-        BrokerKind::Rabbitmq => Arc::new(
-            AmqpBroker::connect(
+        BrokerKind::Rabbitmq => {
+            let broker = AmqpBroker::connect(
                 topology.clone(),
                 &settings.broker.rabbitmq,
                 settings.broker.publish_timeout,
             )
-            .await?,
-        ),
+            .await?;
+            let bus = Bus::Rabbitmq {
+                broker: broker.clone(),
+                exchange: settings.realtime_exchange(),
+            };
+            (Arc::new(broker), bus)
+        }
     })
 }
 
 /// Applies the database's migrations and prepares the broker (the embedded one's file, or
-/// RabbitMQ's topology), then closes both: what `herald migrate` does. It fails, saying
-/// why, when RabbitMQ does not accept a connection within `broker.rabbitmq.migrate_wait`,
-/// rather than wait forever.
+/// RabbitMQ's topology), then closes both, starting nothing: what `herald migrate` does.
+/// It fails, saying why, when RabbitMQ does not accept a connection within
+/// `broker.rabbitmq.migrate_wait`, rather than wait forever.
 pub async fn migrate(settings: &Settings) -> Result<(), StartError> {
     crate::channels::tls::install_default_provider();
     store::open(&settings.database.url).await?;
-    let topology = Topology::from_settings(settings);
     match settings.broker.kind {
-        BrokerKind::Embedded => {
-            EmbeddedBroker::open(topology, settings.broker.embedded.clone())
-                .await?
-                .close()
-                .await;
-        }
+        BrokerKind::Embedded => EmbeddedBroker::migrate(&settings.broker.embedded).await?,
         BrokerKind::Rabbitmq => {
-            let broker = AmqpBroker::connect(
-                topology,
+            AmqpBroker::declare(
+                &settings.topology,
                 &settings.broker.rabbitmq,
-                settings.broker.publish_timeout,
+                settings.broker.rabbitmq.migrate_wait,
             )
-            .await?;
-            let connected = broker
-                .wait_connected(settings.broker.rabbitmq.migrate_wait)
-                .await;
-            broker.close().await;
-            connected?;
+            .await?
         }
     }
     Ok(())
@@ -145,21 +148,24 @@ pub async fn migrate(settings: &Settings) -> Result<(), StartError> {
 
 /// The handler of each queue.
 fn handler_for(kind: EventKind, herald: &Herald) -> Arc<dyn Handler> {
-    let store = herald.tenancy.store();
+    let stores = Stores::new(&herald.store);
     match kind {
         EventKind::Email => Arc::new(EmailHandler::new(
             &herald.settings.email,
             herald.templates.clone(),
-            store.clone(),
+            stores.providers,
+            herald.ledger.clone(),
             herald.settings.providers.outbound(),
         )),
         EventKind::Push => Arc::new(PushHandler::new(
             &herald.settings.push,
-            store.clone(),
+            stores.devices,
+            stores.providers,
+            herald.ledger.clone(),
             herald.realtime.clone(),
             herald.settings.providers.outbound(),
         )),
-        EventKind::Audit => Arc::new(AuditHandler::start(store.clone())),
+        EventKind::Audit => Arc::new(AuditHandler::start(stores.audit)),
         EventKind::Chat => Arc::new(ChatHandler::new(herald.realtime.clone())),
     }
 }
@@ -169,11 +175,12 @@ impl Herald {
     pub async fn start(settings: Settings) -> Result<Herald, StartError> {
         crate::channels::tls::install_default_provider();
         let store = store::open(&settings.database.url).await?;
-        let topology = Topology::from_settings(&settings);
-        let broker = open_broker(&settings, &topology).await?;
+        let stores = Stores::new(&store);
+        let topology = settings.topology.clone();
+        let (broker, bus) = open_broker(&settings, &topology).await?;
         let topology = Arc::new(topology);
         let metrics = Arc::new(Metrics::new());
-        let ledger = Ledger::start(store.clone());
+        let ledger = Ledger::start(stores.ledger.clone());
         let rate_limits = Arc::new(RateLimits::new(&settings.rate_limits));
         let ingress = Arc::new(Ingress::new(
             broker.clone(),
@@ -181,7 +188,10 @@ impl Herald {
             ledger.clone(),
             // A request answers within its publish timeout and a ledger write: a claim
             // unanswered for three timeouts was left by a process that died.
-            Idempotency::new(store.clone(), settings.broker.publish_timeout * 3),
+            Idempotency::new(
+                stores.idempotency.clone(),
+                settings.broker.publish_timeout * 3,
+            ),
             rate_limits.clone(),
             metrics.clone(),
             settings.broker.publish_timeout,
@@ -191,9 +201,13 @@ impl Herald {
             topology,
             metrics,
             ledger,
-            templates: Arc::new(Templates::new(store.clone(), settings.email.render)),
-            realtime: Realtime::start(&settings, store.clone()).await?,
-            tenancy: Arc::new(Tenancy::new(store)),
+            templates: Arc::new(Templates::new(
+                stores.templates.clone(),
+                settings.email.render,
+            )),
+            realtime: Realtime::start(&settings.realtime, &bus, &stores).await?,
+            tenancy: Arc::new(Tenancy::new(stores.tenants.clone())),
+            store,
             rate_limits,
             ingress,
             settings: Arc::new(settings),
@@ -209,6 +223,7 @@ impl Herald {
             body_limit: self.settings.http.body_limit_bytes,
             retry_after: self.settings.http.retry_after,
             tenancy: self.tenancy.clone(),
+            stores: Stores::new(&self.store),
             admin_token: self.settings.admin.token(),
             ingress: self.ingress.clone(),
             templates: self.templates.clone(),
@@ -226,7 +241,7 @@ impl Herald {
             self.metrics.clone(),
             self.settings.workers.handler_timeout,
         )
-        .with_ledger(self.ledger.clone())
+        .with_outcome_sink(Arc::new(self.ledger.clone()))
         .with_tenancy(self.tenancy.clone())
         .with_dead_letter_bounds(self.settings.dead_letters.every)
     }
@@ -249,7 +264,7 @@ impl Herald {
             })
             .collect();
         let mut background = vec![tokio::spawn(crate::retention::run(
-            self.tenancy.store().clone(),
+            self.store.clone(),
             self.settings.retention.clone(),
             shutdown.clone(),
         ))];

@@ -10,7 +10,7 @@
 //! different body is refused. Keys are kept 24 hours.
 
 use crate::domain::TenantId;
-use crate::store::{Claim, KeyBinding, Store, StoreError};
+use crate::store::{Claim, IdempotencyStore, KeyBinding, StoreError};
 use chrono::Utc;
 use sha2::{Digest, Sha256};
 use std::sync::Arc;
@@ -62,7 +62,7 @@ pub fn fingerprint(route: &str, body: &serde_json::Value) -> [u8; 32] {
 /// Idempotency keys, in the store; cheap to clone.
 #[derive(Clone)]
 pub struct Idempotency {
-    store: Arc<dyn Store>,
+    store: Arc<dyn IdempotencyStore>,
     /// A claim this old without an answer belongs to a process that died: a repeat
     /// resumes it. A live request answers well within it (it is a few publish timeouts).
     stale_after: Duration,
@@ -70,7 +70,7 @@ pub struct Idempotency {
 
 impl Idempotency {
     /// Idempotency over `store`, resuming unanswered claims after `stale_after`.
-    pub fn new(store: Arc<dyn Store>, stale_after: Duration) -> Self {
+    pub fn new(store: Arc<dyn IdempotencyStore>, stale_after: Duration) -> Self {
         Idempotency { store, stale_after }
     }
 

@@ -6,11 +6,21 @@
 //! trip of its own per event. Both wait for their write: an acceptance is written before
 //! the 202 is answered, so that the `Location` it gives answers at once, from any instance
 //! sharing the store; an outcome before its message is settled.
+//!
+//! The ledger is the worker pools' [`OutcomeSink`], and what the channels ask, through
+//! [`Ledger::settled`], for the deliveries an earlier attempt already settled.
 
-use crate::domain::{Envelope, Event, EventKind, NotificationId, TenantId};
-use crate::store::{LedgerDelivery, LedgerNotification, LedgerRecord, Store, StoreError};
-use crate::workers::{DeliveryOutcome, Outcome, Report};
+use crate::domain::{Envelope, Event, TenantId};
+use crate::outcome::{
+    Channel, DeliveryOutcome, DeliveryStatus, NotificationState, Outcome, Report,
+};
+use crate::store::{
+    AuditStore, LedgerDelivery, LedgerNotification, LedgerRecord, LedgerStore, StoreError,
+};
+use crate::workers::{OutcomeSink, Rejection};
+use async_trait::async_trait;
 use chrono::{DateTime, SubsecRound, Utc};
+use std::collections::HashMap;
 use std::sync::Arc;
 use tokio::sync::{mpsc, oneshot};
 
@@ -24,40 +34,47 @@ type Write = (Vec<LedgerRecord>, oneshot::Sender<()>);
 #[derive(Clone)]
 pub struct Ledger {
     writes: mpsc::Sender<Write>,
-    store: Arc<dyn Store>,
+    store: Arc<dyn LedgerStore>,
 }
 
+/// Deliveries settled for good by earlier attempts, by recipient and target.
+pub type Settled = HashMap<(String, String), DeliveryOutcome>;
+
 /// The deliveries an event makes: (channel, recipient, target).
-fn deliveries(event: &Event) -> Vec<(&'static str, String, String)> {
+fn deliveries(event: &Event) -> Vec<(Channel, String, String)> {
     match event {
         Event::Chat(m) => m
             .recipient_ids
             .as_slice()
             .iter()
-            .map(|r| ("realtime", r.to_string(), String::new()))
+            .map(|r| (Channel::Realtime, r.to_string(), String::new()))
             .collect(),
         Event::Push(p) => p
             .recipient_ids
             .as_slice()
             .iter()
-            .map(|r| ("push", r.to_string(), String::new()))
+            .map(|r| (Channel::Push, r.to_string(), String::new()))
             .collect(),
         Event::Email(e) => {
             e.to.as_slice()
                 .iter()
-                .map(|a| ("email", a.as_str().to_owned(), a.as_str().to_owned()))
+                .map(|a| (Channel::Email, a.as_str().to_owned(), a.as_str().to_owned()))
                 .collect()
         }
-        Event::Audit(a) => vec![("audit", a.entity_id.to_string(), String::new())],
+        Event::Audit(a) => vec![(Channel::Audit, a.entity_id.to_string(), String::new())],
     }
 }
 
-fn notification(envelope: &Envelope, status: &str, now: DateTime<Utc>) -> LedgerNotification {
+fn notification(
+    envelope: &Envelope,
+    status: NotificationState,
+    now: DateTime<Utc>,
+) -> LedgerNotification {
     LedgerNotification {
         id: envelope.id.to_string(),
         tenant_id: envelope.event.tenant_id().as_str().to_owned(),
         kind: envelope.event.kind().as_str().to_owned(),
-        status: status.to_owned(),
+        status,
         reason: None,
         created_at: envelope.created_at.trunc_subsecs(6),
         updated_at: now,
@@ -68,13 +85,13 @@ fn notification(envelope: &Envelope, status: &str, now: DateTime<Utc>) -> Ledger
 /// A record giving every delivery of the event the same state.
 fn record(
     envelope: &Envelope,
-    status: &str,
+    status: DeliveryStatus,
     attempts: u32,
     last_error: Option<&str>,
     replace: bool,
 ) -> LedgerRecord {
     let now = Utc::now().trunc_subsecs(6);
-    let mut notification = notification(envelope, status, now);
+    let mut notification = notification(envelope, NotificationState::of_delivery(status), now);
     // A whole event's failure is its reason; a delivery's own is in its row.
     notification.reason = last_error.map(str::to_owned);
     LedgerRecord {
@@ -83,9 +100,9 @@ fn record(
             .into_iter()
             .map(|(channel, recipient, target)| LedgerDelivery {
                 recipient,
-                channel: channel.to_owned(),
+                channel,
                 target,
-                status: status.to_owned(),
+                status,
                 attempts,
                 last_error: last_error.map(str::to_owned),
                 reply: None,
@@ -112,9 +129,9 @@ fn reported(envelope: &Envelope, report: &Report) -> LedgerRecord {
             let (status, error) = status_of(&d.outcome);
             LedgerDelivery {
                 recipient: d.recipient.clone(),
-                channel: report.channel.to_owned(),
+                channel: report.channel,
                 target: d.target.clone(),
-                status: status.to_owned(),
+                status,
                 attempts: d.attempt,
                 last_error: error.map(str::to_owned),
                 reply: d.reply.clone(),
@@ -139,18 +156,11 @@ fn reported(envelope: &Envelope, report: &Report) -> LedgerRecord {
             deliveries: targets.iter().map(|d| (*d).clone()).collect(),
             template: None,
         };
-        // A recipient is reached when any of its targets is.
-        let status = match summary.status() {
-            "delivered" | "partially_delivered" | "processing" => "delivered",
-            "queued" => "queued",
-            "undeliverable" => "undeliverable",
-            _ => "failed",
-        };
         rows.push(LedgerDelivery {
             recipient,
-            channel: channel.to_owned(),
+            channel,
             target,
-            status: status.to_owned(),
+            status: summary.status().of_recipient(),
             attempts: targets.iter().map(|d| d.attempt).max().unwrap_or(0),
             last_error: match summary.settlement() {
                 Outcome::Retry { error, .. } | Outcome::Failed { error } => Some(error),
@@ -169,22 +179,25 @@ fn reported(envelope: &Envelope, report: &Report) -> LedgerRecord {
     }
 }
 
-/// The ledger status of an outcome, and its error.
-fn status_of(outcome: &Outcome) -> (&'static str, Option<&str>) {
+/// The ledger status of a delivery's outcome, and its error.
+fn status_of(outcome: &Outcome) -> (DeliveryStatus, Option<&str>) {
     match outcome {
-        Outcome::Delivered => ("delivered", None),
-        Outcome::Retry { error, .. } => ("queued", Some(error.as_str())),
-        Outcome::Failed { error } => ("failed", Some(error.as_str())),
-        Outcome::Expired => ("expired", Some("it waited longer than its queue's TTL")),
-        Outcome::Rejected { reason } => ("rejected", Some(reason.as_str())),
-        Outcome::Undeliverable { reason } => ("undeliverable", Some(reason.as_str())),
-        Outcome::PerDelivery(report) => (report.status(), None),
+        Outcome::Delivered => (DeliveryStatus::Delivered, None),
+        Outcome::Retry { error, .. } => (DeliveryStatus::Queued, Some(error.as_str())),
+        Outcome::Failed { error } => (DeliveryStatus::Failed, Some(error.as_str())),
+        Outcome::Expired => (
+            DeliveryStatus::Expired,
+            Some("it waited longer than its queue's TTL"),
+        ),
+        Outcome::Rejected { reason } => (DeliveryStatus::Rejected, Some(reason.as_str())),
+        Outcome::Undeliverable { reason } => (DeliveryStatus::Undeliverable, Some(reason.as_str())),
+        Outcome::PerDelivery(report) => (report.status().of_recipient(), None),
     }
 }
 
 impl Ledger {
     /// Starts the writer on `store`; it runs until every handle is dropped.
-    pub fn start(store: Arc<dyn Store>) -> Self {
+    pub fn start(store: Arc<dyn LedgerStore>) -> Self {
         // Bounded: when the writer falls behind, senders wait (back-pressure on the API
         // and the worker pools) rather than the queue growing.
         let (writes, queued) = mpsc::channel(BATCH);
@@ -197,7 +210,7 @@ impl Ledger {
     pub async fn accepted(&self, envelopes: &[Envelope]) {
         let records = envelopes
             .iter()
-            .map(|e| record(e, "queued", 0, None, false))
+            .map(|e| record(e, DeliveryStatus::Queued, 0, None, false))
             .collect();
         self.write(records).await;
     }
@@ -213,12 +226,72 @@ impl Ledger {
         }
     }
 
+    /// What earlier attempts at `envelope` settled for good on `channel`, by recipient
+    /// and target: a retry carries those forward instead of sending them again. A first
+    /// attempt has nothing before it, unless the event may have been published more than
+    /// once (an idempotency key's repeat): then another copy may have been handled, and
+    /// what it did is looked up too.
+    pub async fn settled(
+        &self,
+        envelope: &Envelope,
+        attempt: u32,
+        channel: Channel,
+    ) -> Result<Settled, StoreError> {
+        if attempt <= 1 && !envelope.deduplicate {
+            return Ok(HashMap::new());
+        }
+        let tenant: &TenantId = envelope.event.tenant_id();
+        let Some((_, deliveries)) = self
+            .store
+            .notification(tenant, &envelope.id.to_string())
+            .await?
+        else {
+            return Ok(HashMap::new());
+        };
+        Ok(deliveries
+            .into_iter()
+            .filter(|d| d.channel == channel && !d.target.is_empty())
+            .filter_map(|d| {
+                let outcome = match d.status {
+                    DeliveryStatus::Delivered => Outcome::Delivered,
+                    DeliveryStatus::Failed => Outcome::failed(d.last_error.unwrap_or_default()),
+                    _ => return None,
+                };
+                let key = (d.recipient.clone(), d.target.clone());
+                let settled = DeliveryOutcome {
+                    recipient: d.recipient,
+                    target: d.target,
+                    outcome,
+                    attempt: d.attempts,
+                    reply: d.reply,
+                };
+                Some((key, settled))
+            })
+            .collect())
+    }
+
+    /// Waits until everything handed to the ledger before is written: at shutdown, so
+    /// that nothing accepted leaves without its record.
+    pub async fn flush(&self) {
+        self.write(Vec::new()).await;
+    }
+
+    async fn write(&self, records: Vec<LedgerRecord>) {
+        let (written, done) = oneshot::channel();
+        if self.writes.send((records, written)).await.is_ok() {
+            let _ = done.await;
+        }
+    }
+}
+
+#[async_trait]
+impl OutcomeSink for Ledger {
     /// Records the outcome of an attempt, and waits until it is written.
     ///
     /// A delivered audit event is not written: its audit record, committed before, is the
     /// receipt, and [`status`] reads it from there. Writing it twice would double the
     /// database's work for the busiest stream of events.
-    pub async fn outcome(&self, envelope: &Envelope, attempt: u32, outcome: &Outcome) {
+    async fn outcome(&self, envelope: &Envelope, attempt: u32, outcome: &Outcome) {
         if matches!(
             (&envelope.event, outcome),
             (Event::Audit(_), Outcome::Delivered)
@@ -237,13 +310,13 @@ impl Ledger {
 
     /// Records that a message which could not be read as an event was rejected: known
     /// only by its id, tenant and kind.
-    pub async fn rejected(&self, rejection: &Rejection, reason: &str) {
+    async fn rejected(&self, rejection: &Rejection, reason: &str) {
         let now = Utc::now().trunc_subsecs(6);
         let notification = LedgerNotification {
             id: rejection.id.to_string(),
             tenant_id: rejection.tenant.as_str().to_owned(),
             kind: rejection.kind.as_str().to_owned(),
-            status: "rejected".to_owned(),
+            status: NotificationState::Rejected,
             reason: Some(reason.to_owned()),
             created_at: rejection.created_at.trunc_subsecs(6),
             updated_at: now,
@@ -256,32 +329,6 @@ impl Ledger {
         }])
         .await;
     }
-
-    /// Waits until everything handed to the ledger before is written: at shutdown, so
-    /// that nothing accepted leaves without its record.
-    pub async fn flush(&self) {
-        self.write(Vec::new()).await;
-    }
-
-    async fn write(&self, records: Vec<LedgerRecord>) {
-        let (written, done) = oneshot::channel();
-        if self.writes.send((records, written)).await.is_ok() {
-            let _ = done.await;
-        }
-    }
-}
-
-/// What is known of a message that was rejected before it could be read as an event.
-#[derive(Debug, Clone)]
-pub struct Rejection {
-    /// Its id.
-    pub id: NotificationId,
-    /// The tenant it names.
-    pub tenant: TenantId,
-    /// The kind it was read as.
-    pub kind: EventKind,
-    /// When it was published.
-    pub created_at: DateTime<Utc>,
 }
 
 /// A tenant's notification with this id and the state of each of its deliveries.
@@ -289,15 +336,16 @@ pub struct Rejection {
 /// An audit event is delivered once its audit record is stored; the record answers for
 /// it, whether or not the ledger saw the event accepted.
 pub async fn status(
-    store: &dyn Store,
+    ledger: &dyn LedgerStore,
+    audit: &dyn AuditStore,
     tenant: &TenantId,
     id: &str,
 ) -> Result<Option<(LedgerNotification, Vec<LedgerDelivery>)>, StoreError> {
-    let found = store.notification(tenant, id).await?;
+    let found = ledger.notification(tenant, id).await?;
     if found.as_ref().is_some_and(|(n, _)| n.kind != "audit") {
         return Ok(found);
     }
-    let Some(stored) = store.audit_record(tenant, id).await? else {
+    let Some(stored) = audit.audit_record(tenant, id).await? else {
         return Ok(found);
     };
     // Published straight to the exchange, it was never seen accepted: it dates from
@@ -307,7 +355,7 @@ pub async fn status(
             id: id.to_owned(),
             tenant_id: tenant.as_str().to_owned(),
             kind: "audit".to_owned(),
-            status: String::new(),
+            status: NotificationState::Delivered,
             reason: None,
             created_at: stored.recorded_at,
             updated_at: stored.recorded_at,
@@ -315,20 +363,20 @@ pub async fn status(
         };
         (unseen, Vec::new())
     });
-    notification.status = "delivered".to_owned();
+    notification.status = NotificationState::Delivered;
     notification.updated_at = stored.recorded_at;
     // Attempts that failed before were recorded; the one that stored the record was not.
     let failed_before = earlier
         .iter()
-        .filter(|d| d.status != "delivered")
+        .filter(|d| d.status != DeliveryStatus::Delivered)
         .map(|d| d.attempts)
         .max()
         .unwrap_or(0);
     let delivery = LedgerDelivery {
         recipient: stored.record.entity_id,
-        channel: "audit".to_owned(),
+        channel: Channel::Audit,
         target: String::new(),
-        status: "delivered".to_owned(),
+        status: DeliveryStatus::Delivered,
         attempts: failed_before + 1,
         last_error: None,
         reply: None,
@@ -337,7 +385,7 @@ pub async fn status(
     Ok(Some((notification, vec![delivery])))
 }
 
-async fn write_loop(store: Arc<dyn Store>, mut queued: mpsc::Receiver<Write>) {
+async fn write_loop(store: Arc<dyn LedgerStore>, mut queued: mpsc::Receiver<Write>) {
     let mut batch = Vec::with_capacity(BATCH);
     while queued.recv_many(&mut batch, BATCH).await > 0 {
         let (records, waiters): (Vec<Vec<LedgerRecord>>, Vec<_>) =

@@ -1,4 +1,4 @@
-//! Logs and Prometheus metrics.
+//! Logs and Prometheus metrics, and URLs redacted for logs.
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -17,6 +17,28 @@ pub fn init_logging() {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal())
         .try_init();
+}
+
+/// A URL with its password replaced, for logs.
+pub fn redact_url(url: &str) -> String {
+    let Some(scheme_end) = url.find("://").map(|i| i + 3) else {
+        return url.to_owned();
+    };
+    let authority_end = url[scheme_end..]
+        .find('/')
+        .map_or(url.len(), |i| scheme_end + i);
+    match url[scheme_end..authority_end].rfind('@') {
+        Some(at) => {
+            let userinfo = &url[scheme_end..scheme_end + at];
+            let user = userinfo.split(':').next().unwrap_or_default();
+            format!(
+                "{}{user}:***{}",
+                &url[..scheme_end],
+                &url[scheme_end + at..]
+            )
+        }
+        None => url.to_owned(),
+    }
 }
 
 /// Labels of an HTTP request.
@@ -166,5 +188,22 @@ impl Metrics {
 impl Default for Metrics {
     fn default() -> Self {
         Self::new()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_redacted_url_keeps_everything_but_the_password() {
+        assert_eq!(
+            redact_url("amqp://u:hunter2@rabbit/%2f"),
+            "amqp://u:***@rabbit/%2f"
+        );
+        assert_eq!(
+            redact_url("sqlite://data/herald.db"),
+            "sqlite://data/herald.db"
+        );
     }
 }

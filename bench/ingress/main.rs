@@ -47,8 +47,8 @@ mod report;
 use child::{TENANT, has_rate_limits};
 use figment::Figment;
 use figment::providers::{Format, Serialized, Toml};
-use herald::broker::Topology;
-use herald::config::{Settings, redact_url};
+use herald::config::Settings;
+use herald::telemetry::redact_url;
 use http::bench_http;
 use lapin::Connection;
 use load::{Run, SENDERS, Window};
@@ -153,7 +153,7 @@ async fn bench_rabbitmq(connection: &Connection, url: &str, window: Window) -> R
     let realtime_exchange = settings.realtime_exchange();
     delete_rabbitmq(
         connection,
-        &Topology::from_settings(&settings),
+        &settings.topology,
         &realtime_exchange,
         &raw_names,
     )

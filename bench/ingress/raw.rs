@@ -57,7 +57,11 @@ fn text(s: &str) -> AMQPValue {
 
 /// The arguments Herald declares `audit.events` with (classic queue type).
 fn audit_queue_arguments(settings: &Settings, dead_letter_queue: &str) -> FieldTable {
-    let ttl_ms = settings.queues.audit.message_ttl.as_millis() as i64;
+    let ttl_ms = settings
+        .topology
+        .queue(EventKind::Audit)
+        .message_ttl
+        .as_millis() as i64;
     let mut args = FieldTable::default();
     args.insert("x-queue-type".into(), text("classic"));
     args.insert("x-message-ttl".into(), AMQPValue::LongLongInt(ttl_ms));
@@ -252,7 +256,7 @@ pub async fn delete_rabbitmq(
 /// The raw embedded rate: Herald's `EmbeddedBroker` in this process, no HTTP.
 pub async fn raw_embedded(dir: &Path, window: Window) -> Result<Run, String> {
     let settings = bench_settings(&unique_prefix(), &dir.join("broker.db"));
-    let topology = Topology::from_settings(&settings);
+    let topology = settings.topology.clone();
     let broker = EmbeddedBroker::open(topology.clone(), settings.broker.embedded.clone())
         .await
         .map_err(|e| e.to_string())?;

@@ -1,8 +1,36 @@
-//! The hash chain over a tenant's audit records.
+//! The hash chain over a tenant's audit records: what a record holds and how it is
+//! hashed onto the one before it.
+//!
+//! A leaf: it depends on nothing else in the crate, so that the store (which appends to
+//! the chain) and the audit module (which verifies it) both use it without depending on
+//! each other through it.
 
-use crate::store::NewAuditRecord;
-use chrono::SecondsFormat;
+use chrono::{DateTime, SecondsFormat, Utc};
 use sha2::{Digest, Sha256};
+
+/// An audit record to append to its tenant's chain (and, as the store reads it back, the
+/// columns it was stored in).
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct NewAuditRecord {
+    /// The event's id; appending the same id twice appends it once.
+    pub id: String,
+    /// The tenant whose chain it joins.
+    pub tenant_id: String,
+    /// What happened.
+    pub event_type: String,
+    /// Who did it.
+    pub user_id: String,
+    /// The kind of thing it happened to.
+    pub entity_type: String,
+    /// Which one.
+    pub entity_id: String,
+    /// What changed, as JSON text.
+    pub changes: String,
+    /// When it happened (microsecond precision).
+    pub occurred_at: DateTime<Utc>,
+    /// Whether it is kept for compliance.
+    pub compliance: bool,
+}
 
 /// The hash before a tenant's first record.
 pub const GENESIS: [u8; 32] = [0; 32];

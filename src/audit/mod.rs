@@ -5,7 +5,7 @@
 pub mod chain;
 
 use crate::domain::{Envelope, Event, TenantId};
-use crate::store::{NewAuditRecord, Store, StoreError};
+use crate::store::{AuditStore, NewAuditRecord, StoreError};
 use crate::workers::{Handler, Outcome};
 use async_trait::async_trait;
 use chrono::SubsecRound;
@@ -26,7 +26,7 @@ pub struct AuditHandler {
 
 impl AuditHandler {
     /// Starts the batching writer on `store`.
-    pub fn start(store: Arc<dyn Store>) -> Self {
+    pub fn start(store: Arc<dyn AuditStore>) -> Self {
         let (appends, queued) = mpsc::channel(4 * BATCH);
         tokio::spawn(write_loop(store, queued));
         AuditHandler { appends }
@@ -69,7 +69,7 @@ impl Handler for AuditHandler {
     }
 }
 
-async fn write_loop(store: Arc<dyn Store>, mut queued: mpsc::Receiver<Append>) {
+async fn write_loop(store: Arc<dyn AuditStore>, mut queued: mpsc::Receiver<Append>) {
     let mut batch = Vec::with_capacity(BATCH);
     while queued.recv_many(&mut batch, BATCH).await > 0 {
         let (records, waiters): (Vec<_>, Vec<_>) = std::mem::take(&mut batch).into_iter().unzip();
@@ -98,7 +98,7 @@ pub struct Verification {
 }
 
 /// Walks a tenant's chain from its first stored record, recomputing every hash.
-pub async fn verify(store: &dyn Store, tenant: &TenantId) -> Result<Verification, StoreError> {
+pub async fn verify(store: &dyn AuditStore, tenant: &TenantId) -> Result<Verification, StoreError> {
     let mut checked = 0;
     let mut previous: Option<(i64, Vec<u8>)> = None;
     loop {

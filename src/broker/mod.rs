@@ -17,7 +17,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use std::time::Duration;
 
-pub use topology::{QueueSpec, Topology};
+pub use topology::{Backoff, QueueSpec, Topology};
 
 /// A message to publish.
 #[derive(Debug, Clone)]

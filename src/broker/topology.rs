@@ -1,9 +1,36 @@
-//! The queue topology of the contract, from configuration: exchanges, queues, bindings,
-//! TTLs, lengths, dead-letter queues and retry schedules. Both brokers declare exactly this.
+//! The queue topology of the contract: exchanges, queues, bindings, TTLs, lengths,
+//! dead-letter queues and retry schedules. Both brokers declare exactly this. The
+//! configuration builds it (`Settings::topology`), in types that hold what it checked: a
+//! queue's concurrency and length are not zero, its backoff is never empty.
 
-use crate::config::{DeadLetterSettings, QueueSettings, Settings};
 use crate::domain::EventKind;
+use std::num::{NonZeroU32, NonZeroUsize};
 use std::time::Duration;
+
+/// The wait before each retry of a queue's messages: never empty, the last entry repeats.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Backoff {
+    /// The waits before the last.
+    earlier: Vec<Duration>,
+    /// The last wait, which repeats.
+    last: Duration,
+}
+
+impl Backoff {
+    /// The schedule of `delays`, if there is at least one.
+    pub fn new(mut delays: Vec<Duration>) -> Option<Self> {
+        let last = delays.pop()?;
+        Some(Backoff {
+            earlier: delays,
+            last,
+        })
+    }
+
+    /// The wait before retry `retry` (0 for the first).
+    pub fn delay(&self, retry: usize) -> Duration {
+        self.earlier.get(retry).copied().unwrap_or(self.last)
+    }
+}
 
 /// One work queue and everything that hangs off it.
 #[derive(Debug, Clone, PartialEq)]
@@ -21,13 +48,13 @@ pub struct QueueSpec {
     /// How long a message may wait before it expires.
     pub message_ttl: Duration,
     /// How many messages the queue holds before refusing more.
-    pub max_length: u32,
+    pub max_length: NonZeroU32,
     /// How many messages its pool handles at once.
-    pub concurrency: usize,
-    /// Attempts before a failing message is dead-lettered.
+    pub concurrency: NonZeroUsize,
+    /// Attempts before a failing message is dead-lettered (at least one).
     pub max_attempts: u32,
-    /// The wait before each retry; the last entry repeats.
-    pub backoff: Vec<Duration>,
+    /// The wait before each retry.
+    pub backoff: Backoff,
     /// The most letters its dead-letter queue keeps.
     pub dead_letter_max_length: u64,
     /// How long a letter is kept in its dead-letter queue.
@@ -35,28 +62,6 @@ pub struct QueueSpec {
 }
 
 impl QueueSpec {
-    fn from_settings(
-        kind: EventKind,
-        prefix: &str,
-        q: &QueueSettings,
-        dead_letters: &DeadLetterSettings,
-    ) -> Self {
-        QueueSpec {
-            kind,
-            configured_name: q.name.clone(),
-            name: format!("{prefix}{}", q.name),
-            exchange: format!("{prefix}{}", q.exchange),
-            routing_keys: q.routing_keys.clone(),
-            message_ttl: q.message_ttl,
-            max_length: q.max_length,
-            concurrency: q.concurrency,
-            max_attempts: q.max_attempts,
-            backoff: q.backoff.clone(),
-            dead_letter_max_length: u64::from(dead_letters.max_length),
-            dead_letter_max_age: dead_letters.max_age,
-        }
-    }
-
     /// The queue's dead-letter queue: expired and finally failed messages land there.
     pub fn dead_letter_queue(&self) -> String {
         format!("{}.dlq", self.name)
@@ -64,12 +69,7 @@ impl QueueSpec {
 
     /// The wait before attempt `next_attempt` (2 for the first retry).
     pub fn retry_delay(&self, next_attempt: u32) -> Duration {
-        let index = next_attempt.saturating_sub(2) as usize;
-        *self
-            .backoff
-            .get(index)
-            .or(self.backoff.last())
-            .expect("configuration checks that backoff is not empty")
+        self.backoff.delay(next_attempt.saturating_sub(2) as usize)
     }
 
     /// The distinct retry delays a message of this queue may wait, shortest first.
@@ -100,24 +100,6 @@ pub struct Topology {
 }
 
 impl Topology {
-    /// The topology the settings describe.
-    pub fn from_settings(settings: &Settings) -> Self {
-        let prefix = &settings.broker.prefix;
-        Topology {
-            queues: EventKind::ALL
-                .into_iter()
-                .map(|kind| {
-                    QueueSpec::from_settings(
-                        kind,
-                        prefix,
-                        settings.queues.of(kind),
-                        &settings.dead_letters,
-                    )
-                })
-                .collect(),
-        }
-    }
-
     /// The queue of `kind`.
     pub fn queue(&self, kind: EventKind) -> &QueueSpec {
         self.queues
@@ -195,10 +177,10 @@ mod tests {
             exchange: "x".into(),
             routing_keys: vec!["email.send".into()],
             message_ttl: Duration::from_secs(60),
-            max_length: 10,
-            concurrency: 1,
+            max_length: NonZeroU32::new(10).unwrap(),
+            concurrency: NonZeroUsize::MIN,
             max_attempts: 5,
-            backoff: vec![Duration::from_secs(1), Duration::from_secs(5)],
+            backoff: Backoff::new(vec![Duration::from_secs(1), Duration::from_secs(5)]).unwrap(),
             dead_letter_max_length: 10,
             dead_letter_max_age: Duration::from_secs(60),
         };

@@ -1,8 +1,8 @@
-//! Tenants' provider settings as the workers read them: from the store, kept for a second
-//! so that a busy queue does not read them per message.
+//! Tenants' provider settings as the workers read them: from the store, parsed once and
+//! kept for a second, so that a busy queue neither reads nor parses them per message.
 
 use crate::domain::TenantId;
-use crate::store::{Store, StoreError};
+use crate::store::{ProviderStore, StoreError};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -10,27 +10,37 @@ use std::time::{Duration, Instant};
 /// How long settings read from the store are used before they are read again.
 const FRESH_FOR: Duration = Duration::from_secs(1);
 
-type Entry = (Instant, Option<Arc<str>>);
+/// A tenant's stored settings, parsed; or why they do not parse.
+pub type Parsed<T> = Result<Arc<T>, String>;
 
-/// A cache of one provider's settings (`smtp`, `apns`, `fcm`) per tenant.
-pub struct TenantProviders {
+type Entry<T> = (Instant, Option<Parsed<T>>);
+
+/// A cache of one provider's settings (`smtp`, `apns`, `fcm`) per tenant, parsed into `T`.
+pub struct TenantProviders<T> {
     provider: &'static str,
-    store: Arc<dyn Store>,
-    cached: Mutex<HashMap<TenantId, Entry>>,
+    store: Arc<dyn ProviderStore>,
+    parse: fn(&str) -> Result<T, String>,
+    cached: Mutex<HashMap<TenantId, Entry<T>>>,
 }
 
-impl TenantProviders {
-    /// The `provider` settings of every tenant, read from `store`.
-    pub fn new(provider: &'static str, store: Arc<dyn Store>) -> Self {
+impl<T> TenantProviders<T> {
+    /// The `provider` settings of every tenant, read from `store` and read by `parse`
+    /// from their stored JSON.
+    pub fn new(
+        provider: &'static str,
+        store: Arc<dyn ProviderStore>,
+        parse: fn(&str) -> Result<T, String>,
+    ) -> Self {
         TenantProviders {
             provider,
             store,
+            parse,
             cached: Mutex::new(HashMap::new()),
         }
     }
 
-    /// The tenant's settings as JSON text, if it has any.
-    pub async fn get(&self, tenant: &TenantId) -> Result<Option<Arc<str>>, StoreError> {
+    /// The tenant's settings, if it has any.
+    pub async fn get(&self, tenant: &TenantId) -> Result<Option<Parsed<T>>, StoreError> {
         if let Some((read, settings)) = self.cached.lock().expect("never poisoned").get(tenant)
             && read.elapsed() < FRESH_FOR
         {
@@ -40,7 +50,7 @@ impl TenantProviders {
             .store
             .provider(tenant, self.provider)
             .await?
-            .map(|(json, _)| Arc::from(json));
+            .map(|(json, _)| (self.parse)(&json).map(Arc::new));
         let mut cached = self.cached.lock().expect("never poisoned");
         // Entries of idle tenants go once they are stale, so that the map stays small.
         if cached.len() > 4096 {

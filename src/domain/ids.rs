@@ -98,6 +98,15 @@ impl TenantId {
     }
 }
 
+/// A tenant id read back from where it was stored.
+impl TryFrom<String> for TenantId {
+    type Error = String;
+
+    fn try_from(raw: String) -> Result<Self, String> {
+        TenantId::parse(&raw).map_err(|e| format!("tenant id '{raw}': {e}"))
+    }
+}
+
 impl FromJson for TenantId {
     fn from_json(value: &Value) -> Result<Self, String> {
         match value {

@@ -8,12 +8,20 @@ use super::error::{ApiError, invalid};
 use crate::audit::{self, Verification};
 use crate::domain::schema;
 use crate::store::{AuditQuery, AuditRecord};
-use axum::Json;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
+use axum::routing::get;
+use axum::{Json, Router};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
+
+/// The audit query routes; audit events are sent with the other sends.
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/v1/audit/events", get(query))
+        .route("/v1/audit/verify", get(verify))
+}
 
 /// The query string of `GET /v1/audit/events`.
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
@@ -151,7 +159,7 @@ pub async fn query(
         // One more than asked tells whether there is a next page.
         limit: limit + 1,
     };
-    let mut records = state.tenancy.store().audit_records(&tenant, &query).await?;
+    let mut records = state.stores.audit.audit_records(&tenant, &query).await?;
     let next_cursor = (records.len() as i64 > limit).then(|| {
         records.truncate(limit as usize);
         records.last().map(|r| r.seq.to_string())
@@ -170,6 +178,6 @@ pub async fn verify(
     Authenticated(tenant): Authenticated,
 ) -> Result<Json<Verification>, ApiError> {
     Ok(Json(
-        audit::verify(state.tenancy.store().as_ref(), &tenant).await?,
+        audit::verify(state.stores.audit.as_ref(), &tenant).await?,
     ))
 }

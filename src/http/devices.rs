@@ -115,7 +115,7 @@ pub async fn register(
         }
     };
     let (platform, token) = fields.finish(|| Some((platform?, token?)))?;
-    let store = state.tenancy.store();
+    let store = &state.stores.devices;
     let had = store
         .devices(&tenant, user.as_str())
         .await?
@@ -142,11 +142,7 @@ pub async fn list(
     Path(user_id): Path<String>,
 ) -> Result<Json<DeviceList>, ApiError> {
     let user = user_in_path(&user_id)?;
-    let items = state
-        .tenancy
-        .store()
-        .devices(&tenant, user.as_str())
-        .await?;
+    let items = state.stores.devices.devices(&tenant, user.as_str()).await?;
     Ok(Json(DeviceList { items }))
 }
 
@@ -161,8 +157,8 @@ pub async fn remove(
 ) -> Result<StatusCode, ApiError> {
     let user = user_in_path(&user_id)?;
     if state
-        .tenancy
-        .store()
+        .stores
+        .devices
         .remove_device(&tenant, &token, Some(user.as_str()))
         .await?
     {

@@ -22,8 +22,9 @@ use crate::domain::{
     AuditEvent, ChatMessage, ConversationType, EmailNotification, MessageType, Platform, Priority,
     PushNotification,
 };
+use crate::outcome::{Channel, DeliveryStatus, NotificationState, RenderedFrom};
 use crate::store::{ApiKeyInfo, Tenant};
-use crate::store::{Device, LedgerDelivery, LedgerNotification, RenderedFrom};
+use crate::store::{Device, LedgerDelivery, LedgerNotification};
 use axum::extract::State;
 use axum::http::header;
 use axum::response::{Html, IntoResponse};
@@ -59,7 +60,7 @@ use utoipa::OpenApi;
         BrokerHealthBody, Tenant, ApiKeyInfo, CreatedKey, CreatedTenant, KeyList, NewTenant,
         QueueStats, DeadLetterBody, DeadLetters, Replayed, NotificationStatus, LedgerNotification,
         LedgerDelivery, AuditItem, AuditPage, Verification, TemplateView, TemplateList,
-        TemplateBody, PreviewBody, PreviewView, RenderedFrom, Device, DeviceBody, DeviceList,
+        TemplateBody, PreviewBody, PreviewView, RenderedFrom, NotificationState, DeliveryStatus, Channel, Device, DeviceBody, DeviceList,
         TokenRequest, IssuedToken, ReadBody, ReadView, PresenceList, PresenceView, InboxView,
         InboxList, SmtpBody, ApnsBody, FcmBody,
     )),

@@ -62,7 +62,7 @@ pub async fn alive() -> Json<serde_json::Value> {
     responses((status = 200, description = "Ready"), (status = 503, description = "Not ready")))]
 pub async fn ready(State(state): State<AppState>) -> Response {
     let broker = state.broker.health().await;
-    let database = state.tenancy.store().ping().await;
+    let database = state.stores.health.ping().await;
     let bus = state.realtime.hub.bus_trouble();
     let healthy = broker.healthy && database.is_ok() && bus.is_none();
     let body = json!({

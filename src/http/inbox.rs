@@ -64,8 +64,8 @@ pub async fn list(
     let user = super::user_in_path(&user)?;
     let user = user.as_str();
     let items: Vec<InboxView> = state
-        .tenancy
-        .store()
+        .stores
+        .inbox
         .inbox(&tenant, user, LIMIT)
         .await?
         .into_iter()
@@ -91,8 +91,8 @@ async fn change(
     let user = super::user_in_path(user)?;
     let user = user.as_str();
     let changed = state
-        .tenancy
-        .store()
+        .stores
+        .inbox
         .change_inbox(tenant, user, id, read)
         .await?;
     if changed > 0 {

@@ -46,12 +46,14 @@ pub struct AppState {
     pub retry_after: Duration,
     /// Tenants and their keys.
     pub tenancy: Arc<Tenancy>,
+    /// The store's concerns, each handler reaching the one it needs.
+    pub stores: crate::store::Stores,
     /// The token of the admin API; `None` turns it off.
     pub admin_token: Option<SecretString>,
     /// Where sends are accepted.
     pub ingress: Arc<crate::ingress::Ingress>,
     /// Email templates, compiled.
-    pub templates: Arc<crate::channels::email::Templates>,
+    pub templates: Arc<crate::templates::Templates>,
     /// Real-time delivery.
     pub realtime: Arc<crate::realtime::Realtime>,
     /// Where tenants' own providers may be.
@@ -62,6 +64,7 @@ pub struct AppState {
 pub fn router(state: AppState) -> Router {
     Router::new()
         .merge(send::router())
+        .merge(audit::router())
         .merge(admin::router())
         .merge(queues::router())
         .merge(notifications::router())

@@ -40,7 +40,13 @@ pub async fn status(
     // An event published straight to an exchange is known by the id its publisher gave
     // it (its AMQP message_id), which Herald turned into a UUID the same way.
     let id = crate::domain::id_from_message_id(&id).to_string();
-    let found = crate::ledger::status(state.tenancy.store().as_ref(), &tenant, &id).await?;
+    let found = crate::ledger::status(
+        state.stores.ledger.as_ref(),
+        state.stores.audit.as_ref(),
+        &tenant,
+        &id,
+    )
+    .await?;
     let (notification, deliveries) =
         found.ok_or_else(|| ApiError::NotFound(format!("notification {id}")))?;
     Ok(Json(NotificationStatus {

@@ -108,7 +108,7 @@ async fn stored<T: serde::de::DeserializeOwned>(
     tenant: &crate::domain::TenantId,
     provider: &str,
 ) -> Result<T, ApiError> {
-    let stored = state.tenancy.store().provider(tenant, provider).await?;
+    let stored = state.stores.providers.provider(tenant, provider).await?;
     let (json, _) = stored
         .ok_or_else(|| ApiError::NotFound(format!("{} settings", provider.to_uppercase())))?;
     serde_json::from_str(&json)
@@ -122,8 +122,8 @@ async fn remove(
     provider: &str,
 ) -> Result<StatusCode, ApiError> {
     if state
-        .tenancy
-        .store()
+        .stores
+        .providers
         .delete_provider(tenant, provider)
         .await?
     {
@@ -255,8 +255,8 @@ async fn set<T: ProviderSettings>(
         .await
         .map_err(|(field, message)| invalid(field, message))?;
     state
-        .tenancy
-        .store()
+        .stores
+        .providers
         .put_provider(tenant, T::NAME, &settings.to_stored().to_string())
         .await?;
     Ok(Json(settings.redacted()))

@@ -30,11 +30,7 @@ pub fn router() -> Router<AppState> {
         .route("/v1/chat/messages", post(send_chat))
         .route("/v1/notifications/push", post(send_push))
         .route("/v1/notifications/email", post(send_email))
-        .route(
-            "/v1/audit/events",
-            post(send_audit).get(super::audit::query),
-        )
-        .route("/v1/audit/verify", axum::routing::get(super::audit::verify))
+        .route("/v1/audit/events", post(send_audit))
         .route("/v1/batch", post(send_batch))
 }
 
@@ -183,90 +179,119 @@ impl AppState {
     }
 }
 
-/// Sends a chat message to the participants of a conversation.
-#[utoipa::path(post, path = "/v1/chat/messages", tag = "send", request_body = ChatMessage,
-    security(("api_key" = [])), params(IdempotencyHeader),
-    responses((status = 202, description = "Durably queued", body = Accepted,
-                   headers(("Location" = String, description = "Where the notification's status is"))),
-              KeyRefusals, BodyRefusals, SendRefusals))]
-pub async fn send_chat(
-    State(state): State<AppState>,
-    Authenticated(tenant): Authenticated,
+/// An event kind with a send route of its own: its document parses into the kind's event.
+trait Sendable: Sized {
+    /// Parses the document, reporting every bad field.
+    fn parse(body: &Value) -> Result<Self, FieldErrors>;
+
+    /// The event it is.
+    fn into_event(self) -> Event;
+
+    /// The idempotency key a send of it has without an `Idempotency-Key` header.
+    fn implicit_key(&self) -> Option<String> {
+        None
+    }
+}
+
+impl Sendable for ChatMessage {
+    fn parse(body: &Value) -> Result<Self, FieldErrors> {
+        ChatMessage::parse(body)
+    }
+
+    fn into_event(self) -> Event {
+        Event::Chat(self)
+    }
+
+    /// A chat message is sent once per `messageId`, as the seeds' clients expect when
+    /// they send again after a lost answer.
+    fn implicit_key(&self) -> Option<String> {
+        Some(format!("messageId:{}", self.message_id))
+    }
+}
+
+impl Sendable for PushNotification {
+    fn parse(body: &Value) -> Result<Self, FieldErrors> {
+        PushNotification::parse(body)
+    }
+
+    fn into_event(self) -> Event {
+        Event::Push(self)
+    }
+}
+
+impl Sendable for EmailNotification {
+    fn parse(body: &Value) -> Result<Self, FieldErrors> {
+        EmailNotification::parse(body)
+    }
+
+    fn into_event(self) -> Event {
+        Event::Email(self)
+    }
+}
+
+impl Sendable for AuditEvent {
+    fn parse(body: &Value) -> Result<Self, FieldErrors> {
+        AuditEvent::parse(body)
+    }
+
+    fn into_event(self) -> Event {
+        Event::Audit(self)
+    }
+}
+
+/// Sends one event of kind `K`, posted to `route`: the key's tenant bound, the document
+/// parsed, and the event handed to the ingress.
+async fn send_one<K: Sendable>(
+    state: AppState,
+    tenant: TenantId,
     headers: HeaderMap,
-    JsonBody(mut body): JsonBody,
+    mut body: Value,
+    route: &str,
 ) -> Result<Response, ApiError> {
     bind_tenant(&mut body, &tenant)?;
-    let event = ChatMessage::parse(&body)?;
-    let key = idempotency_key(
-        &headers,
-        Some(format!("messageId:{}", event.message_id)),
-        "/v1/chat/messages",
-        &body,
-    )?;
+    let event = K::parse(&body)?;
+    let key = idempotency_key(&headers, event.implicit_key(), route, &body)?;
     state
-        .accept(&tenant, key, Submission::One(Event::Chat(event)))
+        .accept(&tenant, key, Submission::One(event.into_event()))
         .await
 }
 
-/// Sends a push notification to users' devices.
-#[utoipa::path(post, path = "/v1/notifications/push", tag = "send", request_body = PushNotification,
-    security(("api_key" = [])), params(IdempotencyHeader),
-    responses((status = 202, description = "Durably queued", body = Accepted,
-                   headers(("Location" = String, description = "Where the notification's status is"))),
-              KeyRefusals, BodyRefusals, SendRefusals))]
-pub async fn send_push(
-    State(state): State<AppState>,
-    Authenticated(tenant): Authenticated,
-    headers: HeaderMap,
-    JsonBody(mut body): JsonBody,
-) -> Result<Response, ApiError> {
-    bind_tenant(&mut body, &tenant)?;
-    let event = PushNotification::parse(&body)?;
-    let key = idempotency_key(&headers, None, "/v1/notifications/push", &body)?;
-    state
-        .accept(&tenant, key, Submission::One(Event::Push(event)))
-        .await
+/// Declares the documented send route of one event kind: its handler is [`send_one`].
+macro_rules! send_route {
+    ($(#[doc = $doc:literal])* $handler:ident, $path:literal, $document:ident) => {
+        $(#[doc = $doc])*
+        #[utoipa::path(post, path = $path, tag = "send", request_body = $document,
+            security(("api_key" = [])), params(IdempotencyHeader),
+            responses((status = 202, description = "Durably queued", body = Accepted,
+                           headers(("Location" = String, description = "Where the notification's status is"))),
+                      KeyRefusals, BodyRefusals, SendRefusals))]
+        pub async fn $handler(
+            State(state): State<AppState>,
+            Authenticated(tenant): Authenticated,
+            headers: HeaderMap,
+            JsonBody(body): JsonBody,
+        ) -> Result<Response, ApiError> {
+            send_one::<$document>(state, tenant, headers, body, $path).await
+        }
+    };
 }
 
-/// Sends an email rendered from a template, one message per recipient.
-#[utoipa::path(post, path = "/v1/notifications/email", tag = "send", request_body = EmailNotification,
-    security(("api_key" = [])), params(IdempotencyHeader),
-    responses((status = 202, description = "Durably queued", body = Accepted,
-                   headers(("Location" = String, description = "Where the notification's status is"))),
-              KeyRefusals, BodyRefusals, SendRefusals))]
-pub async fn send_email(
-    State(state): State<AppState>,
-    Authenticated(tenant): Authenticated,
-    headers: HeaderMap,
-    JsonBody(mut body): JsonBody,
-) -> Result<Response, ApiError> {
-    bind_tenant(&mut body, &tenant)?;
-    let event = EmailNotification::parse(&body)?;
-    let key = idempotency_key(&headers, None, "/v1/notifications/email", &body)?;
-    state
-        .accept(&tenant, key, Submission::One(Event::Email(event)))
-        .await
-}
-
-/// Records an audit event.
-#[utoipa::path(post, path = "/v1/audit/events", tag = "send", request_body = AuditEvent,
-    security(("api_key" = [])), params(IdempotencyHeader),
-    responses((status = 202, description = "Durably queued", body = Accepted,
-                   headers(("Location" = String, description = "Where the notification's status is"))),
-              KeyRefusals, BodyRefusals, SendRefusals))]
-pub async fn send_audit(
-    State(state): State<AppState>,
-    Authenticated(tenant): Authenticated,
-    headers: HeaderMap,
-    JsonBody(mut body): JsonBody,
-) -> Result<Response, ApiError> {
-    bind_tenant(&mut body, &tenant)?;
-    let event = AuditEvent::parse(&body)?;
-    let key = idempotency_key(&headers, None, "/v1/audit/events", &body)?;
-    state
-        .accept(&tenant, key, Submission::One(Event::Audit(event)))
-        .await
-}
+send_route!(
+    /// Sends a chat message to the participants of a conversation.
+    send_chat, "/v1/chat/messages", ChatMessage
+);
+send_route!(
+    /// Sends a push notification to users' devices.
+    send_push, "/v1/notifications/push", PushNotification
+);
+send_route!(
+    /// Sends an email rendered from a template, one message per recipient.
+    send_email, "/v1/notifications/email", EmailNotification
+);
+send_route!(
+    /// Records an audit event.
+    send_audit, "/v1/audit/events", AuditEvent
+);
 
 /// Parses a batch: every event is checked before any is queued.
 fn parse_batch(body: &Value) -> Result<Vec<Event>, FieldErrors> {

@@ -7,11 +7,11 @@ use super::auth::Authenticated;
 use super::body::JsonBody;
 use super::error::answers::{BodyRefusals, InputRefusals, KeyRefusals};
 use super::error::{ApiError, ErrorBody, invalid};
-use crate::channels::email::templates::{self, LAYOUT};
-use crate::channels::email::{RenderError, Rendered};
 use crate::domain::parse::{self, FieldError, FieldErrors, Fields};
 use crate::domain::{Locale, TemplateName, schema};
-use crate::store::{NewTemplate, RenderedFrom, StoredTemplate};
+use crate::outcome::RenderedFrom;
+use crate::store::{NewTemplate, StoredTemplate};
+use crate::templates::{self, LAYOUT, RenderError, Rendered};
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
@@ -241,7 +241,7 @@ pub async fn list(
     State(state): State<AppState>,
     Authenticated(tenant): Authenticated,
 ) -> Result<Json<TemplateList>, ApiError> {
-    let own = state.tenancy.store().current_templates(&tenant).await?;
+    let own = state.stores.templates.current_templates(&tenant).await?;
     Ok(Json(TemplateList {
         items: own
             .into_iter()
@@ -278,7 +278,7 @@ pub async fn put(
         )));
     }
     check_before_storing(&state, &tenant, &template).await?;
-    let store = state.tenancy.store();
+    let store = &state.stores.templates;
     let stored = store.put_template(&tenant, &template).await?;
     state.templates.forget(&tenant);
     let versions = store
@@ -348,7 +348,7 @@ pub async fn show(
                 .ok_or_else(|| invalid("version", "must be a whole number from 1"))
         })
         .transpose()?;
-    let store = state.tenancy.store();
+    let store = &state.stores.templates;
     let Some(stored) = store.template(&tenant, &name, &locale, version).await? else {
         let hint = if state.templates.is_built_in(&name) {
             " (it is built in; PUT a template of this name to replace it)"
@@ -378,8 +378,8 @@ pub async fn delete(
         some => Some(locale(some, "locale")?),
     };
     let deleted = state
-        .tenancy
-        .store()
+        .stores
+        .templates
         .delete_template(&tenant, &name, locale.as_deref())
         .await?;
     state.templates.forget(&tenant);
@@ -441,7 +441,7 @@ async fn sample_data(
     name: &str,
     locale: Option<&str>,
 ) -> Result<Map<String, Value>, ApiError> {
-    let store = state.tenancy.store();
+    let store = &state.stores.templates;
     for candidate in templates::locale_chain(locale) {
         if let Some(stored) = store.template(tenant, name, &candidate, None).await? {
             let data = stored

@@ -2,13 +2,18 @@
 //! own and binds it to the `realtime` topic exchange with the key of every user connected
 //! to it (`user.{tenantId}.{userId}`), so that it receives only its own users' pokes.
 //!
-//! The queue is server-named and dies with its connection, so lapin's recovery, which
-//! declares the old name again, cannot bring it back. The bus reconnects on its own
-//! instead: a fresh connection, a fresh queue, and a binding for every user connected to
-//! this instance at that moment. While it is down, pokes are lost (each connection reads
-//! its log on its next heartbeat anyway) and health says so.
+//! The bus rides on the broker's connection (one TCP connection per instance, watched by
+//! the broker's supervisor, which replaces a connection that is lost or stalls). Its
+//! channel and queue are its own: the queue is server-named, exclusive and auto-deleted,
+//! so it dies with its channel's consumer. Whenever the link is lost (the channel closed,
+//! or the broker moved to a new connection) the bus opens a fresh channel and queue and
+//! binds every user connected to this instance at that moment. While it is down, pokes
+//! are lost (each connection reads its log on its next heartbeat anyway) and health says
+//! so.
 
 use super::hub::{Hub, UserBus};
+use crate::broker::BrokerError;
+use crate::broker::amqp::AmqpBroker;
 use async_trait::async_trait;
 use futures_util::StreamExt;
 use lapin::options::{
@@ -16,35 +21,39 @@ use lapin::options::{
     QueueDeclareOptions,
 };
 use lapin::types::FieldTable;
-use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, ExchangeKind};
+use lapin::{BasicProperties, Channel, ExchangeKind};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
-/// The longest wait between two attempts to reconnect.
+/// The longest wait between two attempts to link up again.
 const MOST_BETWEEN_ATTEMPTS: Duration = Duration::from_secs(5);
-/// How long one attempt to connect may take.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Why a link could not be opened.
 #[derive(Debug, thiserror::Error)]
 enum LinkError {
     #[error(transparent)]
+    Broker(#[from] BrokerError),
+    #[error(transparent)]
     Amqp(#[from] lapin::Error),
-    #[error("no answer within {CONNECT_TIMEOUT:?}")]
-    TimedOut,
 }
 
 /// A live link to RabbitMQ: the channel and this instance's queue on it.
 #[derive(Clone)]
 struct Link {
-    connection: Arc<Connection>,
     channel: Channel,
     queue: String,
 }
 
+/// A link just opened: its consumer, whose end means the link is lost, and the broker
+/// connection's generation it lives on.
+struct Opened {
+    consumer: lapin::Consumer,
+    generation: u64,
+}
+
 /// The RabbitMQ bus of one instance.
 pub struct AmqpBus {
-    url: String,
+    broker: AmqpBroker,
     exchange: String,
     hub: Weak<Hub>,
     /// The live link; `None` while the bus is down.
@@ -54,37 +63,25 @@ pub struct AmqpBus {
 }
 
 impl AmqpBus {
-    /// Starts the bus for `hub`: connects now if RabbitMQ answers, and keeps reconnecting
-    /// whenever the link is lost, for as long as the bus lives.
-    pub async fn start(url: &str, exchange: &str, hub: &Arc<Hub>) -> Arc<Self> {
+    /// Starts the bus for `hub` on `broker`'s connection: links up now if RabbitMQ
+    /// answers, and again whenever the link is lost, for as long as the bus lives.
+    pub async fn start(broker: AmqpBroker, exchange: &str, hub: &Arc<Hub>) -> Arc<Self> {
         let bus = Arc::new(AmqpBus {
-            url: url.to_owned(),
+            broker,
             exchange: exchange.to_owned(),
             hub: Arc::downgrade(hub),
             link: Mutex::new(None),
             trouble: Mutex::new(Some("not connected yet".into())),
         });
-        let first = bus.connect().await;
+        let first = bus.link_up().await;
         tokio::spawn(keep_up(Arc::downgrade(&bus), first));
         bus
     }
 
-    /// Opens a link: connection, exchange, queue and consumer, then binds every user
-    /// connected here. Answers the consumer, whose end means the link is lost.
-    async fn connect(&self) -> Result<lapin::Consumer, String> {
-        self.link_up().await.map_err(|e| e.to_string())
-    }
-
-    async fn link_up(&self) -> Result<lapin::Consumer, LinkError> {
-        // No automatic recovery: it would declare the old, server-named queue again.
-        let properties =
-            ConnectionProperties::default().with_connection_name("herald-realtime".into());
-        let connecting = Connection::connect(&self.url, properties);
-        let connection = tokio::time::timeout(CONNECT_TIMEOUT, connecting)
-            .await
-            .map_err(|_| LinkError::TimedOut)??;
-        let connection = Arc::new(connection);
-        let channel = connection.create_channel().await?;
+    /// Opens a link: channel, exchange, queue and consumer, then binds every user
+    /// connected here.
+    async fn link_up(&self) -> Result<Opened, LinkError> {
+        let (channel, generation) = self.broker.open_channel().await?;
         channel
             .exchange_declare(
                 self.exchange.as_str().into(),
@@ -125,11 +122,7 @@ impl AmqpBus {
                 FieldTable::default(),
             )
             .await?;
-        let link = Link {
-            connection,
-            channel,
-            queue,
-        };
+        let link = Link { channel, queue };
         // Installed before the users are read: one who joins meanwhile is bound either by
         // its own join or by the loop below, never by neither.
         *self.link.lock().expect("never poisoned") = Some(link.clone());
@@ -144,20 +137,24 @@ impl AmqpBus {
                 "the real-time bus is up; connected users bound again"
             );
         }
-        Ok(consumer)
+        Ok(Opened {
+            consumer,
+            generation,
+        })
     }
 
     fn link(&self) -> Option<Link> {
         self.link.lock().expect("never poisoned").clone()
     }
 
-    /// Marks the bus down, with why, and closes what is left of its link.
+    /// Marks the bus down, with why, and closes what is left of its link: its channel,
+    /// never the broker's connection.
     fn down(&self, why: String) {
         let lost = self.link.lock().expect("never poisoned").take();
         *self.trouble.lock().expect("never poisoned") = Some(why);
         if let Some(lost) = lost {
             tokio::spawn(async move {
-                let _ = lost.connection.close(200, "reconnecting".into()).await;
+                let _ = lost.channel.close(200, "relinking".into()).await;
             });
         }
     }
@@ -165,37 +162,46 @@ impl AmqpBus {
 
 impl Drop for AmqpBus {
     fn drop(&mut self) {
-        // Closing the connection ends the consumer, and with it the task keeping it up.
+        // Closing the channel ends the consumer, and with it the task keeping it up.
         if let Some(link) = self.link.get_mut().ok().and_then(Option::take)
             && let Ok(runtime) = tokio::runtime::Handle::try_current()
         {
             runtime.spawn(async move {
-                let _ = link.connection.close(200, "herald stopping".into()).await;
+                let _ = link.channel.close(200, "herald stopping".into()).await;
             });
         }
     }
 }
 
-/// Rings the hub for every poke while the link holds, and reconnects, with a growing wait
-/// between attempts, whenever it does not.
-async fn keep_up(bus: Weak<AmqpBus>, first: Result<lapin::Consumer, String>) {
+/// Rings the hub for every poke while the link holds, and links up again, with a growing
+/// wait between attempts, whenever it does not.
+async fn keep_up(bus: Weak<AmqpBus>, first: Result<Opened, LinkError>) {
     let mut next = first;
     let mut wait = Duration::from_millis(200);
     loop {
         match next {
-            Ok(mut consumer) => {
+            Ok(Opened {
+                mut consumer,
+                generation,
+            }) => {
                 wait = Duration::from_millis(200);
-                let hub = match bus.upgrade() {
-                    Some(bus) => bus.hub.clone(),
+                let (hub, broker) = match bus.upgrade() {
+                    Some(bus) => (bus.hub.clone(), bus.broker.clone()),
                     None => return,
                 };
-                while let Some(Ok(delivery)) = consumer.next().await {
-                    let Some(hub) = hub.upgrade() else { return };
-                    hub.ring(delivery.routing_key.as_str());
+                let poked = async {
+                    while let Some(Ok(delivery)) = consumer.next().await {
+                        let Some(hub) = hub.upgrade() else { return };
+                        hub.ring(delivery.routing_key.as_str());
+                    }
+                };
+                tokio::select! {
+                    () = poked => {}
+                    () = broker.replaced(generation) => {}
                 }
                 let Some(bus) = bus.upgrade() else { return };
-                tracing::warn!("the real-time bus lost its link to RabbitMQ; reconnecting");
-                bus.down("the link to RabbitMQ was lost; reconnecting".into());
+                tracing::warn!("the real-time bus lost its link to RabbitMQ; linking up again");
+                bus.down("the link to RabbitMQ was lost; linking up again".into());
             }
             Err(e) => {
                 let Some(bus) = bus.upgrade() else { return };
@@ -207,7 +213,7 @@ async fn keep_up(bus: Weak<AmqpBus>, first: Result<lapin::Consumer, String>) {
             }
         }
         let Some(bus) = bus.upgrade() else { return };
-        next = bus.connect().await;
+        next = bus.link_up().await;
     }
 }
 
@@ -222,7 +228,6 @@ async fn bind(link: &Link, exchange: &str, key: &str) -> Result<(), lapin::Error
         )
         .await
 }
-
 #[async_trait]
 impl UserBus for AmqpBus {
     async fn bind(&self, key: &str) {

@@ -45,7 +45,7 @@ impl ChatHandler {
             recipients: recipients.clone(),
             payload,
         };
-        let store = self.realtime.store();
+        let store = self.realtime.chats();
         if let Err(e) = store.record_chat(&message.tenant_id, &chat).await {
             return Outcome::retry(format!("storing the message: {e}"));
         }

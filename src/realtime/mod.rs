@@ -7,6 +7,9 @@
 //! embedded broker: in process). A poked connection reads the log from its cursor, so a
 //! client gets each event once and in order, and one that reconnects with its cursor (or
 //! that acknowledged one) first gets exactly what it missed.
+//!
+//! It starts from its [`RealtimeSettings`], made by the configuration, and the [`Bus`] the
+//! broker calls for, made by the wiring once the broker is open.
 
 mod amqp_bus;
 pub mod chat;
@@ -17,12 +20,45 @@ mod tokens;
 pub use hub::{Hub, LocalBus, UserBus, presence_key, user_key};
 pub use tokens::{TokenError, TokenKey};
 
-use crate::config::{BrokerKind, RealtimeSettings, Settings};
+use crate::broker::amqp::AmqpBroker;
+use crate::channels::push::InAppInbox;
 use crate::domain::TenantId;
-use crate::store::{Store, StoreError};
+use crate::store::{
+    ChatStore, EventLogStore, InboxStore, Presence, PresenceStore, ReadReceipt, ReadReceiptStore,
+    StoreError, Stores,
+};
 use chrono::{DateTime, Utc};
-use secrecy::ExposeSecret;
 use std::sync::Arc;
+use std::time::Duration;
+
+/// Real-time delivery over WebSocket, as configured (`realtime.*`).
+#[derive(Debug, Clone)]
+pub struct RealtimeSettings {
+    /// The lifetime of a token when the request names none.
+    pub token_ttl: Duration,
+    /// The longest lifetime a token may be given.
+    pub token_ttl_max: Duration,
+    /// How often a connection is pinged (never zero); one silent for three of these is
+    /// closed.
+    pub heartbeat: Duration,
+    /// How long a client may take to accept a frame (never zero) before it is
+    /// disconnected (to catch up by replay when it reconnects).
+    pub send_timeout: Duration,
+}
+
+/// What instances tell each other about users' news over.
+#[derive(Clone)]
+pub enum Bus {
+    /// Nothing: one process holds every connection (the embedded broker).
+    InProcess,
+    /// A RabbitMQ topic exchange, over the broker's own connection.
+    Rabbitmq {
+        /// The broker, whose connection the bus rides on.
+        broker: AmqpBroker,
+        /// The exchange, with the broker's prefix.
+        exchange: String,
+    },
+}
 
 /// Real-time delivery in this process.
 pub struct Realtime {
@@ -30,7 +66,16 @@ pub struct Realtime {
     pub hub: Arc<Hub>,
     /// This process's name in the presence table.
     instance: String,
-    store: Arc<dyn Store>,
+    /// Where chat messages are numbered and stored.
+    chats: Arc<dyn ChatStore>,
+    /// Users' logs, which connections replay.
+    log: Arc<dyn EventLogStore>,
+    /// Users' inboxes, which in-app notifications join.
+    inbox: Arc<dyn InboxStore>,
+    /// Connection counts, and the token key.
+    presence: Arc<dyn PresenceStore>,
+    /// Who read which message.
+    reads: Arc<dyn ReadReceiptStore>,
     key: TokenKey,
     settings: RealtimeSettings,
 }
@@ -44,46 +89,46 @@ pub enum RealtimeError {
 }
 
 impl Realtime {
-    /// Reads (or makes) the token key and connects the bus the broker calls for.
+    /// Reads (or makes) the token key and connects `bus`; keeps the five of `stores` it
+    /// uses (chat, event logs, inboxes, presence, read receipts).
     pub async fn start(
-        settings: &Settings,
-        store: Arc<dyn Store>,
+        settings: &RealtimeSettings,
+        bus: &Bus,
+        stores: &Stores,
     ) -> Result<Arc<Realtime>, RealtimeError> {
         let mut candidate = [0u8; 32];
         getrandom::fill(&mut candidate).expect("the system has randomness");
-        let key = TokenKey::new(&store.realtime_key(&candidate).await?);
+        let key = TokenKey::new(&stores.presence.realtime_key(&candidate).await?);
         let hub = Hub::new();
-        let bus: Arc<dyn UserBus> = match settings.broker.kind {
-            BrokerKind::Embedded => Arc::new(LocalBus::new(&hub)),
-            BrokerKind::Rabbitmq => {
-                let exchange = settings.realtime_exchange();
-                amqp_bus::AmqpBus::start(
-                    settings.broker.rabbitmq.url.expose_secret(),
-                    &exchange,
-                    &hub,
-                )
-                .await
+        let bus: Arc<dyn UserBus> = match bus {
+            Bus::InProcess => Arc::new(LocalBus::new(&hub)),
+            Bus::Rabbitmq { broker, exchange } => {
+                amqp_bus::AmqpBus::start(broker.clone(), exchange, &hub).await
             }
         };
         hub.set_bus(bus);
         let realtime = Arc::new(Realtime {
             hub,
             instance: uuid::Uuid::now_v7().to_string(),
-            store,
+            chats: stores.chat.clone(),
+            log: stores.events.clone(),
+            inbox: stores.inbox.clone(),
+            presence: stores.presence.clone(),
+            reads: stores.reads.clone(),
             key,
-            settings: settings.realtime.clone(),
+            settings: settings.clone(),
         });
         // Connections of an instance that stops touching them (it crashed) count as gone
         // after three heartbeats.
         let alive = Arc::downgrade(&realtime);
-        let every = settings.realtime.heartbeat;
+        let every = settings.heartbeat;
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(every);
             while let Some(realtime) = {
                 tick.tick().await;
                 alive.upgrade()
             } {
-                if let Err(e) = realtime.store.touch_presence(&realtime.instance).await {
+                if let Err(e) = realtime.presence.touch_presence(&realtime.instance).await {
                     tracing::warn!(error = %e, "touching presence failed");
                 }
             }
@@ -95,7 +140,7 @@ impl Realtime {
     /// the user's presence when it came online or went offline.
     pub async fn count_connection(&self, tenant: &TenantId, user: &str, delta: i64) {
         match self
-            .store
+            .presence
             .count_connection(tenant, user, &self.instance, delta)
             .await
         {
@@ -113,9 +158,9 @@ impl Realtime {
         tenant: &TenantId,
         message_id: &str,
         reader: &str,
-    ) -> Result<crate::store::ReadReceipt, StoreError> {
-        let receipt = self.store.record_read(tenant, message_id, reader).await?;
-        if let crate::store::ReadReceipt::Recorded { sender } = &receipt {
+    ) -> Result<ReadReceipt, StoreError> {
+        let receipt = self.reads.record_read(tenant, message_id, reader).await?;
+        if let ReadReceipt::Recorded { sender } = &receipt {
             self.poke(tenant, &[sender]).await;
         }
         Ok(receipt)
@@ -126,11 +171,11 @@ impl Realtime {
         &self,
         tenant: &TenantId,
         users: &[&str],
-    ) -> Result<Vec<crate::store::Presence>, StoreError> {
+    ) -> Result<Vec<Presence>, StoreError> {
         let alive_since = Utc::now()
             - chrono::Duration::from_std(self.settings.heartbeat * 3)
                 .unwrap_or(chrono::Duration::minutes(1));
-        self.store.presence(tenant, users, alive_since).await
+        self.presence.presence(tenant, users, alive_since).await
     }
 
     /// Its settings.
@@ -138,9 +183,14 @@ impl Realtime {
         &self.settings
     }
 
-    /// The store its logs live in.
-    pub fn store(&self) -> &Arc<dyn Store> {
-        &self.store
+    /// Where chat messages are stored.
+    pub fn chats(&self) -> &Arc<dyn ChatStore> {
+        &self.chats
+    }
+
+    /// Where users' logs live, which connections replay and acknowledge.
+    pub fn log(&self) -> &Arc<dyn EventLogStore> {
+        &self.log
     }
 
     /// A token opening a socket for `user` of `tenant` until `expires`.
@@ -158,5 +208,22 @@ impl Realtime {
         for user in users {
             self.hub.poke(&user_key(tenant.as_str(), user)).await;
         }
+    }
+}
+
+#[async_trait::async_trait]
+impl InAppInbox for Realtime {
+    async fn deliver(
+        &self,
+        tenant: &TenantId,
+        users: &[&str],
+        id: &str,
+        item: &serde_json::Value,
+    ) -> Result<(), StoreError> {
+        self.inbox
+            .add_to_inboxes(tenant, users, id, &item.to_string())
+            .await?;
+        self.poke(tenant, users).await;
+        Ok(())
     }
 }

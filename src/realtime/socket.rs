@@ -80,7 +80,7 @@ async fn session(
     let (mut sink, mut stream) = socket.split();
     // Join before reading the log: a poke from now on is not missed.
     let membership = realtime.hub.join(user_key(tenant.as_str(), user)).await;
-    let store = realtime.store().clone();
+    let store = realtime.log().clone();
     let settings = realtime.settings().clone();
     let mut cursor = match since {
         Some(cursor) => cursor,
@@ -228,7 +228,7 @@ async fn client_frame(realtime: &Realtime, tenant: &TenantId, user: &str, text: 
             let Some(cursor) = cursor else {
                 return error("ack needs the cursor of a frame");
             };
-            match realtime.store().acknowledge(tenant, user, cursor).await {
+            match realtime.log().acknowledge(tenant, user, cursor).await {
                 Ok(()) => Action::Nothing,
                 Err(e) => {
                     tracing::warn!(error = %e, "recording an acknowledgement failed");

@@ -1,14 +1,14 @@
 //! The device registry: where each user's push notifications go.
 
 use super::StoreError;
-use super::sql::{SqlStore, now};
+use super::sql::{Column, Dialect, Param, SqlStore, now};
 use crate::domain::TenantId;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use sqlx::{Postgres, QueryBuilder, Row, Sqlite};
+use sqlx::{ColumnIndex, Executor, IntoArguments, QueryBuilder};
 
 /// A registered device.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, utoipa::ToSchema, sqlx::FromRow)]
 #[serde(rename_all = "camelCase")]
 pub struct Device {
     /// The user it belongs to.
@@ -59,111 +59,94 @@ pub trait DeviceStore: Send + Sync {
     ) -> Result<bool, StoreError>;
 }
 
-fn device<R: Row>(row: &R) -> Result<Device, StoreError>
+#[async_trait]
+impl<DB> DeviceStore for SqlStore<DB>
 where
-    for<'r> &'r str: sqlx::ColumnIndex<R>,
-    for<'r> String: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
-    for<'r> DateTime<Utc>: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    DB: Dialect,
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+    DB::Arguments: IntoArguments<DB>,
+    for<'a> &'a str: Param<'a, DB> + ColumnIndex<DB::Row>,
+    for<'a> Option<&'a str>: Param<'a, DB>,
+    String: Column<DB>,
+    DateTime<Utc>: Column<DB>,
 {
-    Ok(Device {
-        user_id: row.try_get("user_id")?,
-        platform: row.try_get("platform")?,
-        token: row.try_get("token")?,
-        created_at: row.try_get("created_at")?,
-        updated_at: row.try_get("updated_at")?,
-    })
-}
+    async fn register_device(
+        &self,
+        tenant: &TenantId,
+        user: &str,
+        platform: &str,
+        token: &str,
+    ) -> Result<Device, StoreError> {
+        Ok(sqlx::query_as(
+            "INSERT INTO devices (tenant_id, token, user_id, platform, created_at, updated_at) \
+             VALUES ($1, $2, $3, $4, $5, $5) ON CONFLICT (tenant_id, token) DO UPDATE \
+             SET user_id = excluded.user_id, platform = excluded.platform, \
+             updated_at = excluded.updated_at \
+             RETURNING user_id, platform, token, created_at, updated_at",
+        )
+        .bind(tenant.as_str())
+        .bind(token)
+        .bind(user)
+        .bind(platform)
+        .bind(now())
+        .fetch_one(&self.writer)
+        .await?)
+    }
 
-macro_rules! device_store {
-    ($db:ty) => {
-        #[async_trait]
-        impl DeviceStore for SqlStore<$db> {
-            async fn register_device(
-                &self,
-                tenant: &TenantId,
-                user: &str,
-                platform: &str,
-                token: &str,
-            ) -> Result<Device, StoreError> {
-                let row = sqlx::query(
-                    "INSERT INTO devices (tenant_id, token, user_id, platform, created_at, updated_at) \
-                     VALUES ($1, $2, $3, $4, $5, $5) ON CONFLICT (tenant_id, token) DO UPDATE \
-                     SET user_id = excluded.user_id, platform = excluded.platform, \
-                     updated_at = excluded.updated_at \
-                     RETURNING user_id, platform, token, created_at, updated_at",
-                )
-                .bind(tenant.as_str())
-                .bind(token)
-                .bind(user)
-                .bind(platform)
-                .bind(now())
-                .fetch_one(&self.writer)
-                .await?;
-                device(&row)
-            }
+    async fn devices(&self, tenant: &TenantId, user: &str) -> Result<Vec<Device>, StoreError> {
+        Ok(sqlx::query_as(
+            "SELECT user_id, platform, token, created_at, updated_at FROM devices \
+             WHERE tenant_id = $1 AND user_id = $2 ORDER BY created_at, token",
+        )
+        .bind(tenant.as_str())
+        .bind(user)
+        .fetch_all(&self.pool)
+        .await?)
+    }
 
-            async fn devices(&self, tenant: &TenantId, user: &str) -> Result<Vec<Device>, StoreError> {
-                let rows = sqlx::query(
-                    "SELECT user_id, platform, token, created_at, updated_at FROM devices \
-                     WHERE tenant_id = $1 AND user_id = $2 ORDER BY created_at, token",
-                )
-                .bind(tenant.as_str())
-                .bind(user)
-                .fetch_all(&self.pool)
-                .await?;
-                rows.iter().map(device).collect()
+    async fn devices_of(
+        &self,
+        tenant: &TenantId,
+        users: &[&str],
+        platforms: &[&str],
+    ) -> Result<Vec<Device>, StoreError> {
+        let mut found = Vec::new();
+        for chunk in users.chunks(USERS_PER_QUERY) {
+            let mut query = QueryBuilder::<DB>::new(
+                "SELECT user_id, platform, token, created_at, updated_at FROM devices \
+                 WHERE tenant_id = ",
+            );
+            query.push_bind(tenant.as_str()).push(" AND user_id IN (");
+            let mut users = query.separated(", ");
+            for user in chunk {
+                users.push_bind(*user);
             }
-
-            async fn devices_of(
-                &self,
-                tenant: &TenantId,
-                users: &[&str],
-                platforms: &[&str],
-            ) -> Result<Vec<Device>, StoreError> {
-                let mut found = Vec::new();
-                for chunk in users.chunks(USERS_PER_QUERY) {
-                    let mut query = QueryBuilder::<$db>::new(
-                        "SELECT user_id, platform, token, created_at, updated_at FROM devices WHERE tenant_id = ",
-                    );
-                    query.push_bind(tenant.as_str()).push(" AND user_id IN (");
-                    let mut users = query.separated(", ");
-                    for user in chunk {
-                        users.push_bind(*user);
-                    }
-                    query.push(") AND platform IN (");
-                    let mut kinds = query.separated(", ");
-                    for platform in platforms {
-                        kinds.push_bind(*platform);
-                    }
-                    query.push(") ORDER BY user_id, created_at, token");
-                    let rows = query.build().fetch_all(&self.pool).await?;
-                    for row in &rows {
-                        found.push(device(row)?);
-                    }
-                }
-                Ok(found)
+            query.push(") AND platform IN (");
+            let mut kinds = query.separated(", ");
+            for platform in platforms {
+                kinds.push_bind(*platform);
             }
-
-            async fn remove_device(
-                &self,
-                tenant: &TenantId,
-                token: &str,
-                user: Option<&str>,
-            ) -> Result<bool, StoreError> {
-                let removed = sqlx::query(
-                    "DELETE FROM devices WHERE tenant_id = $1 AND token = $2 AND ($3 IS NULL OR user_id = $3)",
-                )
-                .bind(tenant.as_str())
-                .bind(token)
-                .bind(user)
-                .execute(&self.writer)
-                .await?
-                .rows_affected();
-                Ok(removed > 0)
-            }
+            query.push(") ORDER BY user_id, created_at, token");
+            found.extend(query.build_query_as().fetch_all(&self.pool).await?);
         }
-    };
-}
+        Ok(found)
+    }
 
-device_store!(Sqlite);
-device_store!(Postgres);
+    async fn remove_device(
+        &self,
+        tenant: &TenantId,
+        token: &str,
+        user: Option<&str>,
+    ) -> Result<bool, StoreError> {
+        let removed = sqlx::query(
+            "DELETE FROM devices WHERE tenant_id = $1 AND token = $2 \
+             AND ($3 IS NULL OR user_id = $3)",
+        )
+        .bind(tenant.as_str())
+        .bind(token)
+        .bind(user)
+        .execute(&self.writer)
+        .await?;
+        Ok(DB::rows_affected(removed) > 0)
+    }
+}

@@ -1,237 +1,57 @@
-//! The store: tenants and their API keys, and idempotency keys, in PostgreSQL or SQLite.
+//! The store: everything Herald keeps, in PostgreSQL or SQLite.
 //!
-//! One [`Store`] trait, with an implementation per database ([`SqlStore`] over a sqlx
-//! pool); each database has its own migrations under `migrations/postgres` and
-//! `migrations/sqlite`, applied by `herald migrate` and at start. The SQL is written once,
-//! with `$1`-style parameters in order, which both databases read the same way.
+//! One trait per concern, each in its own file with its row types: [`TenantStore`]
+//! (tenants and API keys), [`IdempotencyStore`], [`LedgerStore`], [`AuditStore`],
+//! [`ChatStore`], [`EventLogStore`] (each user's event log and replay cursor),
+//! [`InboxStore`], [`PresenceStore`] (connection counts, and the key signing real-time
+//! tokens), [`ReadReceiptStore`], [`TemplateStore`], [`DeviceStore`] and
+//! [`ProviderStore`]; and [`HealthStore`], the health check's ping.
+//!
+//! One type implements them all: [`SqlStore`], over a sqlx pool, generic over the
+//! database: each concern's trait is implemented once for `SqlStore<DB>` where `DB` is a
+//! [`Dialect`], the SQL being the same on both (see [`sql`]).
+//!
+//! [`open`] answers the one store as an `Arc<dyn Store>`, [`Store`] being the sum of the
+//! concerns (with `migrate`). A component is given only the trait it needs (or the few):
+//! the wiring hands it a view of that one value by trait upcasting (`Arc<dyn Store>`
+//! coerces to `Arc<dyn LedgerStore>`), so that there is one pool and one value to pass
+//! around, and no adapter per concern. [`Stores`] holds every view at once for the HTTP
+//! layer, whose handlers each reach the one they need.
+//! Each database has its own migrations under `migrations/postgres` and
+//! `migrations/sqlite`, applied by `herald migrate` and at start.
 
+mod audit;
+mod chat;
 mod devices;
+mod events;
+mod idempotency;
+mod inbox;
+mod ledger;
+mod presence;
 mod providers;
-mod realtime;
-mod sql;
+mod reads;
+pub mod sql;
 mod templates;
+mod tenants;
 
 use async_trait::async_trait;
-use chrono::{DateTime, Utc};
 use secrecy::{ExposeSecret, SecretString};
+use sqlx::{Executor, IntoArguments};
 use std::sync::Arc;
 
+pub use audit::{AuditQuery, AuditRecord, AuditStore, NewAuditRecord};
+pub use chat::{ChatStore, NewChat};
 pub use devices::{Device, DeviceStore};
+pub use events::{EventLogStore, StoredEvent};
+pub use idempotency::{Claim, IdempotencyStore, KeyBinding};
+pub use inbox::{InboxItem, InboxStore};
+pub use ledger::{LedgerDelivery, LedgerNotification, LedgerRecord, LedgerStore};
+pub use presence::{Presence, PresenceStore};
 pub use providers::ProviderStore;
-pub use realtime::{InboxItem, NewChat, Presence, ReadReceipt, RealtimeStore, StoredEvent};
-pub use sql::SqlStore;
+pub use reads::{ReadReceipt, ReadReceiptStore};
+pub use sql::{Dialect, SqlStore};
 pub use templates::{NewTemplate, StoredTemplate, TemplateStore};
-
-use crate::domain::TenantId;
-
-/// A tenant.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct Tenant {
-    /// The tenant's id: the `tenantId` its events carry.
-    #[schema(value_type = String)]
-    pub id: TenantId,
-    /// A name for people.
-    pub name: String,
-    /// When it was created.
-    pub created_at: DateTime<Utc>,
-}
-
-/// An API key as listed: never the key itself, only its public id.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct ApiKeyInfo {
-    /// The key's public prefix, which identifies it.
-    pub id: String,
-    /// When it was created.
-    pub created_at: DateTime<Utc>,
-    /// When it was revoked, if it was.
-    pub revoked_at: Option<DateTime<Utc>>,
-}
-
-/// What the store keeps of a key to check it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct StoredKey {
-    /// The tenant the key belongs to.
-    pub tenant_id: TenantId,
-    /// SHA-256 of the whole key.
-    pub hash: Vec<u8>,
-    /// Whether it was revoked.
-    pub revoked: bool,
-}
-
-/// The events an idempotency key stands for: bound to the key before they are published,
-/// so that every attempt with the key publishes the same envelopes.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct KeyBinding {
-    /// The events' ids, in the order sent.
-    pub event_ids: Vec<String>,
-    /// When they were accepted (the envelopes' `createdAt`).
-    pub accepted_at: DateTime<Utc>,
-}
-
-/// What claiming an idempotency key found.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Claim {
-    /// The key was free (or had expired): this request owns it now, with its binding.
-    Claimed,
-    /// An earlier request with the key did not see its events confirmed (or its process
-    /// died): this request owns it now and publishes the same events again.
-    Resumed(KeyBinding),
-    /// Another request holds the key.
-    Held {
-        /// Its fingerprint, to tell a repeat from a different request.
-        fingerprint: Vec<u8>,
-        /// Its answer, once it has one: status and JSON body.
-        response: Option<(u16, String)>,
-    },
-}
-
-/// A notification in the delivery ledger.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct LedgerNotification {
-    /// Herald's id for the event.
-    pub id: String,
-    /// The tenant it belongs to.
-    #[serde(skip)]
-    pub tenant_id: String,
-    /// `chat`, `push`, `email` or `audit`.
-    pub kind: String,
-    /// `queued`, `processing`, `delivered`, `partially_delivered`, `failed`, `expired`,
-    /// `undeliverable` (no recipient had anywhere to receive it) or `rejected` (not an
-    /// event Herald may act on, such as one for a tenant that does not exist).
-    pub status: String,
-    /// Why the event as a whole ended as it did, when it did not reach its recipients
-    /// (`unknown tenant`, the last error of a failed event).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub reason: Option<String>,
-    /// When it was accepted.
-    pub created_at: DateTime<Utc>,
-    /// When its status last changed.
-    #[serde(skip)]
-    pub updated_at: DateTime<Utc>,
-    /// The template an email was rendered from.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub template: Option<RenderedFrom>,
-}
-
-/// One delivery of a notification: to one recipient, through one channel, to one target.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct LedgerDelivery {
-    /// The user or address it is for.
-    pub recipient: String,
-    /// `realtime`, `push`, `email` or `audit`.
-    pub channel: String,
-    /// Where it goes (an address, a device token), or empty until known.
-    pub target: String,
-    /// `queued`, `delivered`, `failed`, `expired`, `undeliverable` or `rejected`.
-    pub status: String,
-    /// Handler attempts so far.
-    pub attempts: u32,
-    /// The last error, if an attempt failed.
-    pub last_error: Option<String>,
-    /// What the provider last answered (an SMTP reply, say), when it said something.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub reply: Option<String>,
-    /// When it last changed.
-    pub updated_at: DateTime<Utc>,
-}
-
-/// The template (and version) a message was rendered from.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct RenderedFrom {
-    /// The template's name.
-    pub name: String,
-    /// The locale rendered (`fr-CA`); absent for the default.
-    #[serde(
-        default,
-        skip_serializing_if = "String::is_empty",
-        serialize_with = "conventional_locale"
-    )]
-    #[schema(value_type = Option<String>)]
-    pub locale: String,
-    /// The tenant's version, or none for a built-in template.
-    pub version: Option<i64>,
-}
-
-/// Writes a stored (lower-cased) locale as it is shown everywhere.
-fn conventional_locale<S: serde::Serializer>(locale: &str, s: S) -> Result<S::Ok, S::Error> {
-    s.serialize_str(&crate::domain::Locale::conventional(locale))
-}
-
-/// One write to the ledger.
-#[derive(Debug, Clone)]
-pub struct LedgerRecord {
-    /// The notification's state.
-    pub notification: LedgerNotification,
-    /// Its deliveries' states.
-    pub deliveries: Vec<LedgerDelivery>,
-    /// Whether this write replaces what is recorded (an outcome) or only fills in what is
-    /// missing (the acceptance, which may land after a fast worker's outcome).
-    pub replace: bool,
-}
-
-/// An audit record to append to its tenant's chain.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct NewAuditRecord {
-    /// The event's id; appending the same id twice appends it once.
-    pub id: String,
-    /// The tenant whose chain it joins.
-    pub tenant_id: String,
-    /// What happened.
-    pub event_type: String,
-    /// Who did it.
-    pub user_id: String,
-    /// The kind of thing it happened to.
-    pub entity_type: String,
-    /// Which one.
-    pub entity_id: String,
-    /// What changed, as JSON text.
-    pub changes: String,
-    /// When it happened (microsecond precision).
-    pub occurred_at: DateTime<Utc>,
-    /// Whether it is kept for compliance.
-    pub compliance: bool,
-}
-
-/// An audit record as stored, with its place and hashes in the chain.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct AuditRecord {
-    /// The record.
-    pub record: NewAuditRecord,
-    /// Its place in the tenant's chain, from 1.
-    pub seq: i64,
-    /// When Herald stored it.
-    pub recorded_at: DateTime<Utc>,
-    /// The hash of the record before it (zeros for the first).
-    pub prev_hash: Vec<u8>,
-    /// Its own hash.
-    pub hash: Vec<u8>,
-}
-
-/// A filtered page of a tenant's audit records, newest first.
-#[derive(Debug, Clone, Default)]
-pub struct AuditQuery {
-    /// Only this event type.
-    pub event_type: Option<String>,
-    /// Only this user's.
-    pub user_id: Option<String>,
-    /// Only this entity type.
-    pub entity_type: Option<String>,
-    /// Only this entity.
-    pub entity_id: Option<String>,
-    /// Only those that occurred at or after this time.
-    pub from: Option<DateTime<Utc>>,
-    /// Only those that occurred before this time.
-    pub to: Option<DateTime<Utc>>,
-    /// Only those before this place in the chain (the cursor).
-    pub before_seq: Option<i64>,
-    /// At most this many.
-    pub limit: i64,
-}
+pub use tenants::{ApiKeyInfo, StoredKey, Tenant, TenantStore};
 
 /// Why the store failed.
 #[derive(Debug, thiserror::Error)]
@@ -258,130 +78,127 @@ pub enum StoreError {
     Corrupt(String),
 }
 
-/// Where tenants and keys live.
+/// What the health check asks of the store.
 #[async_trait]
-pub trait Store: TemplateStore + ProviderStore + DeviceStore + RealtimeStore + Send + Sync {
-    /// Applies pending migrations.
-    async fn migrate(&self) -> Result<(), StoreError>;
-
+pub trait HealthStore: Send + Sync {
     /// Whether the database answers.
     async fn ping(&self) -> Result<(), StoreError>;
+}
 
-    /// Creates a tenant with its first key, together; `Conflict` if the id is taken.
-    async fn create_tenant(
-        &self,
-        id: &TenantId,
-        name: &str,
-        first_key: (&str, &[u8]),
-    ) -> Result<Tenant, StoreError>;
+/// The whole store: every concern, and the database's upkeep. For opening the store, for
+/// the wiring that hands out its narrow views, and for what exercises all of it (the
+/// store suite); components take the narrow traits.
+#[async_trait]
+pub trait Store:
+    TenantStore
+    + IdempotencyStore
+    + LedgerStore
+    + AuditStore
+    + ChatStore
+    + EventLogStore
+    + InboxStore
+    + PresenceStore
+    + ReadReceiptStore
+    + TemplateStore
+    + DeviceStore
+    + ProviderStore
+    + HealthStore
+{
+    /// Applies pending migrations.
+    async fn migrate(&self) -> Result<(), StoreError>;
+}
 
-    /// The tenant, if it exists.
-    async fn tenant(&self, id: &TenantId) -> Result<Option<Tenant>, StoreError>;
+#[async_trait]
+impl<DB> HealthStore for SqlStore<DB>
+where
+    DB: Dialect,
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+    DB::Arguments: IntoArguments<DB>,
+{
+    async fn ping(&self) -> Result<(), StoreError> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+}
 
-    /// How many tenants there are.
-    async fn count_tenants(&self) -> Result<u64, StoreError>;
+#[async_trait]
+impl<DB> Store for SqlStore<DB>
+where
+    DB: Dialect,
+    DB::Connection: sqlx::migrate::Migrate,
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+    Self: TenantStore
+        + IdempotencyStore
+        + LedgerStore
+        + AuditStore
+        + ChatStore
+        + EventLogStore
+        + InboxStore
+        + PresenceStore
+        + ReadReceiptStore
+        + TemplateStore
+        + DeviceStore
+        + ProviderStore
+        + HealthStore,
+{
+    async fn migrate(&self) -> Result<(), StoreError> {
+        DB::migrator().run(&self.pool).await?;
+        Ok(())
+    }
+}
 
-    /// Adds a key (its id and hash) to a tenant.
-    async fn add_api_key(
-        &self,
-        tenant: &TenantId,
-        key_id: &str,
-        hash: &[u8],
-    ) -> Result<ApiKeyInfo, StoreError>;
+/// The store's concerns as separate handles onto the one opened store, for the HTTP
+/// layer: each handler reaches the one it needs (`state.stores.audit`). Built by
+/// [`Stores::new`] from the whole store by trait upcasting, so every handle shares its pool.
+#[derive(Clone)]
+pub struct Stores {
+    /// Tenants and their API keys.
+    pub tenants: Arc<dyn TenantStore>,
+    /// Idempotency keys.
+    pub idempotency: Arc<dyn IdempotencyStore>,
+    /// The delivery ledger.
+    pub ledger: Arc<dyn LedgerStore>,
+    /// The audit log.
+    pub audit: Arc<dyn AuditStore>,
+    /// Chat messages.
+    pub chat: Arc<dyn ChatStore>,
+    /// Users' event logs and replay cursors.
+    pub events: Arc<dyn EventLogStore>,
+    /// Users' inboxes.
+    pub inbox: Arc<dyn InboxStore>,
+    /// Presence, and the real-time token key.
+    pub presence: Arc<dyn PresenceStore>,
+    /// Read receipts.
+    pub reads: Arc<dyn ReadReceiptStore>,
+    /// Email templates.
+    pub templates: Arc<dyn TemplateStore>,
+    /// The device registry.
+    pub devices: Arc<dyn DeviceStore>,
+    /// Delivery provider settings.
+    pub providers: Arc<dyn ProviderStore>,
+    /// Whether the database answers.
+    pub health: Arc<dyn HealthStore>,
+}
 
-    /// A tenant's keys, oldest first.
-    async fn api_keys(&self, tenant: &TenantId) -> Result<Vec<ApiKeyInfo>, StoreError>;
-
-    /// Revokes one of a tenant's keys; false if the tenant has no such key.
-    async fn revoke_api_key(&self, tenant: &TenantId, key_id: &str) -> Result<bool, StoreError>;
-
-    /// The key with this id, to check a presented key against.
-    async fn api_key(&self, key_id: &str) -> Result<Option<StoredKey>, StoreError>;
-
-    /// Claims an idempotency key for a request with `fingerprint`, binding it to
-    /// `binding`; a claim older than `expired_before` is taken over as if free. A claim
-    /// whose events were not confirmed, or whose request started before `stale_before`
-    /// and never answered, is resumed with its own binding.
-    async fn claim_idempotency_key(
-        &self,
-        tenant: &TenantId,
-        key: &str,
-        fingerprint: &[u8],
-        binding: &KeyBinding,
-        expired_before: DateTime<Utc>,
-        stale_before: DateTime<Utc>,
-    ) -> Result<Claim, StoreError>;
-
-    /// Records the answer of the request that claimed the key.
-    async fn complete_idempotency_key(
-        &self,
-        tenant: &TenantId,
-        key: &str,
-        status: u16,
-        response: &str,
-    ) -> Result<(), StoreError>;
-
-    /// Marks a claimed key's events as not confirmed, so that a repeat publishes them
-    /// again; keeps the binding.
-    async fn unconfirm_idempotency_key(
-        &self,
-        tenant: &TenantId,
-        key: &str,
-    ) -> Result<(), StoreError>;
-
-    /// Writes ledger records in one transaction.
-    async fn write_ledger(&self, records: &[LedgerRecord]) -> Result<(), StoreError>;
-
-    /// Deletes the ledger entries of these notifications that are as their acceptance
-    /// wrote them (`queued`, no attempt made): their events were not queued after all.
-    async fn withdraw_acceptances(&self, ids: &[String]) -> Result<(), StoreError>;
-
-    /// A tenant's notification and its deliveries, if it has one with this id.
-    async fn notification(
-        &self,
-        tenant: &TenantId,
-        id: &str,
-    ) -> Result<Option<(LedgerNotification, Vec<LedgerDelivery>)>, StoreError>;
-
-    /// Deletes ledger entries of notifications accepted before `cutoff`; answers how many
-    /// notifications.
-    async fn delete_ledger_before(&self, cutoff: DateTime<Utc>) -> Result<u64, StoreError>;
-
-    /// Appends audit records to their tenants' chains, in one transaction, skipping ids
-    /// already appended; answers how many were appended.
-    async fn append_audit(&self, records: &[NewAuditRecord]) -> Result<u64, StoreError>;
-
-    /// A tenant's audit records matching `query`, newest first.
-    async fn audit_records(
-        &self,
-        tenant: &TenantId,
-        query: &AuditQuery,
-    ) -> Result<Vec<AuditRecord>, StoreError>;
-
-    /// A tenant's audit record with this id (the id of the event it was appended from).
-    async fn audit_record(
-        &self,
-        tenant: &TenantId,
-        id: &str,
-    ) -> Result<Option<AuditRecord>, StoreError>;
-
-    /// Up to `limit` of a tenant's audit records after `after_seq`, in chain order.
-    async fn audit_chain(
-        &self,
-        tenant: &TenantId,
-        after_seq: i64,
-        limit: i64,
-    ) -> Result<Vec<AuditRecord>, StoreError>;
-
-    /// Deletes audit records stored before `cutoff`; answers how many. A chain then starts
-    /// at its oldest remaining record, which verification takes on trust.
-    async fn delete_audit_before(&self, cutoff: DateTime<Utc>) -> Result<u64, StoreError>;
-
-    /// Deletes idempotency keys created before `cutoff`; answers how many.
-    async fn delete_idempotency_keys_before(
-        &self,
-        cutoff: DateTime<Utc>,
-    ) -> Result<u64, StoreError>;
+impl Stores {
+    /// Each concern of `store`.
+    pub fn new(store: &Arc<dyn Store>) -> Self {
+        Stores {
+            tenants: store.clone(),
+            idempotency: store.clone(),
+            ledger: store.clone(),
+            audit: store.clone(),
+            chat: store.clone(),
+            events: store.clone(),
+            inbox: store.clone(),
+            presence: store.clone(),
+            reads: store.clone(),
+            templates: store.clone(),
+            devices: store.clone(),
+            providers: store.clone(),
+            health: store.clone(),
+        }
+    }
 }
 
 /// Opens the store at `url` (creating a SQLite file and its directory when missing) and

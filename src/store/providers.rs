@@ -2,11 +2,11 @@
 //! JSON so that each channel owns its own shape.
 
 use super::StoreError;
-use super::sql::{SqlStore, now};
+use super::sql::{Column, Dialect, Param, SqlStore, now};
 use crate::domain::TenantId;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use sqlx::{Postgres, Row, Sqlite};
+use sqlx::{ColumnIndex, Executor, IntoArguments};
 
 /// Where tenants' provider settings live.
 #[async_trait]
@@ -30,59 +30,58 @@ pub trait ProviderStore: Send + Sync {
     async fn delete_provider(&self, tenant: &TenantId, provider: &str) -> Result<bool, StoreError>;
 }
 
-macro_rules! provider_store {
-    ($db:ty) => {
-        #[async_trait]
-        impl ProviderStore for SqlStore<$db> {
-            async fn put_provider(
-                &self,
-                tenant: &TenantId,
-                provider: &str,
-                settings: &str,
-            ) -> Result<DateTime<Utc>, StoreError> {
-                let updated_at = now();
-                sqlx::query(
-                    "INSERT INTO providers (tenant_id, provider, settings, updated_at) VALUES ($1, $2, $3, $4) \
-                     ON CONFLICT (tenant_id, provider) DO UPDATE \
-                     SET settings = excluded.settings, updated_at = excluded.updated_at",
-                )
-                .bind(tenant.as_str())
-                .bind(provider)
-                .bind(settings)
-                .bind(updated_at)
-                .execute(&self.writer)
-                .await?;
-                Ok(updated_at)
-            }
+#[async_trait]
+impl<DB> ProviderStore for SqlStore<DB>
+where
+    DB: Dialect,
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+    DB::Arguments: IntoArguments<DB>,
+    for<'a> &'a str: Param<'a, DB> + ColumnIndex<DB::Row>,
+    usize: ColumnIndex<DB::Row>,
+    String: Column<DB>,
+    DateTime<Utc>: Column<DB>,
+{
+    async fn put_provider(
+        &self,
+        tenant: &TenantId,
+        provider: &str,
+        settings: &str,
+    ) -> Result<DateTime<Utc>, StoreError> {
+        let updated_at = now();
+        sqlx::query(
+            "INSERT INTO providers (tenant_id, provider, settings, updated_at) \
+             VALUES ($1, $2, $3, $4) ON CONFLICT (tenant_id, provider) DO UPDATE \
+             SET settings = excluded.settings, updated_at = excluded.updated_at",
+        )
+        .bind(tenant.as_str())
+        .bind(provider)
+        .bind(settings)
+        .bind(updated_at)
+        .execute(&self.writer)
+        .await?;
+        Ok(updated_at)
+    }
 
-            async fn provider(
-                &self,
-                tenant: &TenantId,
-                provider: &str,
-            ) -> Result<Option<(String, DateTime<Utc>)>, StoreError> {
-                let row = sqlx::query(
-                    "SELECT settings, updated_at FROM providers WHERE tenant_id = $1 AND provider = $2",
-                )
-                .bind(tenant.as_str())
-                .bind(provider)
-                .fetch_optional(&self.pool)
-                .await?;
-                row.map(|row| Ok((row.try_get("settings")?, row.try_get("updated_at")?)))
-                    .transpose()
-            }
+    async fn provider(
+        &self,
+        tenant: &TenantId,
+        provider: &str,
+    ) -> Result<Option<(String, DateTime<Utc>)>, StoreError> {
+        Ok(sqlx::query_as(
+            "SELECT settings, updated_at FROM providers WHERE tenant_id = $1 AND provider = $2",
+        )
+        .bind(tenant.as_str())
+        .bind(provider)
+        .fetch_optional(&self.pool)
+        .await?)
+    }
 
-            async fn delete_provider(&self, tenant: &TenantId, provider: &str) -> Result<bool, StoreError> {
-                let deleted = sqlx::query("DELETE FROM providers WHERE tenant_id = $1 AND provider = $2")
-                    .bind(tenant.as_str())
-                    .bind(provider)
-                    .execute(&self.writer)
-                    .await?
-                    .rows_affected();
-                Ok(deleted > 0)
-            }
-        }
-    };
+    async fn delete_provider(&self, tenant: &TenantId, provider: &str) -> Result<bool, StoreError> {
+        let deleted = sqlx::query("DELETE FROM providers WHERE tenant_id = $1 AND provider = $2")
+            .bind(tenant.as_str())
+            .bind(provider)
+            .execute(&self.writer)
+            .await?;
+        Ok(DB::rows_affected(deleted) > 0)
+    }
 }
-
-provider_store!(Sqlite);
-provider_store!(Postgres);

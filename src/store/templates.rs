@@ -2,14 +2,14 @@
 //! of each (name, locale) is current.
 
 use super::StoreError;
-use super::sql::{SqlStore, now};
+use super::sql::{Column, Dialect, Param, SqlStore, now};
 use crate::domain::TenantId;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use sqlx::{Postgres, Row, Sqlite};
+use sqlx::{ColumnIndex, Executor, IntoArguments};
 
 /// A template as a tenant writes it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
 pub struct NewTemplate {
     /// Its name, as sends refer to it.
     pub name: String,
@@ -26,9 +26,10 @@ pub struct NewTemplate {
 }
 
 /// A stored version of a template.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
 pub struct StoredTemplate {
     /// What was written.
+    #[sqlx(flatten)]
     pub template: NewTemplate,
     /// Its version, from 1 for each (name, locale).
     pub version: i64,
@@ -81,184 +82,164 @@ pub trait TemplateStore: Send + Sync {
     async fn template_revision(&self, tenant: &TenantId) -> Result<i64, StoreError>;
 }
 
-fn stored<R: Row>(row: &R) -> Result<StoredTemplate, StoreError>
+/// Bumps the tenant's template revision inside the transaction on `connection`.
+async fn bump_template_revision<DB>(
+    connection: &mut DB::Connection,
+    tenant: &TenantId,
+) -> Result<(), StoreError>
 where
-    for<'r> &'r str: sqlx::ColumnIndex<R>,
-    for<'r> String: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
-    for<'r> Option<String>: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
-    for<'r> i64: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
-    for<'r> DateTime<Utc>: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    DB: Dialect,
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+    DB::Arguments: IntoArguments<DB>,
+    for<'a> &'a str: Param<'a, DB>,
 {
-    Ok(StoredTemplate {
-        template: NewTemplate {
-            name: row.try_get("name")?,
-            locale: row.try_get("locale")?,
-            subject: row.try_get("subject")?,
-            html: row.try_get("html")?,
-            text: row.try_get("text")?,
-            sample_data: row.try_get("sample_data")?,
-        },
-        version: row.try_get("version")?,
-        created_at: row.try_get("created_at")?,
-    })
+    sqlx::query(
+        "INSERT INTO template_revisions (tenant_id, revision) VALUES ($1, 1) \
+         ON CONFLICT (tenant_id) DO UPDATE SET revision = template_revisions.revision + 1",
+    )
+    .bind(tenant.as_str())
+    .execute(&mut *connection)
+    .await?;
+    Ok(())
 }
 
-macro_rules! template_store {
-    ($db:ty) => {
-        impl SqlStore<$db> {
-            /// Bumps the tenant's template revision inside `tx`.
-            async fn bump_template_revision(
-                tx: &mut sqlx::Transaction<'_, $db>,
-                tenant: &TenantId,
-            ) -> Result<(), StoreError> {
-                sqlx::query(
-                    "INSERT INTO template_revisions (tenant_id, revision) VALUES ($1, 1) \
-                     ON CONFLICT (tenant_id) DO UPDATE SET revision = template_revisions.revision + 1",
-                )
-                .bind(tenant.as_str())
-                .execute(&mut **tx)
-                .await?;
-                Ok(())
-            }
-        }
+#[async_trait]
+impl<DB> TemplateStore for SqlStore<DB>
+where
+    DB: Dialect,
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+    DB::Arguments: IntoArguments<DB>,
+    for<'a> &'a str: Param<'a, DB> + ColumnIndex<DB::Row>,
+    for<'a> Option<&'a str>: Param<'a, DB>,
+    usize: ColumnIndex<DB::Row>,
+    String: Column<DB>,
+    Option<String>: Column<DB>,
+    i64: Column<DB>,
+    Option<i64>: Column<DB>,
+    DateTime<Utc>: Column<DB>,
+{
+    async fn put_template(
+        &self,
+        tenant: &TenantId,
+        template: &NewTemplate,
+    ) -> Result<StoredTemplate, StoreError> {
+        let created_at = now();
+        let mut tx = self.writer.begin().await?;
+        // The revision row is written first: on PostgreSQL it locks the tenant's
+        // templates, so that two concurrent PUTs cannot take the same version.
+        bump_template_revision::<DB>(&mut tx, tenant).await?;
+        let (version,): (i64,) = sqlx::query_as(
+            "SELECT COALESCE(MAX(version), 0) + 1 AS v FROM templates \
+             WHERE tenant_id = $1 AND name = $2 AND locale = $3",
+        )
+        .bind(tenant.as_str())
+        .bind(&template.name)
+        .bind(&template.locale)
+        .fetch_one(&mut *tx)
+        .await?;
+        sqlx::query(
+            "INSERT INTO templates (tenant_id, name, locale, version, subject, html, text, \
+             sample_data, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+        )
+        .bind(tenant.as_str())
+        .bind(&template.name)
+        .bind(&template.locale)
+        .bind(version)
+        .bind(&template.subject)
+        .bind(&template.html)
+        .bind(&template.text)
+        .bind(&template.sample_data)
+        .bind(created_at)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(StoredTemplate {
+            template: template.clone(),
+            version,
+            created_at,
+        })
+    }
 
-        #[async_trait]
-        impl TemplateStore for SqlStore<$db> {
-            async fn put_template(
-                &self,
-                tenant: &TenantId,
-                template: &NewTemplate,
-            ) -> Result<StoredTemplate, StoreError> {
-                let created_at = now();
-                let mut tx = self.writer.begin().await?;
-                // The revision row is written first: on PostgreSQL it locks the tenant's
-                // templates, so that two concurrent PUTs cannot take the same version.
-                Self::bump_template_revision(&mut tx, tenant).await?;
-                let version: i64 = sqlx::query(
-                    "SELECT COALESCE(MAX(version), 0) + 1 AS v FROM templates \
-                     WHERE tenant_id = $1 AND name = $2 AND locale = $3",
-                )
-                .bind(tenant.as_str())
-                .bind(&template.name)
-                .bind(&template.locale)
-                .fetch_one(&mut *tx)
-                .await?
-                .try_get("v")?;
-                sqlx::query(
-                    "INSERT INTO templates (tenant_id, name, locale, version, subject, html, text, \
-                     sample_data, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
-                )
-                .bind(tenant.as_str())
-                .bind(&template.name)
-                .bind(&template.locale)
-                .bind(version)
-                .bind(&template.subject)
-                .bind(&template.html)
-                .bind(&template.text)
-                .bind(&template.sample_data)
-                .bind(created_at)
-                .execute(&mut *tx)
-                .await?;
-                tx.commit().await?;
-                Ok(StoredTemplate {
-                    template: template.clone(),
-                    version,
-                    created_at,
-                })
-            }
+    async fn template(
+        &self,
+        tenant: &TenantId,
+        name: &str,
+        locale: &str,
+        version: Option<i64>,
+    ) -> Result<Option<StoredTemplate>, StoreError> {
+        Ok(sqlx::query_as(
+            "SELECT name, locale, version, subject, html, text, sample_data, created_at \
+             FROM templates WHERE tenant_id = $1 AND name = $2 AND locale = $3 \
+             AND ($4 IS NULL OR version = $4) ORDER BY version DESC LIMIT 1",
+        )
+        .bind(tenant.as_str())
+        .bind(name)
+        .bind(locale)
+        .bind(version)
+        .fetch_optional(&self.pool)
+        .await?)
+    }
 
-            async fn template(
-                &self,
-                tenant: &TenantId,
-                name: &str,
-                locale: &str,
-                version: Option<i64>,
-            ) -> Result<Option<StoredTemplate>, StoreError> {
-                let row = sqlx::query(
-                    "SELECT name, locale, version, subject, html, text, sample_data, created_at \
-                     FROM templates WHERE tenant_id = $1 AND name = $2 AND locale = $3 \
-                     AND ($4 IS NULL OR version = $4) ORDER BY version DESC LIMIT 1",
-                )
+    async fn template_versions(
+        &self,
+        tenant: &TenantId,
+        name: &str,
+        locale: &str,
+    ) -> Result<Vec<i64>, StoreError> {
+        let versions: Vec<(i64,)> = sqlx::query_as(
+            "SELECT version FROM templates WHERE tenant_id = $1 AND name = $2 AND locale = $3 \
+             ORDER BY version",
+        )
+        .bind(tenant.as_str())
+        .bind(name)
+        .bind(locale)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(versions.into_iter().map(|(version,)| version).collect())
+    }
+
+    async fn current_templates(
+        &self,
+        tenant: &TenantId,
+    ) -> Result<Vec<StoredTemplate>, StoreError> {
+        Ok(sqlx::query_as(
+            "SELECT name, locale, version, subject, html, text, sample_data, created_at \
+             FROM templates t WHERE tenant_id = $1 AND version = \
+             (SELECT MAX(version) FROM templates u WHERE u.tenant_id = t.tenant_id \
+              AND u.name = t.name AND u.locale = t.locale) ORDER BY name, locale",
+        )
+        .bind(tenant.as_str())
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    async fn delete_template(
+        &self,
+        tenant: &TenantId,
+        name: &str,
+        locale: Option<&str>,
+    ) -> Result<u64, StoreError> {
+        let mut tx = self.writer.begin().await?;
+        bump_template_revision::<DB>(&mut tx, tenant).await?;
+        let deleted = sqlx::query(
+            "DELETE FROM templates WHERE tenant_id = $1 AND name = $2 \
+             AND ($3 IS NULL OR locale = $3)",
+        )
+        .bind(tenant.as_str())
+        .bind(name)
+        .bind(locale)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(DB::rows_affected(deleted))
+    }
+
+    async fn template_revision(&self, tenant: &TenantId) -> Result<i64, StoreError> {
+        let row: Option<(i64,)> =
+            sqlx::query_as("SELECT revision FROM template_revisions WHERE tenant_id = $1")
                 .bind(tenant.as_str())
-                .bind(name)
-                .bind(locale)
-                .bind(version)
                 .fetch_optional(&self.pool)
                 .await?;
-                row.as_ref().map(stored).transpose()
-            }
-
-            async fn template_versions(
-                &self,
-                tenant: &TenantId,
-                name: &str,
-                locale: &str,
-            ) -> Result<Vec<i64>, StoreError> {
-                let rows = sqlx::query(
-                    "SELECT version FROM templates WHERE tenant_id = $1 AND name = $2 AND locale = $3 \
-                     ORDER BY version",
-                )
-                .bind(tenant.as_str())
-                .bind(name)
-                .bind(locale)
-                .fetch_all(&self.pool)
-                .await?;
-                rows.iter()
-                    .map(|row| Ok(row.try_get("version")?))
-                    .collect()
-            }
-
-            async fn current_templates(
-                &self,
-                tenant: &TenantId,
-            ) -> Result<Vec<StoredTemplate>, StoreError> {
-                let rows = sqlx::query(
-                    "SELECT name, locale, version, subject, html, text, sample_data, created_at \
-                     FROM templates t WHERE tenant_id = $1 AND version = \
-                     (SELECT MAX(version) FROM templates u WHERE u.tenant_id = t.tenant_id \
-                      AND u.name = t.name AND u.locale = t.locale) ORDER BY name, locale",
-                )
-                .bind(tenant.as_str())
-                .fetch_all(&self.pool)
-                .await?;
-                rows.iter().map(stored).collect()
-            }
-
-            async fn delete_template(
-                &self,
-                tenant: &TenantId,
-                name: &str,
-                locale: Option<&str>,
-            ) -> Result<u64, StoreError> {
-                let mut tx = self.writer.begin().await?;
-                Self::bump_template_revision(&mut tx, tenant).await?;
-                let deleted = sqlx::query(
-                    "DELETE FROM templates WHERE tenant_id = $1 AND name = $2 \
-                     AND ($3 IS NULL OR locale = $3)",
-                )
-                .bind(tenant.as_str())
-                .bind(name)
-                .bind(locale)
-                .execute(&mut *tx)
-                .await?
-                .rows_affected();
-                tx.commit().await?;
-                Ok(deleted)
-            }
-
-            async fn template_revision(&self, tenant: &TenantId) -> Result<i64, StoreError> {
-                let row = sqlx::query("SELECT revision FROM template_revisions WHERE tenant_id = $1")
-                    .bind(tenant.as_str())
-                    .fetch_optional(&self.pool)
-                    .await?;
-                Ok(match row {
-                    Some(row) => row.try_get("revision")?,
-                    None => 0,
-                })
-            }
-        }
-    };
+        Ok(row.map_or(0, |(revision,)| revision))
+    }
 }
-
-template_store!(Sqlite);
-template_store!(Postgres);

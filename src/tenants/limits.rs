@@ -2,7 +2,6 @@
 //! burst, the same for every tenant unless configuration gives a tenant its own. Idle
 //! tenants' state is evicted, so memory stays bounded however many tenants there are.
 
-use crate::config::{RateLimit, RateLimitSettings};
 use crate::domain::TenantId;
 use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultDirectRateLimiter, DefaultKeyedRateLimiter, Quota, RateLimiter};
@@ -10,15 +9,36 @@ use std::collections::HashMap;
 use std::num::NonZeroU32;
 use std::time::Duration;
 
-fn quota(limit: &RateLimit) -> Quota {
-    let per_second = NonZeroU32::new(limit.per_second).unwrap_or(NonZeroU32::MIN);
-    Quota::per_second(per_second).allow_burst(burst(limit))
+/// Per-tenant ingress rate limits, as configured (`rate_limits.*`).
+#[derive(Debug, Clone)]
+pub struct RateLimitSettings {
+    /// The limit of every tenant without one of its own.
+    pub default: RateLimit,
+    /// Tenants with limits of their own.
+    pub tenants: HashMap<TenantId, RateLimit>,
 }
 
-/// The most events a tenant may send at once.
-fn burst(limit: &RateLimit) -> NonZeroU32 {
-    let per_second = NonZeroU32::new(limit.per_second).unwrap_or(NonZeroU32::MIN);
-    NonZeroU32::new(limit.burst.max(limit.per_second)).unwrap_or(per_second)
+/// One rate limit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RateLimit {
+    /// Events per second.
+    pub per_second: NonZeroU32,
+    /// Events at once above the rate: never fewer than a second's worth.
+    pub burst: NonZeroU32,
+}
+
+impl RateLimit {
+    /// `per_second` events a second, `burst` at once (raised to `per_second` if lower).
+    pub fn new(per_second: NonZeroU32, burst: u32) -> Self {
+        RateLimit {
+            per_second,
+            burst: per_second.max(NonZeroU32::new(burst).unwrap_or(NonZeroU32::MIN)),
+        }
+    }
+}
+
+fn quota(limit: &RateLimit) -> Quota {
+    Quota::per_second(limit.per_second).allow_burst(limit.burst)
 }
 
 /// Why events were not admitted.
@@ -46,15 +66,15 @@ impl RateLimits {
         let own = settings
             .tenants
             .iter()
-            .filter_map(|(id, limit)| {
+            .map(|(id, limit)| {
                 let limiter = RateLimiter::direct(quota(limit));
-                Some((TenantId::parse(id).ok()?, (limiter, burst(limit))))
+                (id.clone(), (limiter, limit.burst))
             })
             .collect();
         RateLimits {
-            shared: RateLimiter::keyed(quota(&settings.default_limit())),
+            shared: RateLimiter::keyed(quota(&settings.default)),
             own,
-            default_burst: burst(&settings.default_limit()),
+            default_burst: settings.default.burst,
         }
     }
 
@@ -90,20 +110,12 @@ mod tests {
     use super::*;
 
     fn settings(tenants: &[(&str, u32)]) -> RateLimitSettings {
+        let limit = |n: u32| RateLimit::new(NonZeroU32::new(n).unwrap(), n);
         RateLimitSettings {
-            per_second: 5,
-            burst: 5,
+            default: limit(5),
             tenants: tenants
                 .iter()
-                .map(|(id, n)| {
-                    (
-                        (*id).to_owned(),
-                        RateLimit {
-                            per_second: *n,
-                            burst: *n,
-                        },
-                    )
-                })
+                .map(|(id, n)| (TenantId::parse(id).unwrap(), limit(*n)))
                 .collect(),
         }
     }

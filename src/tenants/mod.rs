@@ -8,7 +8,7 @@ pub mod keys;
 pub mod limits;
 
 use crate::domain::TenantId;
-use crate::store::{ApiKeyInfo, Store, StoreError, StoredKey, Tenant};
+use crate::store::{ApiKeyInfo, StoreError, StoredKey, Tenant, TenantStore};
 pub use keys::NewApiKey;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -36,7 +36,7 @@ const MISSING_TTL: Duration = Duration::from_secs(1);
 
 /// Tenants, keys, and the key cache.
 pub struct Tenancy {
-    store: Arc<dyn Store>,
+    store: Arc<dyn TenantStore>,
     cache: Mutex<HashMap<String, (StoredKey, Instant)>>,
     /// Tenants known to exist (tenants are never deleted, so it holds), and those found
     /// missing, with when: the worker pools ask for every event.
@@ -45,7 +45,7 @@ pub struct Tenancy {
 
 impl Tenancy {
     /// Tenancy over `store`.
-    pub fn new(store: Arc<dyn Store>) -> Self {
+    pub fn new(store: Arc<dyn TenantStore>) -> Self {
         Tenancy {
             store,
             cache: Mutex::new(HashMap::new()),
@@ -77,8 +77,8 @@ impl Tenancy {
         Ok(exists)
     }
 
-    /// The store underneath.
-    pub fn store(&self) -> &Arc<dyn Store> {
+    /// Where tenants and keys are stored.
+    pub fn store(&self) -> &Arc<dyn TenantStore> {
         &self.store
     }
 

@@ -8,16 +8,14 @@
 //! [`WorkerPool::process`] handles one delivery start to finish and is what tests step;
 //! [`WorkerPool::run`] is the loop around it, with shutdown that stops taking work and
 //! drains what is in flight.
+//!
+//! Outcomes are reported to an [`OutcomeSink`] (the delivery ledger, in Herald) that the
+//! pool is given: the pool knows nothing of where they are kept.
 
-mod handlers;
-mod outcome;
-
-pub use handlers::LogHandler;
-pub use outcome::{DeliveryOutcome, Outcome, RenderedFrom, Report};
+pub use crate::outcome::{DeliveryOutcome, Outcome, Report};
 
 use crate::broker::{Broker, BrokerError, DeadLetterReason, Delivery, QueueSpec};
-use crate::domain::{Envelope, EnvelopeError, WireProperties};
-use crate::ledger::{Ledger, Rejection};
+use crate::domain::{Envelope, EnvelopeError, EventKind, NotificationId, TenantId, WireProperties};
 use crate::shutdown::Shutdown;
 use crate::telemetry::{Metrics, QueueLabels, QueueOutcomeLabels};
 use crate::tenants::Tenancy;
@@ -43,6 +41,30 @@ pub trait Handler: Send + Sync + 'static {
     }
 }
 
+/// Where a pool reports what became of each message, before it settles it.
+#[async_trait]
+pub trait OutcomeSink: Send + Sync + 'static {
+    /// Records the outcome of an attempt at `envelope`; the message is settled once this
+    /// returns, so that a crash in between repeats the attempt rather than lose it.
+    async fn outcome(&self, envelope: &Envelope, attempt: u32, outcome: &Outcome);
+
+    /// Records that a message which could not be read as an event was rejected.
+    async fn rejected(&self, rejection: &Rejection, reason: &str);
+}
+
+/// What is known of a message that was rejected before it could be read as an event.
+#[derive(Debug, Clone)]
+pub struct Rejection {
+    /// Its id.
+    pub id: NotificationId,
+    /// The tenant it names.
+    pub tenant: TenantId,
+    /// The kind it was read as.
+    pub kind: EventKind,
+    /// When it was published.
+    pub created_at: chrono::DateTime<Utc>,
+}
+
 /// How long one pool waits between attempts to reach its queue.
 const RECONSUME_DELAY: Duration = Duration::from_secs(1);
 
@@ -54,7 +76,7 @@ pub struct WorkerPool {
     handler: Arc<dyn Handler>,
     metrics: Arc<Metrics>,
     handler_timeout: Duration,
-    ledger: Option<Ledger>,
+    outcomes: Option<Arc<dyn OutcomeSink>>,
     tenancy: Option<Arc<Tenancy>>,
     /// How often the queue's dead letters are kept within their bounds, if they are.
     dead_letter_check: Option<Duration>,
@@ -75,7 +97,7 @@ impl WorkerPool {
             handler,
             metrics,
             handler_timeout,
-            ledger: None,
+            outcomes: None,
             tenancy: None,
             dead_letter_check: None,
         }
@@ -87,9 +109,9 @@ impl WorkerPool {
         self
     }
 
-    /// Records every outcome in `ledger` before settling.
-    pub fn with_ledger(mut self, ledger: Ledger) -> Self {
-        self.ledger = Some(ledger);
+    /// Reports every outcome to `sink` before settling.
+    pub fn with_outcome_sink(mut self, sink: Arc<dyn OutcomeSink>) -> Self {
+        self.outcomes = Some(sink);
         self
     }
 
@@ -105,8 +127,8 @@ impl WorkerPool {
         let keeping = self
             .dead_letter_check
             .map(|every| tokio::spawn(self.clone().keep_dead_letters(every, shutdown.clone())));
-        let permits = Arc::new(Semaphore::new(self.spec.concurrency));
-        let prefetch = u16::try_from(self.spec.concurrency).unwrap_or(u16::MAX);
+        let permits = Arc::new(Semaphore::new(self.spec.concurrency.get()));
+        let prefetch = u16::try_from(self.spec.concurrency.get()).unwrap_or(u16::MAX);
         let mut in_flight = JoinSet::new();
         let mut ordering = Ordering::default();
         // Since when the queue cannot be consumed: said once, not every second.
@@ -262,8 +284,8 @@ impl WorkerPool {
                         let outcome = self.within_attempts(outcome, delivery.attempt);
                         // Recorded before the message is settled: a crash in between
                         // repeats the attempt, never loses its outcome.
-                        if let Some(ledger) = &self.ledger {
-                            ledger.outcome(&envelope, attempt, &outcome).await;
+                        if let Some(outcomes) = &self.outcomes {
+                            outcomes.outcome(&envelope, attempt, &outcome).await;
                         }
                         outcome
                     }
@@ -313,10 +335,7 @@ impl WorkerPool {
     }
 
     /// Whether `tenant` exists (always, without a tenancy to ask).
-    async fn tenant_known(
-        &self,
-        tenant: &crate::domain::TenantId,
-    ) -> Result<bool, crate::store::StoreError> {
+    async fn tenant_known(&self, tenant: &TenantId) -> Result<bool, crate::store::StoreError> {
         match &self.tenancy {
             Some(tenancy) => tenancy.exists(tenant).await,
             None => Ok(true),
@@ -336,7 +355,9 @@ impl WorkerPool {
         else {
             return;
         };
-        let Some(ledger) = &self.ledger else { return };
+        let Some(outcomes) = &self.outcomes else {
+            return;
+        };
         let rejection = Rejection {
             id: *id,
             tenant: tenant.clone(),
@@ -344,7 +365,7 @@ impl WorkerPool {
             created_at: *created_at,
         };
         if self.tenant_known(tenant).await.unwrap_or(false) {
-            ledger.rejected(&rejection, reason).await;
+            outcomes.rejected(&rejection, reason).await;
         }
     }
 

@@ -732,7 +732,7 @@ async fn an_event_for_an_unknown_tenant_is_rejected_and_nothing_is_sent_or_store
         "no email was sent"
     );
     let unknown = herald::domain::TenantId::parse("999").unwrap();
-    let store = herald.tenancy.store();
+    let store = &herald.store;
     assert!(
         store.audit_chain(&unknown, 0, 10).await.unwrap().is_empty(),
         "no audit chain was started for it"

@@ -793,8 +793,7 @@ async fn a_tenants_relay_must_be_public_unless_the_operator_allows_private_ones(
     // refused where Herald connects, for good, and the relay hears nothing.
     let tenant = herald::domain::TenantId::parse("1").unwrap();
     app.herald
-        .tenancy
-        .store()
+        .store
         .put_provider(&tenant, "smtp", &local.to_string())
         .await
         .unwrap();

@@ -721,8 +721,7 @@ async fn a_tenants_token_uri_must_be_googles_unless_the_operator_allows_others()
 
     let tenant = herald::domain::TenantId::parse("1").unwrap();
     app.herald
-        .tenancy
-        .store()
+        .store
         .put_provider(&tenant, "fcm", &account(&fcm.token_url()).to_string())
         .await
         .unwrap();

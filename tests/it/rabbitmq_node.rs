@@ -237,6 +237,56 @@ async fn a_rabbitmq_restart_loses_no_accepted_event() {
     serving.await.unwrap().unwrap();
 }
 
+/// The names of the connections the node has open.
+fn connections() -> Vec<String> {
+    let listed = Command::new("rabbitmqctl")
+        .args([
+            "-n",
+            RESTART_NODE,
+            "list_connections",
+            "-q",
+            "client_properties",
+        ])
+        .output()
+        .expect("rabbitmqctl runs");
+    assert!(listed.status.success(), "rabbitmqctl lists the connections");
+    String::from_utf8_lossy(&listed.stdout)
+        .lines()
+        .filter(|line| !line.trim().is_empty())
+        .map(str::to_owned)
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs rabbitmq-server, to start a RabbitMQ node of its own on 127.0.0.1:5673; cargo nextest run --run-ignored all runs it"]
+async fn one_herald_holds_one_connection_with_its_realtime_bus_on_it() {
+    let (_node, app) = on_node(Roles::everything(), &[]).await;
+    // A connected user: the bus is linked up and binds the user's key.
+    let token = support::socket::token(&app, "bob").await;
+    let mut bob = support::socket::open(&app.address, &token, None).await;
+    support::socket::until_ready(&mut bob).await;
+    assert!(
+        rabbitmq_healthy(&app).await,
+        "the broker and its bus are up"
+    );
+    let open = connections();
+    assert_eq!(
+        open.len(),
+        1,
+        "the API, the worker pools and the real-time bus share one connection: {open:?}"
+    );
+    // And the bus works over it: a chat message reaches bob through a poke.
+    let message = json!({
+        "messageId": "one-connection", "conversationId": "c1", "senderId": "ada",
+        "recipientIds": ["bob"], "content": "over the shared connection", "messageType": "text",
+        "timestamp": "2026-12-02T10:00:00Z",
+    });
+    let response = app.post_json("/v1/chat/messages", &message).await;
+    assert_eq!(response.status(), StatusCode::ACCEPTED);
+    let frame = support::socket::next(&mut bob).await;
+    assert_eq!(frame["data"]["messageId"], "one-connection", "{frame}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs rabbitmq-server, to start a RabbitMQ node of its own on 127.0.0.1:5673; cargo nextest run --run-ignored all runs it"]
 async fn the_realtime_bus_comes_back_after_a_node_restart() {

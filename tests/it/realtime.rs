@@ -117,7 +117,7 @@ async fn an_offline_recipient_replays_exactly_what_it_missed_in_order_then_live_
     }
     // Let the worker store them while bob is away.
     let stored = support::eventually(Duration::from_secs(10), || async {
-        let store = app.herald.tenancy.store();
+        let store = &app.herald.store;
         let tenant = herald::domain::TenantId::parse("1").unwrap();
         store
             .events_after(&tenant, "bob", 0, 10)
@@ -232,7 +232,7 @@ async fn a_slow_client_is_disconnected_without_holding_back_others() {
     // It catches up by replay: everything is there, from the start.
     let stored = support::eventually(Duration::from_secs(20), || async {
         let tenant = herald::domain::TenantId::parse("1").unwrap();
-        let store = app.herald.tenancy.store();
+        let store = &app.herald.store;
         store
             .events_after(&tenant, "slow", 0, 1000)
             .await

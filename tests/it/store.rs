@@ -1,9 +1,10 @@
 //! The store suite: the same scenarios on SQLite and on PostgreSQL.
 
 use herald::domain::TenantId;
+use herald::outcome::{Channel, DeliveryStatus, NotificationState, RenderedFrom};
 use herald::store::{
     self, AuditQuery, LedgerDelivery, LedgerNotification, LedgerRecord, NewAuditRecord,
-    NewTemplate, RenderedFrom, Store, StoreError,
+    NewTemplate, Store, StoreError,
 };
 use secrecy::SecretString;
 use std::sync::Arc;
@@ -138,7 +139,7 @@ async fn migrations_apply_once(store: Arc<dyn Store>) {
     store.ping().await.unwrap();
 }
 
-fn ledger_record(status: &str, attempts: u32, replace: bool) -> LedgerRecord {
+fn ledger_record(status: DeliveryStatus, attempts: u32, replace: bool) -> LedgerRecord {
     use chrono::SubsecRound;
     let now = chrono::Utc::now().trunc_subsecs(6);
     LedgerRecord {
@@ -146,11 +147,11 @@ fn ledger_record(status: &str, attempts: u32, replace: bool) -> LedgerRecord {
             id: "n1".into(),
             tenant_id: "acme".into(),
             kind: "email".into(),
-            status: status.into(),
+            status: NotificationState::of_delivery(status),
             reason: None,
             created_at: now,
             updated_at: now,
-            template: (status != "queued").then(|| RenderedFrom {
+            template: (status != DeliveryStatus::Queued).then(|| RenderedFrom {
                 name: "welcome".into(),
                 locale: "fr".into(),
                 version: Some(2),
@@ -158,12 +159,12 @@ fn ledger_record(status: &str, attempts: u32, replace: bool) -> LedgerRecord {
         },
         deliveries: vec![LedgerDelivery {
             recipient: "ada@example.com".into(),
-            channel: "email".into(),
+            channel: Channel::Email,
             target: "ada@example.com".into(),
-            status: status.into(),
+            status,
             attempts,
-            last_error: (status == "failed").then(|| "550 no such user".into()),
-            reply: (status == "failed").then(|| "550 5.1.1 no such user".into()),
+            last_error: (status == DeliveryStatus::Failed).then(|| "550 no such user".into()),
+            reply: (status == DeliveryStatus::Failed).then(|| "550 5.1.1 no such user".into()),
             updated_at: now,
         }],
         replace,
@@ -174,12 +175,12 @@ async fn the_ledger_keeps_outcomes_over_late_acceptances_and_is_tenant_scoped(
     store: Arc<dyn Store>,
 ) {
     store
-        .write_ledger(&[ledger_record("failed", 3, true)])
+        .write_ledger(&[ledger_record(DeliveryStatus::Failed, 3, true)])
         .await
         .unwrap();
     // The acceptance lands after the outcome: it must not overwrite it.
     store
-        .write_ledger(&[ledger_record("queued", 0, false)])
+        .write_ledger(&[ledger_record(DeliveryStatus::Queued, 0, false)])
         .await
         .unwrap();
     let (notification, deliveries) = store
@@ -187,7 +188,7 @@ async fn the_ledger_keeps_outcomes_over_late_acceptances_and_is_tenant_scoped(
         .await
         .unwrap()
         .unwrap();
-    assert_eq!(notification.status, "failed");
+    assert_eq!(notification.status, NotificationState::Failed);
     assert_eq!(
         notification.template.map(|t| (t.name, t.locale, t.version)),
         Some(("welcome".into(), "fr".into(), Some(2))),
@@ -295,7 +296,7 @@ async fn retention_removes_what_is_past_its_age_and_keeps_the_rest(store: Arc<dy
         .await
         .unwrap();
     store
-        .write_ledger(&[ledger_record("delivered", 1, true)])
+        .write_ledger(&[ledger_record(DeliveryStatus::Delivered, 1, true)])
         .await
         .unwrap();
     let claim = store

@@ -28,7 +28,7 @@ use super::{
     Broker, BrokerError, BrokerHealth, Consumer, DeadLetter, DroppedLetter, Publication,
     PublishError, QueueSpec, QueueStats, Topology,
 };
-use crate::config::{RabbitMqSettings, redact_url};
+use crate::telemetry::redact_url;
 use async_trait::async_trait;
 use lapin::options::{
     BasicGetOptions, BasicNackOptions, BasicPublishOptions, ConfirmSelectOptions,
@@ -38,6 +38,7 @@ use lapin::types::{AMQPValue, FieldTable};
 use lapin::{BasicProperties, Channel, Confirmation, Connection, ConnectionProperties};
 use secrecy::ExposeSecret;
 use secrecy::SecretString;
+use std::num::NonZeroUsize;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -66,6 +67,21 @@ const LATE_CONFIRM_LIMIT: Duration = Duration::from_secs(120);
 
 /// How long one attempt to connect may take before it counts as failed.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// RabbitMQ, as configured (`broker.rabbitmq.*`).
+#[derive(Debug, Clone)]
+pub struct RabbitMqSettings {
+    /// `amqp://user:password@host:port/vhost` (or `amqps://`); holds a password, so it is
+    /// kept secret.
+    pub url: SecretString,
+    /// How many confirm-mode channels publishes are spread over.
+    pub confirm_channels: NonZeroUsize,
+    /// Declare quorum queues (for clusters) instead of classic ones.
+    pub quorum_queues: bool,
+    /// How long `herald migrate` waits for RabbitMQ to accept a connection before it
+    /// fails (an init container may start before the broker does).
+    pub migrate_wait: Duration,
+}
 
 /// A publisher channel and the connection generation it belongs to.
 struct PublisherSlot {
@@ -96,6 +112,15 @@ struct Inner {
 #[derive(Clone)]
 pub struct AmqpBroker {
     inner: Arc<Inner>,
+}
+
+/// The type of queue the settings ask for.
+fn queue_type(settings: &RabbitMqSettings) -> QueueType {
+    if settings.quorum_queues {
+        QueueType::Quorum
+    } else {
+        QueueType::Classic
+    }
 }
 
 /// Connects and declares the topology.
@@ -131,11 +156,7 @@ impl AmqpBroker {
         publish_timeout: Duration,
     ) -> Result<Self, BrokerError> {
         let url_for_logs = redact_url(settings.url.expose_secret());
-        let queue_type = if settings.quorum_queues {
-            QueueType::Quorum
-        } else {
-            QueueType::Classic
-        };
+        let queue_type = queue_type(settings);
         let first = open(
             settings.url.expose_secret(),
             &url_for_logs,
@@ -154,7 +175,7 @@ impl AmqpBroker {
                 (None, Some(cause(&e)))
             }
         };
-        let publishers = (0..settings.confirm_channels.max(1))
+        let publishers = (0..settings.confirm_channels.get())
             .map(|_| {
                 Mutex::new(PublisherSlot {
                     generation: 0,
@@ -181,24 +202,59 @@ impl AmqpBroker {
         Ok(broker)
     }
 
-    /// Waits up to `timeout` for a connection: for `herald migrate`, which must say
-    /// whether it prepared the broker rather than wait forever.
-    pub async fn wait_connected(&self, timeout: Duration) -> Result<(), BrokerError> {
-        let deadline = Instant::now() + timeout;
+    /// Declares `topology` and disconnects, with nothing left running: what `herald
+    /// migrate` does. RabbitMQ is tried again every second until `wait` has passed, then
+    /// the last failure is the answer, rather than waiting forever.
+    pub async fn declare(
+        topology: &Topology,
+        settings: &RabbitMqSettings,
+        wait: Duration,
+    ) -> Result<(), BrokerError> {
+        let url_for_logs = redact_url(settings.url.expose_secret());
+        let queue_type = queue_type(settings);
+        let deadline = Instant::now() + wait;
         loop {
-            if self.connection().is_ok() {
-                return Ok(());
+            match open(
+                settings.url.expose_secret(),
+                &url_for_logs,
+                topology,
+                queue_type,
+            )
+            .await
+            {
+                Ok(connection) => {
+                    let _ = connection.close(200, "topology declared".into()).await;
+                    return Ok(());
+                }
+                Err(e @ BrokerError::Topology { .. }) => return Err(e),
+                Err(e) if Instant::now() >= deadline => {
+                    return Err(BrokerError::Unavailable(format!(
+                        "RabbitMQ at {url_for_logs} did not accept a connection within {wait:?}: {}",
+                        cause(&e)
+                    )));
+                }
+                Err(e) => {
+                    tracing::debug!(error = %e, "RabbitMQ is not reachable yet; trying again");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
             }
-            if Instant::now() >= deadline {
-                let trouble = self.inner.trouble.lock().expect("never poisoned").clone();
-                return Err(BrokerError::Unavailable(format!(
-                    "RabbitMQ at {} did not accept a connection within {timeout:?}: {}",
-                    self.inner.url_for_logs,
-                    trouble.unwrap_or_else(|| "no answer".into())
-                )));
-            }
-            tokio::time::sleep(Duration::from_millis(200)).await;
         }
+    }
+
+    /// A channel on the current connection, with the connection's generation: for what
+    /// needs RabbitMQ besides the queues (the real-time bus), so that it rides on the one
+    /// supervised connection and moves to its replacement (see [`AmqpBroker::replaced`]).
+    pub async fn open_channel(&self) -> Result<(Channel, u64), BrokerError> {
+        let generation = *self.inner.generation.borrow();
+        let channel = self.connection()?.create_channel().await?;
+        Ok((channel, generation))
+    }
+
+    /// Resolves once the connection of `generation` has been replaced (it was lost, or
+    /// stalled and the supervisor gave up on it).
+    pub async fn replaced(&self, generation: u64) {
+        let mut generations = self.inner.generation.subscribe();
+        let _ = generations.wait_for(|g| *g != generation).await;
     }
 
     /// The live connection, or why there is none.

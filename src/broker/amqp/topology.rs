@@ -48,7 +48,7 @@ pub fn work_queue_arguments(queue: &QueueSpec, queue_type: QueueType) -> FieldTa
     args.insert("x-message-ttl".into(), millis(queue.message_ttl));
     args.insert(
         "x-max-length".into(),
-        AMQPValue::LongLongInt(i64::from(queue.max_length)),
+        AMQPValue::LongLongInt(i64::from(queue.max_length.get())),
     );
     // A full queue nacks new publishes (the sender gets 503) instead of dropping the
     // oldest message, which is RabbitMQ's default (drop-head).

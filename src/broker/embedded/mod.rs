@@ -16,19 +16,35 @@ use super::{
     Broker, BrokerError, BrokerHealth, Consumer, DeadLetter, DroppedLetter, Publication,
     PublishError, QueueSpec, QueueStats, Topology,
 };
-use crate::config::EmbeddedSettings;
 use async_trait::async_trait;
 use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+    SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool, SqlitePoolOptions,
+    SqliteSynchronous,
 };
-use sqlx::{ConnectOptions, Row};
+use sqlx::{ConnectOptions, Connection, Row};
 use std::collections::{HashMap, HashSet};
 use std::fs::File;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tokio::sync::{Notify, mpsc, oneshot};
 use writer::{NewMessage, Write};
+
+/// The embedded broker, as configured (`broker.embedded.*`): nothing to check, so it is
+/// read as it is.
+#[derive(Debug, Clone, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EmbeddedSettings {
+    /// Its SQLite file.
+    pub path: PathBuf,
+    /// How long a worker may hold a message before it is delivered again.
+    #[serde(with = "humantime_serde")]
+    pub lease_timeout: Duration,
+    /// How often idle consumers look for retries that came due.
+    #[serde(with = "humantime_serde")]
+    pub poll_interval: Duration,
+}
 
 /// The broker's schema, applied when the broker opens its file.
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/embedded-broker");
@@ -90,6 +106,40 @@ struct Inner {
     _lock: File,
 }
 
+/// The broker's file, created if missing, locked for this process and migrated: the lock
+/// (held for as long as the file is in use), the options to open more connections with,
+/// and the connection that migrated it.
+async fn migrated(
+    settings: &EmbeddedSettings,
+) -> Result<(File, SqliteConnectOptions, SqliteConnection), BrokerError> {
+    if let Some(dir) = settings.path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(|e| unavailable("creating its directory", e))?;
+    }
+    let lock_path = settings.path.with_extension("lock");
+    let lock = File::create(&lock_path).map_err(|e| unavailable("creating its lock file", e))?;
+    lock.try_lock().map_err(|_| {
+        BrokerError::Unavailable(format!(
+            "the embedded broker at {} is in use by another Herald process; \
+             run several processes on RabbitMQ instead",
+            settings.path.display()
+        ))
+    })?;
+    let options = SqliteConnectOptions::new()
+        .filename(&settings.path)
+        .create_if_missing(true)
+        .journal_mode(SqliteJournalMode::Wal)
+        // FULL: a commit is on disk before a publish is answered, even if the machine
+        // loses power, not only if the process dies.
+        .synchronous(SqliteSynchronous::Full)
+        .busy_timeout(Duration::from_secs(5));
+    let mut connection = options.clone().connect().await?;
+    MIGRATOR
+        .run(&mut connection)
+        .await
+        .map_err(|e| BrokerError::Unavailable(format!("migrating the embedded broker: {e}")))?;
+    Ok((lock, options, connection))
+}
+
 /// The embedded broker; cheap to clone.
 #[derive(Clone)]
 pub struct EmbeddedBroker {
@@ -97,35 +147,17 @@ pub struct EmbeddedBroker {
 }
 
 impl EmbeddedBroker {
+    /// Creates the broker's file (and directory) if missing and applies its schema, with
+    /// nothing left running: what `herald migrate` does.
+    pub async fn migrate(settings: &EmbeddedSettings) -> Result<(), BrokerError> {
+        let (_lock, _, connection) = migrated(settings).await?;
+        let _ = connection.close().await;
+        Ok(())
+    }
+
     /// Opens (or creates) the broker's file and starts its writer and expiry sweep.
     pub async fn open(topology: Topology, settings: EmbeddedSettings) -> Result<Self, BrokerError> {
-        if let Some(dir) = settings.path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).map_err(|e| unavailable("creating its directory", e))?;
-        }
-        let lock_path = settings.path.with_extension("lock");
-        let lock =
-            File::create(&lock_path).map_err(|e| unavailable("creating its lock file", e))?;
-        lock.try_lock().map_err(|_| {
-            BrokerError::Unavailable(format!(
-                "the embedded broker at {} is in use by another Herald process; \
-                 run several processes on RabbitMQ instead",
-                settings.path.display()
-            ))
-        })?;
-
-        let options = SqliteConnectOptions::new()
-            .filename(&settings.path)
-            .create_if_missing(true)
-            .journal_mode(SqliteJournalMode::Wal)
-            // FULL: a commit is on disk before a publish is answered, even if the machine
-            // loses power, not only if the process dies.
-            .synchronous(SqliteSynchronous::Full)
-            .busy_timeout(Duration::from_secs(5));
-        let mut writer_connection = options.clone().connect().await?;
-        MIGRATOR
-            .run(&mut writer_connection)
-            .await
-            .map_err(|e| BrokerError::Unavailable(format!("migrating the embedded broker: {e}")))?;
+        let (lock, options, writer_connection) = migrated(&settings).await?;
         let reads = SqlitePoolOptions::new()
             .max_connections(4)
             .connect_with(options)
@@ -146,7 +178,7 @@ impl EmbeddedBroker {
         }
         for spec in &topology.queues {
             shared.with_queue(&spec.name, |q| {
-                q.max_length = Some(u64::from(spec.max_length))
+                q.max_length = Some(u64::from(spec.max_length.get()))
             });
         }
 

@@ -6,7 +6,7 @@
 //! builder is not used per recipient because it parses back each address header it is
 //! given and copies the parts into every message, work that grows with the recipients.
 
-use super::Rendered;
+use crate::templates::Rendered;
 use lettre::Address;
 use lettre::address::Envelope;
 use lettre::message::header::{self, ContentTransferEncoding, ContentType, Headers};

@@ -5,47 +5,88 @@
 //! Each recipient ends in its own outcome: an SMTP 4xx or a lost connection is retried
 //! (only that recipient, on the message's next attempt), a 5xx fails that recipient for
 //! good, and the relay's reply lands in the delivery ledger.
+//!
+//! The handler takes its [`EmailSettings`] ready: the default sender already a mailbox, the
+//! configured relay checked, the extra CA already loaded.
 
 mod message;
 mod outbox;
-mod plain_text;
 mod relay_pool;
 mod session;
 mod smtp;
-pub mod templates;
 
 use message::Content;
 pub use outbox::Outbox;
 pub use smtp::{RelayError, RelaySettings, Relays, Security, SendResult, Whose};
-pub use templates::{RenderError, RenderLimit, RenderLimits, Rendered, Templates};
 
-use crate::channels::{OutboundLimit, TenantProviders, settled_deliveries};
-use crate::config::EmailSettings;
+use crate::channels::tls::ExtraCa;
+use crate::channels::{OutboundLimit, TenantProviders};
 use crate::domain::{EmailAddress, EmailNotification, Envelope, Event, TenantId};
+use crate::ledger::Ledger;
 use crate::outbound::OutboundPolicy;
-use crate::store::Store;
-use crate::workers::{DeliveryOutcome, Handler, Outcome, Report};
+use crate::outcome::{Channel, DeliveryOutcome, Outcome, Report};
+use crate::store::ProviderStore;
+use crate::templates::{RenderError, RenderLimits, Templates};
+use crate::workers::Handler;
 use async_trait::async_trait;
 use futures_util::StreamExt;
 use lettre::message::Mailbox;
+use std::num::{NonZeroU32, NonZeroUsize};
+use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
-/// The ledger's channel name for email.
-const CHANNEL: &str = "email";
+/// Email delivery, as configured (`email.*`).
+#[derive(Debug, Clone)]
+pub struct EmailSettings {
+    /// The sender of emails whose event and relay name none.
+    pub from: Mailbox,
+    /// Where the file outbox writes `.eml` files.
+    pub outbox_dir: PathBuf,
+    /// The SMTP relay for tenants without one of their own; without any, the outbox.
+    pub smtp: Option<RelaySettings>,
+    /// Connections kept open to each relay.
+    pub pool_size: NonZeroU32,
+    /// How long a relay may take to connect (greeting, TLS and login included), to take a
+    /// write, or to answer a command.
+    pub timeout: Duration,
+    /// Recipients one email event is sent to at once.
+    pub parallel_recipients: NonZeroUsize,
+    /// CA certificates trusted for relays besides the system's, for a relay with a
+    /// certificate from a private CA.
+    pub extra_ca: Option<ExtraCa>,
+    /// Outbound limits, in messages per second (0: none).
+    pub rate_limits: EmailRateLimits,
+    /// How much one email may render to, and how long it may take.
+    pub render: RenderLimits,
+}
+
+/// Outbound email limits, in messages per second; 0 means no limit.
+#[derive(Debug, Clone, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EmailRateLimits {
+    /// Per tenant, over all its relays.
+    pub per_tenant: u32,
+    /// Per relay (host and port), over all tenants.
+    pub per_relay: u32,
+}
+
+/// The ledger's channel for email.
+const CHANNEL: Channel = Channel::Email;
 
 /// The email queue's handler.
 pub struct EmailHandler {
     templates: Arc<Templates>,
-    store: Arc<dyn Store>,
+    ledger: Ledger,
     outbox: Outbox,
     relays: Relays,
     /// The relay of tenants without their own.
     relay: Option<RelaySettings>,
-    tenant_relays: TenantProviders,
+    tenant_relays: TenantProviders<RelaySettings>,
     default_from: Mailbox,
     per_tenant: OutboundLimit,
     per_relay: OutboundLimit,
-    parallel_recipients: usize,
+    parallel_recipients: NonZeroUsize,
 }
 
 /// Where a tenant's email goes.
@@ -60,28 +101,26 @@ impl EmailHandler {
     pub fn new(
         settings: &EmailSettings,
         templates: Arc<Templates>,
-        store: Arc<dyn Store>,
+        providers: Arc<dyn ProviderStore>,
+        ledger: Ledger,
         outbound: OutboundPolicy,
     ) -> Self {
         EmailHandler {
             templates,
+            ledger,
             outbox: Outbox::new(settings.outbox_dir.clone()),
             relays: Relays::new(
                 settings.pool_size,
                 settings.timeout,
-                settings
-                    .tls_ca_file
-                    .as_deref()
-                    .and_then(|file| crate::channels::tls::read_ca_file(file).ok()),
+                settings.extra_ca.as_ref(),
                 outbound,
             ),
             relay: settings.smtp.clone(),
-            tenant_relays: TenantProviders::new("smtp", store.clone()),
-            store,
-            default_from: settings
-                .from
-                .parse()
-                .expect("the configuration check parsed the sender"),
+            tenant_relays: TenantProviders::new("smtp", providers, |json| {
+                serde_json::from_str(json)
+                    .map_err(|e| format!("the tenant's SMTP settings do not parse: {e}"))
+            }),
+            default_from: settings.from.clone(),
             per_tenant: OutboundLimit::per_second(settings.rate_limits.per_tenant),
             per_relay: OutboundLimit::per_second(settings.rate_limits.per_relay),
             parallel_recipients: settings.parallel_recipients,
@@ -94,10 +133,8 @@ impl EmailHandler {
             .get(tenant)
             .await
             .map_err(|e| e.to_string())?;
-        if let Some(json) = own {
-            return serde_json::from_str(&json)
-                .map(|relay| Route::Relay(relay, Whose::Tenant))
-                .map_err(|e| format!("the tenant's SMTP settings do not parse: {e}"));
+        if let Some(relay) = own {
+            return relay.map(|relay| Route::Relay((*relay).clone(), Whose::Tenant));
         }
         Ok(self
             .relay
@@ -212,11 +249,10 @@ impl EmailHandler {
             _ => None,
         }
         .unwrap_or_else(|| self.default_from.clone());
-        let mut settled =
-            match settled_deliveries(self.store.as_ref(), envelope, attempt, CHANNEL).await {
-                Ok(settled) => settled,
-                Err(e) => return Outcome::retry(e),
-            };
+        let mut settled = match self.ledger.settled(envelope, attempt, CHANNEL).await {
+            Ok(settled) => settled,
+            Err(e) => return Outcome::retry(e),
+        };
         let sends: Vec<_> = email
             .to
             .as_slice()
@@ -236,7 +272,7 @@ impl EmailHandler {
             })
             .collect();
         let deliveries = futures_util::stream::iter(sends)
-            .buffered(self.parallel_recipients)
+            .buffered(self.parallel_recipients.get())
             .collect()
             .await;
         Outcome::PerDelivery(Report {

@@ -9,6 +9,10 @@
 //! back once for another session: the relay cannot have taken it. One whose content went
 //! but whose reply never came is answered with the broken connection, since the relay may
 //! have taken it.
+//!
+//! Each message carries the span of the send that queued it (the worker's, with the event
+//! id), and what the relay made of it is logged there; a session task runs in a span of
+//! its own, a child of the send that opened it, where connects and closes are logged.
 
 use super::session::{Mail, Reply, Session, SessionError};
 use std::collections::VecDeque;
@@ -16,6 +20,7 @@ use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::{Notify, oneshot};
+use tracing::Instrument;
 
 /// How long a session may wait for work before it is closed: relays drop idle clients
 /// after a few minutes.
@@ -33,10 +38,19 @@ struct Job {
     answer: oneshot::Sender<Result<Reply, SessionError>>,
     /// Put back once already, after its session broke before its content went.
     put_back: bool,
+    /// The span of the send that queued it.
+    span: tracing::Span,
 }
 
 impl Job {
     fn answer(self, result: Result<Reply, SessionError>) {
+        self.span.in_scope(|| match &result {
+            Ok(reply) => tracing::debug!(%reply, "the relay took the message"),
+            Err(SessionError::Refused(reply)) => {
+                tracing::info!(%reply, "the relay refused the message")
+            }
+            Err(e) => tracing::warn!(error = %e, "the message did not reach the relay"),
+        });
         // The sender may have stopped waiting (its handler timed out): nothing to tell.
         let _ = self.answer.send(result);
     }
@@ -79,6 +93,7 @@ impl<C: Connect> RelayPool<C> {
                 mail,
                 answer,
                 put_back: false,
+                span: tracing::Span::current(),
             },
             false,
         );
@@ -91,6 +106,7 @@ impl<C: Connect> RelayPool<C> {
 
     /// Queues `job` (first in line when `front`), opening a session for it when none waits.
     fn put(self: &Arc<Self>, job: Job, front: bool) {
+        let session_span = tracing::debug_span!(parent: &job.span, "smtp_session");
         let open_one = {
             let mut queue = self.queue.lock().expect("never poisoned");
             if front {
@@ -105,7 +121,7 @@ impl<C: Connect> RelayPool<C> {
             open_one
         };
         if open_one {
-            tokio::spawn(self.clone().run_session());
+            tokio::spawn(self.clone().run_session().instrument(session_span));
         } else {
             self.work.notify_one();
         }
@@ -147,8 +163,15 @@ impl<C: Connect> RelayPool<C> {
         loop {
             if let Some(first) = self.take().await {
                 match self.connector.connect().await {
-                    Ok(mut session) => self.carry(&mut session, first).await,
-                    Err(e) => first.answer(Err(e)),
+                    Ok(mut session) => {
+                        tracing::debug!(pipelining = session.pipelines(), "connected to the relay");
+                        self.carry(&mut session, first).await;
+                        tracing::debug!("session with the relay over");
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "connecting to the relay failed");
+                        first.answer(Err(e));
+                    }
                 }
             }
             let mut queue = self.queue.lock().expect("never poisoned");
@@ -237,6 +260,9 @@ impl<C: Connect> RelayPool<C> {
         if job.put_back {
             job.answer(Err(error));
         } else {
+            job.span.in_scope(|| {
+                tracing::info!(error = %error, "the session broke before the content went; another session carries the message")
+            });
             job.put_back = true;
             self.put(job, true);
         }

@@ -64,6 +64,16 @@ pub enum SessionError {
     Connection(String),
 }
 
+impl fmt::Display for SessionError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SessionError::Refused(reply) => write!(f, "the relay refused: {reply}"),
+            SessionError::Unsendable(why) => f.write_str(why),
+            SessionError::Connection(why) => write!(f, "the connection to the relay: {why}"),
+        }
+    }
+}
+
 fn connection(context: &str, e: impl fmt::Display) -> SessionError {
     SessionError::Connection(format!("{context}: {e}"))
 }

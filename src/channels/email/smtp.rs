@@ -10,10 +10,12 @@
 use super::message::Email;
 use super::relay_pool::{Connect, RelayPool};
 use super::session::{Mail, Session, SessionError, Stream};
+use crate::channels::tls::ExtraCa;
 use crate::outbound::{OutboundPolicy, Refusal};
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 use std::collections::HashMap;
+use std::num::NonZeroU32;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::net::TcpStream;
@@ -215,6 +217,7 @@ struct RelayConnector {
 }
 
 impl Connect for RelayConnector {
+    #[tracing::instrument(name = "smtp_connect", skip_all, fields(relay = %self.relay.address()))]
     async fn connect(&self) -> Result<Session, SessionError> {
         let timeout = self.connector.timeout;
         let connecting = self.connector.connect(&self.relay, self.whose);
@@ -285,23 +288,22 @@ impl Connector {
 
 /// A pool of SMTP sessions per relay, made on first use.
 pub struct Relays {
-    pool_size: u32,
+    pool_size: NonZeroU32,
     connector: Arc<Connector>,
     pools: Mutex<HashMap<RelayIdentity, Arc<RelayPool<RelayConnector>>>>,
 }
 
 impl Relays {
     /// Pools of up to `pool_size` sessions each, with `timeout` per exchange, trusting
-    /// `extra_ca` (PEM) besides the system's CAs.
+    /// `extra_ca` besides the system's CAs.
     /// Tenants' relays must be where `outbound` allows.
     pub fn new(
-        pool_size: u32,
+        pool_size: NonZeroU32,
         timeout: Duration,
-        extra_ca: Option<Vec<u8>>,
+        extra_ca: Option<&ExtraCa>,
         outbound: OutboundPolicy,
     ) -> Self {
-        let tls = crate::channels::tls::client_config(extra_ca.as_deref(), &[])
-            .expect("the configuration check read the extra CA");
+        let tls = crate::channels::tls::client_config(extra_ca, &[]);
         Relays {
             pool_size,
             connector: Arc::new(Connector {
@@ -324,7 +326,7 @@ impl Relays {
                     whose,
                     connector: self.connector.clone(),
                 };
-                RelayPool::new(connector, self.pool_size as usize)
+                RelayPool::new(connector, self.pool_size.get() as usize)
             })
             .clone()
     }

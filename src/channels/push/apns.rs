@@ -6,9 +6,8 @@
 //! (an ES256 JWT) is made once and renewed every 50 minutes, well within Apple's hour and
 //! not more often than its 20-minute floor.
 
-use super::credentials::{ApnsCredentials, ApnsEnvironment};
-use super::jwt::SigningKey;
-use super::{PushResult, retry_after};
+use super::credentials::{ApnsEnvironment, ApnsKey};
+use super::{ProviderUrl, PushResult, retry_after};
 use crate::domain::{Priority, PushNotification};
 use crate::outbound;
 use serde_json::{Map, Value, json};
@@ -20,35 +19,30 @@ const TOKEN_LIFETIME: Duration = Duration::from_secs(50 * 60);
 
 /// A client for one set of APNs credentials.
 pub struct ApnsClient {
-    credentials: ApnsCredentials,
-    key: SigningKey,
+    key: ApnsKey,
     url: String,
     http: reqwest::Client,
     token: Mutex<Option<(String, Instant)>>,
 }
 
 impl ApnsClient {
-    /// A client for `credentials`, sending to `production` or `sandbox` as they say.
+    /// A client for `key`, sending to `production` or `sandbox` as its credentials say.
     pub fn new(
-        credentials: ApnsCredentials,
-        production: &str,
-        sandbox: &str,
+        key: ApnsKey,
+        production: &ProviderUrl,
+        sandbox: &ProviderUrl,
         http: reqwest::Client,
-    ) -> Result<Self, String> {
-        let key = credentials
-            .signing_key()
-            .map_err(|e| format!("{}: {}", e.field, e.message))?;
-        let url = match credentials.environment {
+    ) -> Self {
+        let url = match key.credentials().environment {
             ApnsEnvironment::Production => production,
             ApnsEnvironment::Sandbox => sandbox,
         };
-        Ok(ApnsClient {
-            credentials,
+        ApnsClient {
+            url: url.as_str().trim_end_matches('/').to_owned(),
             key,
-            url: url.trim_end_matches('/').to_owned(),
             http,
             token: Mutex::new(None),
-        })
+        }
     }
 
     /// The current provider token, made anew when it is 50 minutes old.
@@ -62,9 +56,10 @@ impl ApnsClient {
         let issued_at = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_secs());
-        let jwt = self.key.sign(
-            Some(&self.credentials.key_id),
-            &json!({"iss": self.credentials.team_id, "iat": issued_at}),
+        let credentials = self.key.credentials();
+        let jwt = self.key.signer().sign(
+            Some(&credentials.key_id),
+            &json!({"iss": credentials.team_id, "iat": issued_at}),
         )?;
         *token = Some((jwt.clone(), Instant::now()));
         Ok(jwt)
@@ -72,6 +67,7 @@ impl ApnsClient {
 
     /// Forgets the provider token, so that the next push makes a new one.
     fn renew_token(&self) {
+        tracing::info!("APNs says the provider token expired; signing a new one");
         *self.token.lock().expect("never poisoned") = None;
     }
 
@@ -87,7 +83,7 @@ impl ApnsClient {
             .http
             .post(format!("{}/3/device/{token}", self.url))
             .bearer_auth(jwt)
-            .header("apns-topic", &self.credentials.topic)
+            .header("apns-topic", &self.key.credentials().topic)
             .header("apns-push-type", "alert")
             .header("apns-id", apns_id)
             .header(

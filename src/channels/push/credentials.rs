@@ -1,12 +1,19 @@
 //! Provider credentials: an APNs token-auth key, and an FCM service account. Each comes
 //! from configuration or from the tenant (`PUT /v1/providers/apns`, `/fcm`); the private
 //! keys are never answered back.
+//!
+//! Credentials as written ([`ApnsCredentials`], [`FcmCredentials`]) become ready to sign
+//! ([`ApnsKey`], [`FcmServiceAccount`]) once, with every field checked and the private key
+//! read: configured ones when the configuration is loaded, a tenant's when the first
+//! client for them is made. Clients take only the ready form.
 
+use super::ProviderUrl;
 use super::jwt::SigningKey;
 use crate::outbound::OutboundPolicy;
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
+use std::sync::Arc;
 
 /// A bad credential field: which, and why.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -65,15 +72,7 @@ fn plain_token(field: &'static str, value: &str) -> Result<(), CredentialError> 
 impl ApnsCredentials {
     /// Checks every field, the key included.
     pub fn check(&self) -> Result<(), CredentialError> {
-        plain_token("keyId", &self.key_id)?;
-        plain_token("teamId", &self.team_id)?;
-        plain_token("topic", &self.topic)?;
-        self.signing_key().map(|_| ())
-    }
-
-    /// The key that signs provider tokens.
-    pub fn signing_key(&self) -> Result<SigningKey, CredentialError> {
-        SigningKey::es256(self.private_key.expose_secret()).or_else(|e| error("privateKey", e))
+        self.clone().ready().map(|_| ())
     }
 
     /// As stored, key included.
@@ -91,10 +90,22 @@ impl ApnsCredentials {
             "privateKey": "[redacted]", "environment": self.environment,
         })
     }
+}
 
-    /// Tells these credentials from any others without holding the key.
-    pub fn fingerprint(&self) -> String {
+impl Credentials for ApnsCredentials {
+    const PROVIDER: &'static str = "APNs";
+
+    fn fingerprint(&self) -> String {
         fingerprint(&self.to_stored())
+    }
+
+    fn ready(self) -> Result<ApnsKey, CredentialError> {
+        plain_token("keyId", &self.key_id)?;
+        plain_token("teamId", &self.team_id)?;
+        plain_token("topic", &self.topic)?;
+        let signer = SigningKey::es256(self.private_key.expose_secret())
+            .or_else(|e| error("privateKey", e))?;
+        Ok(ReadyCredentials::new(self, signer))
     }
 }
 
@@ -123,30 +134,9 @@ pub struct FcmCredentials {
 }
 
 impl FcmCredentials {
-    /// Reads and checks a service account JSON file.
-    pub fn read_file(path: &std::path::Path) -> Result<Self, String> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-        let credentials: FcmCredentials = serde_json::from_str(&text)
-            .map_err(|e| format!("{} is not a service account: {e}", path.display()))?;
-        credentials
-            .check()
-            .map_err(|e| format!("{}: {} {}", path.display(), e.field, e.message))?;
-        Ok(credentials)
-    }
-
     /// Checks every field, the key included.
     pub fn check(&self) -> Result<(), CredentialError> {
-        plain_token("project_id", &self.project_id)?;
-        if !self.client_email.contains('@') {
-            return error("client_email", "must be the service account's address");
-        }
-        if let Some(uri) = &self.token_uri
-            && !(uri.starts_with("https://") || uri.starts_with("http://"))
-        {
-            return error("token_uri", "must be an http(s) URL");
-        }
-        self.signing_key().map(|_| ())
+        self.clone().ready().map(|_| ())
     }
 
     /// Checks, for a tenant's service account, that its `token_uri` is Google's: Herald
@@ -178,11 +168,6 @@ impl FcmCredentials {
         }
     }
 
-    /// The key that signs token requests.
-    pub fn signing_key(&self) -> Result<SigningKey, CredentialError> {
-        SigningKey::rs256(self.private_key.expose_secret()).or_else(|e| error("private_key", e))
-    }
-
     /// As stored, key included.
     pub fn to_stored(&self) -> serde_json::Value {
         serde_json::json!({
@@ -198,13 +183,105 @@ impl FcmCredentials {
             "private_key": "[redacted]", "token_uri": self.token_uri,
         })
     }
+}
 
-    /// Tells these credentials from any others without holding the key.
-    pub fn fingerprint(&self) -> String {
+impl Credentials for FcmCredentials {
+    const PROVIDER: &'static str = "FCM";
+
+    fn fingerprint(&self) -> String {
         fingerprint(&self.to_stored())
+    }
+
+    fn ready(self) -> Result<FcmServiceAccount, CredentialError> {
+        plain_token("project_id", &self.project_id)?;
+        if !self.client_email.contains('@') {
+            return error("client_email", "must be the service account's address");
+        }
+        if let Some(uri) = &self.token_uri
+            && let Err(problem) = ProviderUrl::parse(uri)
+        {
+            return error("token_uri", problem);
+        }
+        let signer = SigningKey::rs256(self.private_key.expose_secret())
+            .or_else(|e| error("private_key", e))?;
+        Ok(ReadyCredentials::new(self, signer))
     }
 }
 
 fn fingerprint(stored: &serde_json::Value) -> String {
     hex::encode(&Sha256::digest(stored.to_string().as_bytes())[..12])
+}
+
+/// Provider credentials as written: told apart by a fingerprint, and made ready to sign
+/// once.
+pub trait Credentials: Clone {
+    /// The provider's name, as errors name it (`APNs`, `FCM`).
+    const PROVIDER: &'static str;
+
+    /// Tells these credentials from any others without holding the key.
+    fn fingerprint(&self) -> String;
+
+    /// Checks every field and reads the key; the first bad field.
+    fn ready(self) -> Result<ReadyCredentials<Self>, CredentialError>;
+}
+
+/// Credentials ready to sign: every field checked, the private key read.
+#[derive(Clone)]
+pub struct ReadyCredentials<C> {
+    credentials: C,
+    signer: Arc<SigningKey>,
+    fingerprint: String,
+}
+
+/// APNs credentials ready to sign provider tokens.
+pub type ApnsKey = ReadyCredentials<ApnsCredentials>;
+
+/// A service account ready to sign token requests.
+pub type FcmServiceAccount = ReadyCredentials<FcmCredentials>;
+
+impl<C: Credentials> ReadyCredentials<C> {
+    fn new(credentials: C, signer: SigningKey) -> Self {
+        ReadyCredentials {
+            fingerprint: credentials.fingerprint(),
+            signer: Arc::new(signer),
+            credentials,
+        }
+    }
+
+    /// The credentials as written.
+    pub fn credentials(&self) -> &C {
+        &self.credentials
+    }
+
+    /// The key that signs.
+    pub(super) fn signer(&self) -> &SigningKey {
+        &self.signer
+    }
+
+    /// Tells these credentials from any others without holding the key.
+    pub fn fingerprint(&self) -> &str {
+        &self.fingerprint
+    }
+}
+
+impl<C: std::fmt::Debug> std::fmt::Debug for ReadyCredentials<C> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The credentials keep their key secret; the signer is left out.
+        f.debug_struct("ReadyCredentials")
+            .field("credentials", &self.credentials)
+            .finish_non_exhaustive()
+    }
+}
+
+impl FcmServiceAccount {
+    /// Reads a service account JSON file, checks it and reads its key.
+    pub fn read_file(path: &std::path::Path) -> Result<Self, String> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+        let credentials: FcmCredentials = serde_json::from_str(&text)
+            .map_err(|e| format!("{} is not a service account: {e}", path.display()))?;
+        credentials
+            .ready()
+            .map_err(|e| format!("{}: {} {}", path.display(), e.field, e.message))
+    }
 }

@@ -6,9 +6,8 @@
 //! configurable for tests. An access token is reused until five minutes before it
 //! expires.
 
-use super::credentials::FcmCredentials;
-use super::jwt::SigningKey;
-use super::{PushResult, retry_after};
+use super::credentials::FcmServiceAccount;
+use super::{ProviderUrl, PushResult, retry_after};
 use crate::domain::{Platform, Priority, PushNotification};
 use crate::outbound;
 use serde_json::{Map, Value, json};
@@ -25,8 +24,7 @@ const RENEW_BEFORE: Duration = Duration::from_secs(5 * 60);
 
 /// A client for one service account.
 pub struct FcmClient {
-    credentials: FcmCredentials,
-    key: SigningKey,
+    account: FcmServiceAccount,
     messages_url: String,
     token_url: String,
     http: reqwest::Client,
@@ -42,36 +40,34 @@ enum TokenError {
 }
 
 impl FcmClient {
-    /// A client for `credentials` on the FCM API at `url`, getting tokens at `token_url`
+    /// A client for `account` on the FCM API at `url`, getting tokens at `token_url`
     /// (else the service account's own `token_uri`, else Google's).
     pub fn new(
-        credentials: FcmCredentials,
-        url: &str,
+        account: FcmServiceAccount,
+        url: &ProviderUrl,
         token_url: Option<&str>,
         http: reqwest::Client,
-    ) -> Result<Self, String> {
-        let key = credentials
-            .signing_key()
-            .map_err(|e| format!("{}: {}", e.field, e.message))?;
+    ) -> Self {
+        let credentials = account.credentials();
         let token_url = token_url
             .or(credentials.token_uri.as_deref())
             .unwrap_or(GOOGLE_TOKEN_URL)
             .to_owned();
-        Ok(FcmClient {
+        FcmClient {
             messages_url: format!(
                 "{}/v1/projects/{}/messages:send",
-                url.trim_end_matches('/'),
+                url.as_str().trim_end_matches('/'),
                 credentials.project_id
             ),
-            credentials,
-            key,
+            account,
             token_url,
             http,
             access: tokio::sync::Mutex::new(None),
-        })
+        }
     }
 
     /// A current access token: the cached one, or a new one from the token endpoint.
+    #[tracing::instrument(name = "fcm_access_token", skip_all, fields(account = %self.account.credentials().client_email))]
     async fn access_token(&self) -> Result<String, TokenError> {
         let mut access = self.access.lock().await;
         if let Some((token, expires)) = access.as_ref()
@@ -83,11 +79,12 @@ impl FcmClient {
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_secs());
         let assertion = self
-            .key
+            .account
+            .signer()
             .sign(
                 None,
                 &json!({
-                    "iss": self.credentials.client_email, "scope": SCOPE,
+                    "iss": self.account.credentials().client_email, "scope": SCOPE,
                     "aud": self.token_url, "iat": now, "exp": now + 3600,
                 }),
             )
@@ -101,7 +98,10 @@ impl FcmClient {
             ])
             .send()
             .await
-            .map_err(|e| TokenError::Unavailable(format!("Google's token endpoint: {e}")))?;
+            .map_err(|e| {
+                tracing::warn!(error = %e, "Google's token endpoint did not answer");
+                TokenError::Unavailable(format!("Google's token endpoint: {e}"))
+            })?;
         let status = response.status();
         let body = outbound::json_answer(response).await;
         if status.is_client_error() {
@@ -122,6 +122,7 @@ impl FcmClient {
                 "Google's token endpoint answered {status} without a token"
             )));
         };
+        tracing::debug!(expires_in, "new FCM access token");
         let expires = Instant::now() + Duration::from_secs(expires_in);
         *access = Some((token.to_owned(), expires));
         Ok(token.to_owned())

@@ -9,6 +9,10 @@
 //! retried (only those devices) after the provider's `Retry-After`; credentials the
 //! provider refuses fail the tenant's pushes at once, without asking the provider again,
 //! until the tenant sets new ones or `push.refused_credentials_for` passes.
+//!
+//! The handler takes its [`PushSettings`] ready: configured credentials already read and
+//! checked, the extra CA already loaded, counts that cannot be zero. A tenant's own
+//! credentials are read and checked when the first client for them is made.
 
 mod apns;
 mod credentials;
@@ -16,27 +20,123 @@ mod fcm;
 mod jwt;
 mod outbox;
 
-pub use credentials::{ApnsCredentials, ApnsEnvironment, CredentialError, FcmCredentials};
+pub use credentials::{
+    ApnsCredentials, ApnsEnvironment, ApnsKey, CredentialError, Credentials, FcmCredentials,
+    FcmServiceAccount, ReadyCredentials,
+};
 
-use crate::channels::{OutboundLimit, TenantProviders, settled_deliveries};
-use crate::config::PushSettings;
+use crate::channels::tls::{self, ExtraCa};
+use crate::channels::{OutboundLimit, Parsed, TenantProviders};
 use crate::domain::{Envelope, Event, Platform, PushNotification, TenantId};
+use crate::ledger::Ledger;
 use crate::outbound::OutboundPolicy;
-use crate::store::{Device, Store};
-use crate::workers::{DeliveryOutcome, Handler, Outcome, Report};
+use crate::outcome::{Channel, DeliveryOutcome, Outcome, Report};
+use crate::store::{Device, DeviceStore, ProviderStore, StoreError};
+use crate::workers::Handler;
 use apns::ApnsClient;
 use async_trait::async_trait;
 use fcm::FcmClient;
 use futures_util::StreamExt;
 use outbox::PushOutbox;
 use std::collections::HashMap;
+use std::num::NonZeroUsize;
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-/// The ledger's channel name for push.
-const CHANNEL: &str = "push";
+/// Push delivery through APNs and FCM, as configured (`push.*`).
+#[derive(Debug, Clone)]
+pub struct PushSettings {
+    /// Where pushes go (as JSON lines) when the tenant has no provider for the device.
+    pub outbox: PathBuf,
+    /// How long one request to a provider may take.
+    pub timeout: Duration,
+    /// Devices of one notification sent to at once.
+    pub parallel_devices: NonZeroUsize,
+    /// How long a tenant's credentials that a provider refused stay refused without
+    /// asking the provider again (unless the tenant sets new ones).
+    pub refused_credentials_for: Duration,
+    /// CA certificates trusted for providers besides the system's.
+    pub extra_ca: Option<ExtraCa>,
+    /// APNs.
+    pub apns: ApnsSettings,
+    /// FCM.
+    pub fcm: FcmSettings,
+    /// Outbound limits, in pushes per second (0: none).
+    pub rate_limits: PushRateLimits,
+}
+
+/// APNs endpoints and the credentials of tenants without their own.
+#[derive(Debug, Clone)]
+pub struct ApnsSettings {
+    /// The production endpoint.
+    pub url: ProviderUrl,
+    /// The sandbox (development) endpoint.
+    pub sandbox_url: ProviderUrl,
+    /// Credentials for tenants without their own.
+    pub credentials: Option<ApnsKey>,
+}
+
+/// FCM endpoints and the service account of tenants without their own.
+#[derive(Debug, Clone)]
+pub struct FcmSettings {
+    /// The FCM HTTP v1 API's base URL.
+    pub url: ProviderUrl,
+    /// Google's OAuth2 token endpoint; when unset, the service account's `token_uri`.
+    pub token_url: Option<String>,
+    /// The service account for tenants without their own.
+    pub service_account: Option<FcmServiceAccount>,
+}
+
+/// Outbound push limits, in pushes per second; 0 means no limit.
+#[derive(Debug, Clone, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PushRateLimits {
+    /// Per tenant and provider.
+    pub per_tenant: u32,
+    /// Per provider (APNs, FCM), over all tenants.
+    pub per_provider: u32,
+}
+
+/// A provider's endpoint: an http(s) URL (plain http for a local stand-in).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProviderUrl(String);
+
+impl ProviderUrl {
+    /// The URL, if it is http(s).
+    pub fn parse(url: &str) -> Result<Self, &'static str> {
+        if url.starts_with("https://") || url.starts_with("http://") {
+            Ok(ProviderUrl(url.to_owned()))
+        } else {
+            Err("must be an http(s) URL")
+        }
+    }
+
+    /// The URL as written.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// The ledger's channel for push.
+const CHANNEL: Channel = Channel::Push;
 /// The ledger's target for a push's copy in the recipient's in-app inbox.
 const INBOX: &str = "inbox";
+
+/// Where a push marked `inApp` goes besides devices: each recipient's in-app inbox, and
+/// their live connections.
+#[async_trait]
+pub trait InAppInbox: Send + Sync {
+    /// Adds `item` (the notification as the inbox lists it) under `id` to each of
+    /// `users`' inboxes, once however often it is added, and tells their connections.
+    async fn deliver(
+        &self,
+        tenant: &TenantId,
+        users: &[&str],
+        id: &str,
+        item: &serde_json::Value,
+    ) -> Result<(), StoreError>;
+}
 
 /// What a provider made of one push to one device.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -86,6 +186,79 @@ impl Provider {
     }
 }
 
+/// A tenant's credentials as stored, parsed, with their fingerprint: both made once per
+/// read of the store, not per push.
+struct TenantCredentials<C> {
+    credentials: C,
+    fingerprint: String,
+}
+
+impl<C: Credentials + serde::de::DeserializeOwned> TenantCredentials<C> {
+    /// Reads stored credentials of `C`'s provider.
+    fn parse(json: &str) -> Result<Self, String> {
+        let credentials: C = serde_json::from_str(json)
+            .map_err(|e| format!("stored {} credentials: {e}", C::PROVIDER))?;
+        Ok(TenantCredentials {
+            fingerprint: credentials.fingerprint(),
+            credentials,
+        })
+    }
+}
+
+/// Credentials a route found: the configured ones, ready since start, or a tenant's as
+/// stored.
+enum Found<C> {
+    Configured(ReadyCredentials<C>),
+    Tenant(Arc<TenantCredentials<C>>),
+}
+
+impl<C: Credentials> Found<C> {
+    /// The tenant's own credentials (`own`), else the `configured` ones; without either,
+    /// the route is the outbox, and stored ones that do not parse make it broken.
+    fn of(
+        own: Option<Parsed<TenantCredentials<C>>>,
+        configured: Option<&ReadyCredentials<C>>,
+    ) -> Result<Self, Route> {
+        match own {
+            Some(parsed) => parsed.map(Found::Tenant).map_err(Route::Broken),
+            None => configured
+                .cloned()
+                .map(Found::Configured)
+                .ok_or(Route::Outbox),
+        }
+    }
+}
+
+/// The client for `found` of `provider` (`APNs`, `FCM`): the one made before for the same
+/// credentials, else a new one by `make`. A tenant's credentials are read and checked only
+/// then, not on every event.
+fn client_for<C: Credentials, T>(
+    provider: &str,
+    found: Found<C>,
+    clients: &Mutex<HashMap<String, Arc<T>>>,
+    make: impl FnOnce(ReadyCredentials<C>) -> Result<T, String>,
+) -> Result<(Arc<T>, String), String> {
+    let fingerprint = match &found {
+        Found::Configured(ready) => ready.fingerprint().to_owned(),
+        Found::Tenant(stored) => stored.fingerprint.clone(),
+    };
+    let mut clients = clients.lock().expect("never poisoned");
+    if let Some(client) = clients.get(&fingerprint) {
+        return Ok((client.clone(), fingerprint));
+    }
+    let ready = match found {
+        Found::Configured(ready) => ready,
+        Found::Tenant(stored) => stored
+            .credentials
+            .clone()
+            .ready()
+            .map_err(|e| format!("{provider} credentials: {}: {}", e.field, e.message))?,
+    };
+    let client = Arc::new(make(ready)?);
+    clients.insert(fingerprint.clone(), client.clone());
+    Ok((client, fingerprint))
+}
+
 /// Where one device's push goes.
 enum Route {
     Apns(Arc<ApnsClient>, String),
@@ -100,22 +273,24 @@ pub struct PushHandler {
     settings: PushSettings,
     /// Where tenants' token endpoints may be.
     outbound: OutboundPolicy,
-    store: Arc<dyn Store>,
+    /// Where recipients' devices are registered.
+    devices: Arc<dyn DeviceStore>,
+    /// Where earlier attempts' deliveries are looked up.
+    ledger: Ledger,
     /// For FCM and Google's token endpoint.
     http: reqwest::Client,
     /// TLS for APNs, which speaks HTTP/2 only.
     apns_tls: Arc<rustls::ClientConfig>,
-    tenant_apns: TenantProviders,
-    tenant_fcm: TenantProviders,
-    global_apns: Option<ApnsCredentials>,
-    global_fcm: Option<FcmCredentials>,
+    tenant_apns: TenantProviders<TenantCredentials<ApnsCredentials>>,
+    tenant_fcm: TenantProviders<TenantCredentials<FcmCredentials>>,
     apns_clients: Mutex<HashMap<String, Arc<ApnsClient>>>,
     fcm_clients: Mutex<HashMap<String, Arc<FcmClient>>>,
     /// Credentials (by fingerprint) a provider refused, until when.
     refused: Mutex<HashMap<String, (Instant, String)>>,
     outbox: PushOutbox,
     /// Where `inApp` notifications also go.
-    realtime: Arc<crate::realtime::Realtime>,
+    /// Where in-app copies go.
+    inbox: Arc<dyn InAppInbox>,
     per_tenant: OutboundLimit,
     per_provider: OutboundLimit,
 }
@@ -124,40 +299,32 @@ impl PushHandler {
     /// A handler sending as `settings` say.
     pub fn new(
         settings: &PushSettings,
-        store: Arc<dyn Store>,
-        realtime: Arc<crate::realtime::Realtime>,
+        devices: Arc<dyn DeviceStore>,
+        providers: Arc<dyn ProviderStore>,
+        ledger: Ledger,
+        inbox: Arc<dyn InAppInbox>,
         outbound: OutboundPolicy,
     ) -> Self {
-        let extra_ca = settings
-            .tls_ca_file
-            .as_deref()
-            .and_then(|file| crate::channels::tls::read_ca_file(file).ok());
-        let tls = crate::channels::tls::client_config(extra_ca.as_deref(), &[b"h2", b"http/1.1"])
-            .expect("the configuration check read the extra CA");
+        let extra_ca = settings.extra_ca.as_ref();
+        let tls = tls::client_config(extra_ca, &[b"h2", b"http/1.1"]);
         let http = reqwest::Client::builder()
             .tls_backend_preconfigured((*tls).clone())
             .timeout(settings.timeout)
             .build()
             .expect("the HTTP client builds");
-        let apns_tls = crate::channels::tls::client_config(extra_ca.as_deref(), &[b"h2"])
-            .expect("the configuration check read the extra CA");
+        let apns_tls = tls::client_config(extra_ca, &[b"h2"]);
         PushHandler {
-            global_apns: settings.apns.credentials.clone(),
-            global_fcm: settings
-                .fcm
-                .service_account_file
-                .as_deref()
-                .and_then(|file| FcmCredentials::read_file(file).ok()),
-            tenant_apns: TenantProviders::new("apns", store.clone()),
-            tenant_fcm: TenantProviders::new("fcm", store.clone()),
-            store,
+            tenant_apns: TenantProviders::new("apns", providers.clone(), TenantCredentials::parse),
+            tenant_fcm: TenantProviders::new("fcm", providers, TenantCredentials::parse),
+            devices,
+            ledger,
             http,
             apns_tls,
             apns_clients: Mutex::new(HashMap::new()),
             fcm_clients: Mutex::new(HashMap::new()),
             refused: Mutex::new(HashMap::new()),
             outbox: PushOutbox::new(settings.outbox.clone()),
-            realtime,
+            inbox,
             per_tenant: OutboundLimit::per_second(settings.rate_limits.per_tenant),
             per_provider: OutboundLimit::per_second(settings.rate_limits.per_provider),
             settings: settings.clone(),
@@ -167,92 +334,68 @@ impl PushHandler {
 
     /// The route for a tenant's devices of `provider`.
     async fn route(&self, tenant: &TenantId, provider: Provider) -> Route {
-        let own = match provider {
-            Provider::Apns => self.tenant_apns.get(tenant).await,
-            Provider::Fcm => self.tenant_fcm.get(tenant).await,
-        };
-        let own = match own {
-            Ok(own) => own,
-            Err(e) => return Route::Broken(format!("reading the tenant's credentials: {e}")),
-        };
+        let broken =
+            |e: StoreError| Route::Broken(format!("reading the tenant's credentials: {e}"));
         match provider {
-            Provider::Apns => {
-                let credentials = match own {
-                    Some(json) => match serde_json::from_str::<ApnsCredentials>(&json) {
-                        Ok(credentials) => credentials,
-                        Err(e) => return Route::Broken(format!("stored APNs credentials: {e}")),
-                    },
-                    None => match &self.global_apns {
-                        Some(credentials) => credentials.clone(),
-                        None => return Route::Outbox,
-                    },
-                };
-                let fingerprint = credentials.fingerprint();
-                let mut clients = self.apns_clients.lock().expect("never poisoned");
-                if let Some(client) = clients.get(&fingerprint) {
-                    return Route::Apns(client.clone(), fingerprint);
-                }
-                let apns = &self.settings.apns;
-                // A client of its own per credential: one HTTP/2 connection to Apple that
-                // every push of these credentials is multiplexed over.
-                let http = reqwest::Client::builder()
-                    .tls_backend_preconfigured((*self.apns_tls).clone())
-                    .http2_prior_knowledge()
-                    .timeout(self.settings.timeout)
-                    .build();
-                let http = match http {
-                    Ok(http) => http,
-                    Err(e) => return Route::Broken(format!("the APNs client: {e}")),
-                };
-                match ApnsClient::new(credentials, &apns.url, &apns.sandbox_url, http) {
-                    Ok(client) => {
-                        let client = Arc::new(client);
-                        clients.insert(fingerprint.clone(), client.clone());
-                        Route::Apns(client, fingerprint)
-                    }
-                    Err(e) => Route::Broken(format!("APNs credentials: {e}")),
-                }
-            }
-            Provider::Fcm => {
-                let credentials = match own {
-                    Some(json) => match serde_json::from_str::<FcmCredentials>(&json) {
-                        // Checked again here for settings stored before the check was.
-                        Ok(credentials) => match credentials.check_token_uri(&self.outbound) {
-                            Ok(()) => credentials,
-                            Err(e) => {
-                                return Route::Broken(format!(
-                                    "FCM credentials: {} {}",
-                                    e.field, e.message
-                                ));
-                            }
-                        },
-                        Err(e) => return Route::Broken(format!("stored FCM credentials: {e}")),
-                    },
-                    None => match &self.global_fcm {
-                        Some(credentials) => credentials.clone(),
-                        None => return Route::Outbox,
-                    },
-                };
-                let fingerprint = credentials.fingerprint();
-                let mut clients = self.fcm_clients.lock().expect("never poisoned");
-                if let Some(client) = clients.get(&fingerprint) {
-                    return Route::Fcm(client.clone(), fingerprint);
-                }
-                let fcm = &self.settings.fcm;
-                match FcmClient::new(
-                    credentials,
-                    &fcm.url,
-                    fcm.token_url.as_deref(),
-                    self.http.clone(),
-                ) {
-                    Ok(client) => {
-                        let client = Arc::new(client);
-                        clients.insert(fingerprint.clone(), client.clone());
-                        Route::Fcm(client, fingerprint)
-                    }
-                    Err(e) => Route::Broken(format!("FCM credentials: {e}")),
-                }
-            }
+            Provider::Apns => match self.tenant_apns.get(tenant).await {
+                Ok(own) => self.apns_route(own),
+                Err(e) => broken(e),
+            },
+            Provider::Fcm => match self.tenant_fcm.get(tenant).await {
+                Ok(own) => self.fcm_route(own),
+                Err(e) => broken(e),
+            },
+        }
+    }
+
+    /// The route for a tenant's iOS devices, given its own settings as stored, if any.
+    fn apns_route(&self, own: Option<Parsed<TenantCredentials<ApnsCredentials>>>) -> Route {
+        let apns = &self.settings.apns;
+        let found = match Found::of(own, apns.credentials.as_ref()) {
+            Ok(found) => found,
+            Err(route) => return route,
+        };
+        let client = client_for("APNs", found, &self.apns_clients, |key| {
+            // A client of its own per credential: one HTTP/2 connection to Apple that
+            // every push of these credentials is multiplexed over.
+            let http = reqwest::Client::builder()
+                .tls_backend_preconfigured((*self.apns_tls).clone())
+                .http2_prior_knowledge()
+                .timeout(self.settings.timeout)
+                .build()
+                .map_err(|e| format!("the APNs client: {e}"))?;
+            Ok(ApnsClient::new(key, &apns.url, &apns.sandbox_url, http))
+        });
+        match client {
+            Ok((client, fingerprint)) => Route::Apns(client, fingerprint),
+            Err(why) => Route::Broken(why),
+        }
+    }
+
+    /// The route for a tenant's FCM devices, given its own settings as stored, if any.
+    fn fcm_route(&self, own: Option<Parsed<TenantCredentials<FcmCredentials>>>) -> Route {
+        let fcm = &self.settings.fcm;
+        let found = match Found::of(own, fcm.service_account.as_ref()) {
+            Ok(found) => found,
+            Err(route) => return route,
+        };
+        // Checked again here for settings stored before the check was.
+        if let Found::Tenant(stored) = &found
+            && let Err(e) = stored.credentials.check_token_uri(&self.outbound)
+        {
+            return Route::Broken(format!("FCM credentials: {} {}", e.field, e.message));
+        }
+        let client = client_for("FCM", found, &self.fcm_clients, |account| {
+            Ok(FcmClient::new(
+                account,
+                &fcm.url,
+                fcm.token_url.as_deref(),
+                self.http.clone(),
+            ))
+        });
+        match client {
+            Ok((client, fingerprint)) => Route::Fcm(client, fingerprint),
+            Err(why) => Route::Broken(why),
         }
     }
 
@@ -277,7 +420,13 @@ impl PushHandler {
             .insert(fingerprint.to_owned(), (until, why.to_owned()));
     }
 
-    /// Sends the push to one device; answers its outcome and what the provider said.
+    /// Sends the push to one device; answers its outcome and what the provider said. Its
+    /// span, a child of the worker's (which has the event id), names the device by its
+    /// token's first characters: enough to find it, not enough to push to it.
+    #[tracing::instrument(name = "push_send", skip_all, fields(
+        platform = %device.platform,
+        token = %device.token.get(..8).unwrap_or(&device.token),
+    ))]
     async fn push_to(
         &self,
         envelope: &Envelope,
@@ -324,6 +473,18 @@ impl PushHandler {
                 (result, fingerprint)
             }
         };
+        match &result {
+            PushResult::Delivered(reply) => {
+                tracing::debug!(provider = provider.name(), %reply, "pushed")
+            }
+            PushResult::Retry { error, after } => {
+                tracing::info!(provider = provider.name(), %error, ?after, "push to retry")
+            }
+            PushResult::Unregistered(said) | PushResult::Failed(said) => {
+                tracing::info!(provider = provider.name(), reply = %said, "push refused")
+            }
+            PushResult::RefusedCredentials(_) => {} // Logged below, with the tenant.
+        }
         match result {
             PushResult::Delivered(reply) => (Outcome::Delivered, Some(reply)),
             PushResult::Retry { error, after } => (
@@ -336,7 +497,7 @@ impl PushHandler {
             PushResult::Failed(error) => (Outcome::failed(&error), Some(error)),
             PushResult::Unregistered(said) => {
                 let removed = self
-                    .store
+                    .devices
                     .remove_device(tenant, &device.token, Some(&device.user_id))
                     .await;
                 let note = match removed {
@@ -373,24 +534,18 @@ impl PushHandler {
                 "createdAt": envelope.created_at,
             });
             let id = envelope.id.to_string();
-            if let Err(e) = self
-                .store
-                .add_to_inboxes(tenant, &users, &id, &item.to_string())
-                .await
-            {
+            if let Err(e) = self.inbox.deliver(tenant, &users, &id, &item).await {
                 return Outcome::retry(format!("adding to the in-app inboxes: {e}"));
             }
-            self.realtime.poke(tenant, &users).await;
         }
-        let devices = match self.store.devices_of(tenant, &users, platforms).await {
+        let devices = match self.devices.devices_of(tenant, &users, platforms).await {
             Ok(devices) => devices,
             Err(e) => return Outcome::retry(format!("reading the device registry: {e}")),
         };
-        let mut settled =
-            match settled_deliveries(self.store.as_ref(), envelope, attempt, CHANNEL).await {
-                Ok(settled) => settled,
-                Err(e) => return Outcome::retry(e),
-            };
+        let mut settled = match self.ledger.settled(envelope, attempt, CHANNEL).await {
+            Ok(settled) => settled,
+            Err(e) => return Outcome::retry(e),
+        };
         let mut routes = HashMap::new();
         for provider in [Provider::Apns, Provider::Fcm] {
             routes.insert(provider.name(), self.route(tenant, provider).await);
@@ -403,7 +558,7 @@ impl PushHandler {
             })
             .collect();
         let mut deliveries: Vec<DeliveryOutcome> = futures_util::stream::iter(sends)
-            .buffer_unordered(self.settings.parallel_devices)
+            .buffer_unordered(self.settings.parallel_devices.get())
             .collect()
             .await;
         for user in users {

@@ -351,7 +351,7 @@ pub async fn fresh_postgres_database() -> String {
             panic!(
                 "this test needs PostgreSQL, and {} refused ({e}): start it, or point \
              HERALD_TEST_POSTGRES_URL at one",
-                herald::config::redact_url(&base)
+                herald::telemetry::redact_url(&base)
             )
         });
     let name = format!("herald_{}", uuid::Uuid::now_v7().simple());

@@ -1,7 +1,166 @@
-//! The one outcome every message ends in.
+//! What became of an event: the one [`Outcome`] every message ends in, the [`Report`] of
+//! an event's deliveries, and the statuses the ledger shows for them.
+//!
+//! A leaf: it depends on nothing else in the crate, so that the worker pools that settle
+//! by an outcome, the channels that produce one, the ledger that records it and the store
+//! that keeps it all share these types without depending on each other.
 
-pub use crate::store::RenderedFrom;
+use serde::{Deserialize, Serialize};
 use std::time::Duration;
+use utoipa::ToSchema;
+
+/// Declares a status enum written as its snake_case name everywhere: in the API, in the
+/// database and in logs.
+macro_rules! status_enum {
+    ($(#[$meta:meta])* $name:ident { $($(#[$vmeta:meta])* $variant:ident => $text:literal,)+ }) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
+        #[serde(rename_all = "snake_case")]
+        pub enum $name {
+            $($(#[$vmeta])* $variant,)+
+        }
+
+        impl $name {
+            /// Every value, in order.
+            pub const ALL: &[$name] = &[$($name::$variant,)+];
+
+            /// Its name, as stored and shown.
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $($name::$variant => $text,)+
+                }
+            }
+        }
+
+        impl std::str::FromStr for $name {
+            type Err = UnknownStatus;
+
+            fn from_str(text: &str) -> Result<Self, UnknownStatus> {
+                match text {
+                    $($text => Ok($name::$variant),)+
+                    _ => Err(UnknownStatus(text.to_owned())),
+                }
+            }
+        }
+
+        /// Read back from where it is stored as its name.
+        impl TryFrom<String> for $name {
+            type Error = UnknownStatus;
+
+            fn try_from(text: String) -> Result<Self, UnknownStatus> {
+                text.parse()
+            }
+        }
+
+        impl std::fmt::Display for $name {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+    };
+}
+
+/// A status name that is not one of the known ones (a row written by a newer Herald).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown status '{0}'")]
+pub struct UnknownStatus(pub String);
+
+status_enum! {
+    /// The channel a delivery goes through.
+    Channel {
+        /// Chat and in-app events, over WebSocket.
+        Realtime => "realtime",
+        /// APNs and FCM.
+        Push => "push",
+        /// SMTP, or the outbox.
+        Email => "email",
+        /// The tenant's audit log.
+        Audit => "audit",
+    }
+}
+
+status_enum! {
+    /// Where one delivery stands.
+    DeliveryStatus {
+        /// Waiting for its first attempt, or for a retry.
+        Queued => "queued",
+        /// Reached its target.
+        Delivered => "delivered",
+        /// Failed for good.
+        Failed => "failed",
+        /// Waited longer than its queue's TTL.
+        Expired => "expired",
+        /// Its recipient had nowhere to receive it.
+        Undeliverable => "undeliverable",
+        /// Not an event Herald may act on.
+        Rejected => "rejected",
+    }
+}
+
+status_enum! {
+    /// Where a notification stands: its deliveries summed up.
+    NotificationState {
+        /// Waiting for its first attempt, or every delivery waiting for a retry.
+        Queued => "queued",
+        /// Some deliveries made, others waiting for a retry.
+        Processing => "processing",
+        /// Every delivery made.
+        Delivered => "delivered",
+        /// Some deliveries made, others failed or had nowhere to go.
+        PartiallyDelivered => "partially_delivered",
+        /// Nothing delivered, and something failed for good.
+        Failed => "failed",
+        /// Waited longer than its queue's TTL.
+        Expired => "expired",
+        /// No recipient had anywhere to receive it.
+        Undeliverable => "undeliverable",
+        /// Not an event Herald may act on (one for a tenant that does not exist, say).
+        Rejected => "rejected",
+    }
+}
+
+impl NotificationState {
+    /// A delivery's status counted as a whole notification's.
+    pub fn of_delivery(status: DeliveryStatus) -> Self {
+        match status {
+            DeliveryStatus::Queued => NotificationState::Queued,
+            DeliveryStatus::Delivered => NotificationState::Delivered,
+            DeliveryStatus::Failed => NotificationState::Failed,
+            DeliveryStatus::Expired => NotificationState::Expired,
+            DeliveryStatus::Undeliverable => NotificationState::Undeliverable,
+            DeliveryStatus::Rejected => NotificationState::Rejected,
+        }
+    }
+
+    /// One recipient's status, when this sums up its targets: the recipient is reached
+    /// when any of its targets is.
+    pub fn of_recipient(self) -> DeliveryStatus {
+        match self {
+            NotificationState::Delivered
+            | NotificationState::PartiallyDelivered
+            | NotificationState::Processing => DeliveryStatus::Delivered,
+            NotificationState::Queued => DeliveryStatus::Queued,
+            NotificationState::Undeliverable => DeliveryStatus::Undeliverable,
+            NotificationState::Expired => DeliveryStatus::Expired,
+            NotificationState::Rejected => DeliveryStatus::Rejected,
+            NotificationState::Failed => DeliveryStatus::Failed,
+        }
+    }
+}
+
+/// The template (and version) a message was rendered from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RenderedFrom {
+    /// The template's name.
+    pub name: String,
+    /// The locale rendered, in its conventional form (`fr-CA`); absent for the default.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    #[schema(value_type = Option<String>)]
+    pub locale: String,
+    /// The tenant's version, or none for a built-in template.
+    pub version: Option<i64>,
+}
 
 /// What a handler made of one message. The pool turns it into exactly one settlement.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -44,8 +203,8 @@ pub enum Outcome {
 /// The outcomes of an event's deliveries.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Report {
-    /// The channel they went through (`email`, `push`).
-    pub channel: &'static str,
+    /// The channel they went through.
+    pub channel: Channel,
     /// Every delivery the event makes, including those done in earlier attempts, so that
     /// the ledger can sum them up.
     pub deliveries: Vec<DeliveryOutcome>,
@@ -135,7 +294,7 @@ impl Report {
     }
 
     /// The notification's status the deliveries add up to.
-    pub fn status(&self) -> &'static str {
+    pub fn status(&self) -> NotificationState {
         let count = |wanted: fn(&Outcome) -> bool| {
             self.deliveries
                 .iter()
@@ -147,12 +306,12 @@ impl Report {
         let failed = count(|o| matches!(o, Outcome::Failed { .. }));
         let undeliverable = count(|o| matches!(o, Outcome::Undeliverable { .. }));
         match (delivered, waiting, failed, undeliverable) {
-            (_, 0, 0, 0) => "delivered",
-            (0, 0, 0, _) => "undeliverable",
-            (0, 0, _, _) => "failed",
-            (_, 0, _, _) => "partially_delivered",
-            (0, _, _, _) => "queued",
-            _ => "processing",
+            (_, 0, 0, 0) => NotificationState::Delivered,
+            (0, 0, 0, _) => NotificationState::Undeliverable,
+            (0, 0, _, _) => NotificationState::Failed,
+            (_, 0, _, _) => NotificationState::PartiallyDelivered,
+            (0, _, _, _) => NotificationState::Queued,
+            _ => NotificationState::Processing,
         }
     }
 }
