@@ -13,7 +13,9 @@
 //! supervisor replaces a connection that is lost, declaring the topology again; publisher
 //! channels and consumers notice the new generation and move over to it. (lapin's own
 //! recovery is not used: after a broker restart it stalled for good as often as not, and
-//! a fresh connection is what it would build anyway.)
+//! a fresh connection is what it would build anyway.) The real-time bus rides on the same
+//! connection ([`AmqpBroker::open_channel`], [`AmqpBroker::replaced`]), so that one
+//! Herald holds one connection and one supervisor watches it.
 //!
 //! Retries are not requeues: a retried message is republished (confirmed) to a backoff
 //! queue of its delay, with its attempt count and the time it is due in headers, and only
