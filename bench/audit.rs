@@ -235,10 +235,16 @@ fn main() {
         let store = herald.store.clone();
         println!("herald audit bench: {count} events for one tenant");
 
+        let tenant = TenantId::parse("bench-worker").unwrap();
+        // The pool rejects events of a tenant that does not exist.
+        herald
+            .tenancy
+            .create_tenant(&tenant, "bench")
+            .await
+            .expect("the bench tenant is created");
         print!("  filling the embedded queue... ");
         fill_queue(&herald, "bench-worker", count).await;
         println!("done");
-        let tenant = TenantId::parse("bench-worker").unwrap();
         let shutdown = Shutdown::new();
         let pool = herald.worker_pool(
             EventKind::Audit,

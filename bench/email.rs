@@ -23,7 +23,7 @@
 use herald::app::{Herald, Roles};
 use herald::broker::Publication;
 use herald::config::Settings;
-use herald::domain::{Envelope, Event, EventKind};
+use herald::domain::{Envelope, Event, EventKind, TenantId};
 use herald::shutdown::Shutdown;
 use herald::telemetry::QueueOutcomeLabels;
 use herald::workers::{Handler, Outcome};
@@ -194,6 +194,12 @@ async fn herald_rate(
     let herald = Herald::start(settings(dir.path(), port, sessions, concurrency))
         .await
         .expect("Herald starts");
+    // The pool rejects events of a tenant that does not exist.
+    herald
+        .tenancy
+        .create_tenant(&TenantId::parse("bench").unwrap(), "bench")
+        .await
+        .expect("the bench tenant is created");
     let events = messages / recipients;
     fill_queue(&herald, events, recipients).await;
     let shutdown = Shutdown::new();
@@ -214,7 +220,14 @@ async fn herald_rate(
             })
         }
     };
-    let done = |h: &Herald| handled(h, "delivered") + handled(h, "failed") + handled(h, "retry");
+    // Every outcome counts, so that a bench whose events all fail ends and says so rather
+    // than wait for ever.
+    let done = |h: &Herald| {
+        ["delivered", "failed", "retry", "rejected"]
+            .iter()
+            .map(|outcome| handled(h, outcome))
+            .sum::<u64>()
+    };
     while done(&herald) < events as u64 {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
@@ -224,7 +237,8 @@ async fn herald_rate(
     let cpu = format!(
         "    cpu: Herald {herald_cores:.2} cores, the machine {machine_cores:.2} of {cores} (the rest is smtp-sink and the kernel)"
     );
-    let failed = handled(&herald, "failed") + handled(&herald, "retry");
+    let failed =
+        handled(&herald, "failed") + handled(&herald, "retry") + handled(&herald, "rejected");
     shutdown.raise();
     running.await.unwrap().unwrap();
     if let Ok(url) = std::env::var("HERALD_BENCH_RABBITMQ_URL") {
