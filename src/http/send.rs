@@ -179,86 +179,34 @@ impl AppState {
     }
 }
 
-/// An event kind with a send route of its own: its document parses into the kind's event.
-trait Sendable: Sized {
-    /// Parses the document, reporting every bad field.
-    fn parse(body: &Value) -> Result<Self, FieldErrors>;
-
-    /// The event it is.
-    fn into_event(self) -> Event;
-
-    /// The idempotency key a send of it has without an `Idempotency-Key` header.
-    fn implicit_key(&self) -> Option<String> {
-        None
+/// The idempotency key a send has without an `Idempotency-Key` header: a chat message
+/// is sent once per `messageId`, as the seeds' clients expect when they send again after
+/// a lost answer; other kinds have none.
+fn implicit_key(event: &Event) -> Option<String> {
+    match event {
+        Event::Chat(message) => Some(format!("messageId:{}", message.message_id)),
+        _ => None,
     }
 }
 
-impl Sendable for ChatMessage {
-    fn parse(body: &Value) -> Result<Self, FieldErrors> {
-        ChatMessage::parse(body)
-    }
-
-    fn into_event(self) -> Event {
-        Event::Chat(self)
-    }
-
-    /// A chat message is sent once per `messageId`, as the seeds' clients expect when
-    /// they send again after a lost answer.
-    fn implicit_key(&self) -> Option<String> {
-        Some(format!("messageId:{}", self.message_id))
-    }
-}
-
-impl Sendable for PushNotification {
-    fn parse(body: &Value) -> Result<Self, FieldErrors> {
-        PushNotification::parse(body)
-    }
-
-    fn into_event(self) -> Event {
-        Event::Push(self)
-    }
-}
-
-impl Sendable for EmailNotification {
-    fn parse(body: &Value) -> Result<Self, FieldErrors> {
-        EmailNotification::parse(body)
-    }
-
-    fn into_event(self) -> Event {
-        Event::Email(self)
-    }
-}
-
-impl Sendable for AuditEvent {
-    fn parse(body: &Value) -> Result<Self, FieldErrors> {
-        AuditEvent::parse(body)
-    }
-
-    fn into_event(self) -> Event {
-        Event::Audit(self)
-    }
-}
-
-/// Sends one event of kind `K`, posted to `route`: the key's tenant bound, the document
+/// Sends one event of `kind`, posted to `route`: the key's tenant bound, the document
 /// parsed, and the event handed to the ingress.
-async fn send_one<K: Sendable>(
+async fn send_one(
     state: AppState,
     tenant: TenantId,
     headers: HeaderMap,
     mut body: Value,
-    route: &str,
+    (kind, route): (EventKind, &str),
 ) -> Result<Response, ApiError> {
     bind_tenant(&mut body, &tenant)?;
-    let event = K::parse(&body)?;
-    let key = idempotency_key(&headers, event.implicit_key(), route, &body)?;
-    state
-        .accept(&tenant, key, Submission::One(event.into_event()))
-        .await
+    let event = Event::parse(kind, &body)?;
+    let key = idempotency_key(&headers, implicit_key(&event), route, &body)?;
+    state.accept(&tenant, key, Submission::One(event)).await
 }
 
 /// Declares the documented send route of one event kind: its handler is [`send_one`].
 macro_rules! send_route {
-    ($(#[doc = $doc:literal])* $handler:ident, $path:literal, $document:ident) => {
+    ($(#[doc = $doc:literal])* $handler:ident, $path:literal, $document:ident, $kind:expr) => {
         $(#[doc = $doc])*
         #[utoipa::path(post, path = $path, tag = "send", request_body = $document,
             security(("api_key" = [])), params(IdempotencyHeader),
@@ -271,26 +219,26 @@ macro_rules! send_route {
             headers: HeaderMap,
             JsonBody(body): JsonBody,
         ) -> Result<Response, ApiError> {
-            send_one::<$document>(state, tenant, headers, body, $path).await
+            send_one(state, tenant, headers, body, ($kind, $path)).await
         }
     };
 }
 
 send_route!(
     /// Sends a chat message to the participants of a conversation.
-    send_chat, "/v1/chat/messages", ChatMessage
+    send_chat, "/v1/chat/messages", ChatMessage, EventKind::Chat
 );
 send_route!(
     /// Sends a push notification to users' devices.
-    send_push, "/v1/notifications/push", PushNotification
+    send_push, "/v1/notifications/push", PushNotification, EventKind::Push
 );
 send_route!(
     /// Sends an email rendered from a template, one message per recipient.
-    send_email, "/v1/notifications/email", EmailNotification
+    send_email, "/v1/notifications/email", EmailNotification, EventKind::Email
 );
 send_route!(
     /// Records an audit event.
-    send_audit, "/v1/audit/events", AuditEvent
+    send_audit, "/v1/audit/events", AuditEvent, EventKind::Audit
 );
 
 /// Parses a batch: every event is checked before any is queued.

@@ -106,7 +106,8 @@ impl<C: Connect> RelayPool<C> {
 
     /// Queues `job` (first in line when `front`), opening a session for it when none waits.
     fn put(self: &Arc<Self>, job: Job, front: bool) {
-        let session_span = tracing::debug_span!(parent: &job.span, "smtp_session");
+        // A new session's span is a child of this message's send.
+        let parent = job.span.id();
         let open_one = {
             let mut queue = self.queue.lock().expect("never poisoned");
             if front {
@@ -121,7 +122,8 @@ impl<C: Connect> RelayPool<C> {
             open_one
         };
         if open_one {
-            tokio::spawn(self.clone().run_session().instrument(session_span));
+            let span = tracing::debug_span!(parent: parent, "smtp_session");
+            tokio::spawn(self.clone().run_session().instrument(span));
         } else {
             self.work.notify_one();
         }
