@@ -1,16 +1,18 @@
 //! The wire envelope: what travels through the broker, in the contract's shape
 //! `{"id", "kind", "tenantId", "createdAt", "payload"}`.
 //!
-//! Services that publish to the exchanges themselves may send only `{"payload": {...}}`;
-//! the rest is then derived from the routing key and the AMQP properties, so that such a
-//! message is handled exactly like one that came over HTTP.
+//! Services that publish to the exchanges themselves send what the seeds send: seed 001's
+//! `{id, type, payload, timestamp}`, `{"payload": {...}}`, or the bare payload ([`Published`]);
+//! the rest is then derived from the routing key, the queue and the AMQP properties, so
+//! that such a message is handled exactly like one that came over HTTP.
 
 use super::events::{Event, EventKind};
 use super::ids::{NotificationId, TenantId};
 use super::parse::{FieldErrors, FromJson};
+use super::routing::{self, NoHandler};
 use chrono::{DateTime, Utc};
 use serde::Serialize;
-use serde_json::Value;
+use serde_json::{Map, Value};
 
 /// An accepted event with the facts Herald adds to it.
 #[derive(Debug, Clone, PartialEq)]
@@ -33,12 +35,15 @@ pub enum EnvelopeError {
     /// The body is not a JSON document.
     #[error("the body is not JSON: {0}")]
     NotJson(#[from] serde_json::Error),
-    /// Neither the envelope nor the routing key says what kind of event this is.
-    #[error("no 'kind' in the envelope and routing key '{0}' names no kind")]
+    /// The envelope names a kind Herald does not carry.
+    #[error("the envelope's kind '{0}' is not one of chat, push, email, audit")]
     UnknownKind(String),
-    /// The envelope has no `payload` object.
-    #[error("the envelope has no 'payload' object")]
-    NoPayload,
+    /// The document is not a JSON object.
+    #[error("the body is not a JSON object")]
+    NotAnObject,
+    /// The routing key is under a kind's prefix but names nothing Herald handles.
+    #[error(transparent)]
+    NoHandler(#[from] NoHandler),
     /// The payload is not a valid event of its kind.
     #[error("the payload is not a valid {} event: {errors}", .kind.as_str())]
     InvalidPayload {
@@ -113,42 +118,44 @@ impl Envelope {
         .expect("an envelope always serializes")
     }
 
-    /// Reads a message taken off a queue, filling in what a direct publisher left out.
+    /// Reads a message taken off the queue of `queue_kind`, filling in what a direct
+    /// publisher left out: its kind and what its routing key implies (see
+    /// [`routing::route`]), its id, its time and its tenant.
     pub fn from_wire(
         body: &[u8],
         routing_key: &str,
+        queue_kind: EventKind,
         properties: WireProperties<'_>,
     ) -> Result<Envelope, EnvelopeError> {
-        let mut document: Value = serde_json::from_slice(body)?;
-        let kind = match document.get("kind").and_then(Value::as_str) {
-            Some(kind) => EventKind::parse(kind),
-            None => EventKind::of_routing_key(routing_key),
-        }
-        .ok_or_else(|| EnvelopeError::UnknownKind(routing_key.to_owned()))?;
-        let envelope_tenant = document.get("tenantId").cloned();
-        let id = document
+        let Published { mut payload, outer } = Published::read(serde_json::from_slice(body)?);
+        let routed = routing::route(queue_kind, routing_key)?;
+        let kind = match outer.get("kind").and_then(Value::as_str) {
+            Some(kind) => {
+                EventKind::parse(kind).ok_or_else(|| EnvelopeError::UnknownKind(kind.to_owned()))?
+            }
+            None => routed.kind,
+        };
+        let id = outer
             .get("id")
-            .and_then(|v| NotificationId::from_json(v).ok())
+            .and_then(published_id)
             .or_else(|| properties.message_id.map(id_from_message_id))
+            // A bare chat message keeps the id its messageId gives it when redelivered.
+            .or_else(|| payload.get("messageId").and_then(published_id))
             .unwrap_or_default();
-        let created_at = document
-            .get("createdAt")
-            .and_then(|v| DateTime::<Utc>::from_json(v).ok())
+        let created_at = ["createdAt", "timestamp"]
+            .iter()
+            .find_map(|field| DateTime::<Utc>::from_json(outer.get(*field)?).ok())
             .or_else(|| {
                 let secs = i64::try_from(properties.timestamp?).ok()?;
                 DateTime::from_timestamp(secs, 0)
             })
             .unwrap_or_else(Utc::now);
-        let payload = document
-            .get_mut("payload")
-            .filter(|p| p.is_object())
-            .ok_or(EnvelopeError::NoPayload)?;
-        // The contract lets publishers put tenantId on the envelope or inside the payload.
-        if let (Some(tenant), Some(fields)) = (envelope_tenant, payload.as_object_mut()) {
-            fields.entry("tenantId").or_insert(tenant);
+        let fields = payload.as_object_mut().ok_or(EnvelopeError::NotAnObject)?;
+        if let Some((field, value)) = routed.implies.filter(|_| kind == routed.kind) {
+            fields.entry(field).or_insert(value);
         }
         let event =
-            Event::parse(kind, payload).map_err(|errors| EnvelopeError::InvalidPayload {
+            Event::parse(kind, &payload).map_err(|errors| EnvelopeError::InvalidPayload {
                 kind,
                 errors,
                 id,
@@ -157,7 +164,7 @@ impl Envelope {
                     .and_then(|t| TenantId::from_json(t).ok()),
                 created_at,
             })?;
-        let deduplicate = document
+        let deduplicate = outer
             .get("deduplicate")
             .and_then(Value::as_bool)
             .unwrap_or(false);
@@ -167,6 +174,65 @@ impl Envelope {
             event,
             deduplicate,
         })
+    }
+}
+
+/// A published document taken apart: the event's own fields, and what the wrapper around
+/// them says. Three shapes arrive, over AMQP and over HTTP: Herald's envelope (`{id, kind,
+/// tenantId, createdAt, payload}`), seed 001's message-queue envelope (`{id, type,
+/// payload, timestamp}`), and the bare payload, which is the whole document. No event has
+/// a field named `payload`, so an object under that name is always a wrapper's payload.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Published {
+    /// The event's fields, with the wrapper's `tenantId` when they name none.
+    pub payload: Value,
+    /// The wrapper's fields (`id`, `kind`, `type`, `tenantId`, `createdAt`, `timestamp`),
+    /// empty for a bare payload.
+    pub outer: Map<String, Value>,
+}
+
+impl Published {
+    /// Takes `document` apart. A document that is not an object is kept whole as the
+    /// payload, for the event's parser to refuse in its own words.
+    pub fn read(document: Value) -> Published {
+        match document {
+            Value::Object(mut outer) if outer.get("payload").is_some_and(Value::is_object) => {
+                let payload = outer.remove("payload").expect("just seen");
+                // The contract lets publishers put tenantId on the envelope or inside the
+                // payload.
+                let mut payload = payload;
+                if let (Some(tenant), Some(fields)) =
+                    (outer.get("tenantId"), payload.as_object_mut())
+                {
+                    fields.entry("tenantId").or_insert(tenant.clone());
+                }
+                Published { payload, outer }
+            }
+            payload => Published {
+                payload,
+                outer: Map::new(),
+            },
+        }
+    }
+
+    /// The wrapper's id, as a publisher wrote it (seed 001's message-queue envelope gives
+    /// each message one): what a repeat of the same message is known by.
+    pub fn wrapper_id(&self) -> Option<String> {
+        match self.outer.get("id")? {
+            Value::String(id) => Some(id.clone()),
+            Value::Number(id) => Some(id.to_string()),
+            _ => None,
+        }
+    }
+}
+
+/// The id a publisher's own id stands for: a UUID as it is, any other text or number
+/// through [`id_from_message_id`].
+fn published_id(value: &Value) -> Option<NotificationId> {
+    match value {
+        Value::String(id) if !id.is_empty() => Some(id_from_message_id(id)),
+        Value::Number(id) => Some(id_from_message_id(&id.to_string())),
+        _ => None,
     }
 }
 
@@ -195,8 +261,13 @@ mod tests {
     fn an_envelope_round_trips_through_its_wire_form() {
         let event = Event::parse(EventKind::Push, &push_payload()).unwrap();
         let envelope = Envelope::new(event);
-        let read =
-            Envelope::from_wire(&envelope.to_bytes(), "push.mobile", Default::default()).unwrap();
+        let read = Envelope::from_wire(
+            &envelope.to_bytes(),
+            "push.mobile",
+            EventKind::Push,
+            Default::default(),
+        )
+        .unwrap();
         assert_eq!(read.id, envelope.id);
         assert_eq!(read.event, envelope.event);
         let wire: Value = serde_json::from_slice(&envelope.to_bytes()).unwrap();
@@ -211,8 +282,9 @@ mod tests {
             message_id: Some("order-42"),
             timestamp: Some(1_700_000_000),
         };
-        let first = Envelope::from_wire(&body, "push.mobile", props.clone()).unwrap();
-        let again = Envelope::from_wire(&body, "push.mobile", props).unwrap();
+        let first =
+            Envelope::from_wire(&body, "push.mobile", EventKind::Push, props.clone()).unwrap();
+        let again = Envelope::from_wire(&body, "push.mobile", EventKind::Push, props).unwrap();
         assert_eq!(first.event.kind(), EventKind::Push);
         assert_eq!(first.id, again.id, "a redelivery keeps its id");
         assert_eq!(first.created_at.timestamp(), 1_700_000_000);
@@ -220,13 +292,72 @@ mod tests {
 
     #[test]
     fn an_unreadable_message_says_why() {
+        let read =
+            |body: &[u8], key| Envelope::from_wire(body, key, EventKind::Push, Default::default());
         assert!(matches!(
-            Envelope::from_wire(b"{\"payload\": {}}", "nothing.here", Default::default()),
+            read(b"{\"kind\": \"fax\", \"payload\": {}}", "push.web"),
             Err(EnvelopeError::UnknownKind(_))
         ));
         assert!(matches!(
-            Envelope::from_wire(b"{\"payload\": {}}", "push.web", Default::default()),
+            read(b"{\"payload\": {}}", "push.web"),
             Err(EnvelopeError::InvalidPayload { .. })
         ));
+        assert!(matches!(
+            read(b"[1]", "push.web"),
+            Err(EnvelopeError::NotAnObject)
+        ));
+        assert_eq!(
+            read(b"{\"payload\": {}}", "push.sms")
+                .unwrap_err()
+                .to_string(),
+            "no handler for routing key 'push.sms'"
+        );
+    }
+
+    /// The shapes the seeds publish, as they write them.
+    fn seed_shapes() -> Vec<Value> {
+        let bare = json!({"recipientIds": ["user_123"], "title": "New Message", "body": "Hi",
+                          "tenantId": "1"});
+        vec![
+            bare.clone(),
+            json!({"id": "evt_1", "type": "push_notification", "payload": bare,
+                   "timestamp": "2026-01-31T12:00:00.000Z"}),
+            json!({"id": 42, "type": "push_notification", "payload": {
+                "recipientIds": ["user_123"], "title": "New Message", "body": "Hi", "tenantId": 1},
+                "timestamp": 1_769_860_800_000_u64}),
+        ]
+    }
+
+    #[test]
+    fn every_seed_shape_reads_as_the_same_event_and_the_key_names_the_platform() {
+        for shape in seed_shapes() {
+            let body = serde_json::to_vec(&shape).unwrap();
+            let read = Envelope::from_wire(&body, "push.web", EventKind::Push, Default::default())
+                .unwrap_or_else(|e| panic!("{shape}: {e}"));
+            let Event::Push(push) = &read.event else {
+                panic!("not a push: {shape}")
+            };
+            assert_eq!(push.tenant_id.as_str(), "1");
+            assert_eq!(push.platform, super::super::Platform::Web, "{shape}");
+        }
+        let wrapped = serde_json::to_vec(&seed_shapes()[2]).unwrap();
+        let read =
+            Envelope::from_wire(&wrapped, "push.web", EventKind::Push, Default::default()).unwrap();
+        assert_eq!(read.created_at.timestamp_millis(), 1_769_860_800_000);
+        assert_eq!(
+            read.id,
+            id_from_message_id("42"),
+            "the wrapper's id is kept"
+        );
+    }
+
+    #[test]
+    fn the_payloads_own_word_wins_over_the_routing_key() {
+        let mut payload = push_payload();
+        payload["platform"] = json!("mobile");
+        let body = serde_json::to_vec(&payload).unwrap();
+        let read =
+            Envelope::from_wire(&body, "push.web", EventKind::Push, Default::default()).unwrap();
+        assert_eq!(read.event.routing_key(), "push.mobile");
     }
 }

@@ -7,9 +7,10 @@ mod envelope;
 mod events;
 mod ids;
 pub mod parse;
+pub mod routing;
 pub mod schema;
 
-pub use envelope::{Envelope, EnvelopeError, WireProperties, id_from_message_id};
+pub use envelope::{Envelope, EnvelopeError, Published, WireProperties, id_from_message_id};
 pub use events::{
     AuditEvent, ChatMessage, ConversationType, EmailNotification, Event, EventKind, MessageType,
     Platform, Priority, PushNotification,

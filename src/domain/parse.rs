@@ -198,14 +198,23 @@ impl FromJson for Map<String, Value> {
     }
 }
 
+/// A timestamp as the seeds write it: an RFC 3339 string (`new Date()` in JSON) or
+/// milliseconds since the epoch (`Date.now()`).
 impl FromJson for chrono::DateTime<chrono::Utc> {
     fn from_json(value: &Value) -> Result<Self, String> {
-        let text = value
-            .as_str()
-            .ok_or("must be an RFC 3339 timestamp string")?;
+        const EXPECTED: &str = "must be an RFC 3339 timestamp such as 2026-01-31T12:00:00Z \
+                                or milliseconds since the epoch";
+        if value.is_number() {
+            return whole_number(value)
+                .filter(|ms| *ms <= super::schema::LAST_MILLISECOND)
+                .and_then(|ms| i64::try_from(ms).ok())
+                .and_then(chrono::DateTime::from_timestamp_millis)
+                .ok_or_else(|| EXPECTED.into());
+        }
+        let text = value.as_str().ok_or(EXPECTED)?;
         chrono::DateTime::parse_from_rfc3339(text)
             .map(|t| t.with_timezone(&chrono::Utc))
-            .map_err(|_| "must be an RFC 3339 timestamp such as 2026-01-31T12:00:00Z".into())
+            .map_err(|_| EXPECTED.into())
     }
 }
 

@@ -63,12 +63,21 @@ pub fn tenant_id() -> Schema {
         .into()
 }
 
-/// An RFC 3339 timestamp.
+/// The last millisecond of year 9999, the last an RFC 3339 timestamp can write.
+pub const LAST_MILLISECOND: u64 = 253_402_300_799_999;
+
+/// An RFC 3339 timestamp, or milliseconds since the epoch.
 pub fn timestamp() -> Schema {
-    ObjectBuilder::new()
+    use utoipa::openapi::schema::OneOfBuilder;
+    let text = ObjectBuilder::new()
         .schema_type(Type::String)
-        .format(Some(SchemaFormat::KnownFormat(KnownFormat::DateTime)))
-        .into()
+        .format(Some(SchemaFormat::KnownFormat(KnownFormat::DateTime)));
+    let millis = ObjectBuilder::new()
+        .schema_type(Type::Integer)
+        .minimum(Some(0))
+        .maximum(Some(LAST_MILLISECOND))
+        .description(Some("Milliseconds since the epoch"));
+    OneOfBuilder::new().item(text).item(millis).into()
 }
 
 /// One email address, at most 254 characters.

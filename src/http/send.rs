@@ -8,7 +8,8 @@ use super::error::answers::{BodyRefusals, KeyRefusals, SendRefusals};
 use super::error::{ApiError, invalid};
 use crate::domain::parse::{FieldError, FieldErrors, Fields, FromJson};
 use crate::domain::{
-    AuditEvent, ChatMessage, EmailNotification, Event, EventKind, PushNotification, TenantId,
+    AuditEvent, ChatMessage, EmailNotification, Event, EventKind, Published, PushNotification,
+    TenantId,
 };
 use crate::idempotency::fingerprint;
 pub use crate::ingress::{Accepted, BatchAccepted};
@@ -181,11 +182,12 @@ impl AppState {
 
 /// The idempotency key a send has without an `Idempotency-Key` header: a chat message
 /// is sent once per `messageId`, as the seeds' clients expect when they send again after
-/// a lost answer; other kinds have none.
-fn implicit_key(event: &Event) -> Option<String> {
+/// a lost answer; an event in seed 001's envelope once per the envelope's `id`; others
+/// have none.
+fn implicit_key(event: &Event, wrapper_id: Option<String>) -> Option<String> {
     match event {
         Event::Chat(message) => Some(format!("messageId:{}", message.message_id)),
-        _ => None,
+        _ => wrapper_id.map(|id| format!("id:{id}")),
     }
 }
 
@@ -195,12 +197,15 @@ async fn send_one(
     state: AppState,
     tenant: TenantId,
     headers: HeaderMap,
-    mut body: Value,
+    body: Value,
     (kind, route): (EventKind, &str),
 ) -> Result<Response, ApiError> {
+    let published = Published::read(body);
+    let wrapper_id = published.wrapper_id();
+    let mut body = published.payload;
     bind_tenant(&mut body, &tenant)?;
     let event = Event::parse(kind, &body)?;
-    let key = idempotency_key(&headers, implicit_key(&event), route, &body)?;
+    let key = idempotency_key(&headers, implicit_key(&event, wrapper_id), route, &body)?;
     state.accept(&tenant, key, Submission::One(event)).await
 }
 

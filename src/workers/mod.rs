@@ -170,7 +170,7 @@ impl WorkerPool {
                         // Read here, once: the order key comes from the envelope. Copies
                         // of an event that may have been published twice go one after the
                         // other, so that the second finds what the first did.
-                        let envelope = read(&delivery);
+                        let envelope = read(&delivery, self.spec.kind);
                         let key = envelope.as_ref().ok().and_then(|e| {
                             self.handler
                                 .order_key(e)
@@ -255,7 +255,7 @@ impl WorkerPool {
 
     /// Handles one delivery to its outcome and settles it. Returns the outcome.
     pub async fn process(&self, delivery: Delivery) -> Outcome {
-        let envelope = read(&delivery);
+        let envelope = read(&delivery, self.spec.kind);
         self.process_read(delivery, envelope).await
     }
 
@@ -304,7 +304,11 @@ impl WorkerPool {
             }
             Err(e) => {
                 tracing::warn!(error = %e, "unreadable message");
-                let reason = format!("unreadable message: {e}");
+                let reason = match e {
+                    // Readable, but not Herald's to handle: the reason says so by name.
+                    EnvelopeError::NoHandler(_) => e.to_string(),
+                    _ => format!("unreadable message: {e}"),
+                };
                 self.record_rejection(&e, &reason).await;
                 Outcome::Rejected { reason }
             }
@@ -447,13 +451,13 @@ impl WorkerPool {
     }
 }
 
-/// Reads a delivery's envelope.
-fn read(delivery: &Delivery) -> Result<Envelope, EnvelopeError> {
+/// Reads a delivery of the queue of `kind`.
+fn read(delivery: &Delivery, kind: EventKind) -> Result<Envelope, EnvelopeError> {
     let properties = WireProperties {
         message_id: delivery.message_id.as_deref(),
         timestamp: delivery.timestamp,
     };
-    Envelope::from_wire(&delivery.body, &delivery.routing_key, properties)
+    Envelope::from_wire(&delivery.body, &delivery.routing_key, kind, properties)
 }
 
 /// Chains the events of each order key: each waits for the one before it with its key.
