@@ -129,11 +129,16 @@ pub async fn open_broker(
 /// RabbitMQ's topology), then closes both, starting nothing: what `herald migrate` does.
 /// It fails, saying why, when RabbitMQ does not accept a connection within
 /// `broker.rabbitmq.migrate_wait`, rather than wait forever.
-pub async fn migrate(settings: &Settings) -> Result<(), StartError> {
+/// Answers what the broker lacks of what Herald needs (RabbitMQ's gaps, see
+/// [`crate::broker::amqp::policies`]), none for the embedded broker.
+pub async fn migrate(settings: &Settings) -> Result<Vec<String>, StartError> {
     crate::channels::tls::install_default_provider();
     store::open(&settings.database.url).await?;
-    match settings.broker.kind {
-        BrokerKind::Embedded => EmbeddedBroker::migrate(&settings.broker.embedded).await?,
+    Ok(match settings.broker.kind {
+        BrokerKind::Embedded => {
+            EmbeddedBroker::migrate(&settings.broker.embedded).await?;
+            Vec::new()
+        }
         BrokerKind::Rabbitmq => {
             AmqpBroker::declare(
                 &settings.topology,
@@ -142,8 +147,7 @@ pub async fn migrate(settings: &Settings) -> Result<(), StartError> {
             )
             .await?
         }
-    }
-    Ok(())
+    })
 }
 
 /// The handler of each queue.

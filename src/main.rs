@@ -1,7 +1,9 @@
 //! The `herald` binary: parses the command line and hands over to the library.
 
+use anyhow::Context;
 use clap::{Parser, Subcommand};
 use herald::app::{Herald, Roles};
+use herald::broker::amqp::AmqpBroker;
 use herald::config::Settings;
 use herald::domain::EventKind;
 use herald::domain::TenantId;
@@ -41,7 +43,16 @@ enum Command {
         queues: Vec<EventKind>,
     },
     /// Apply the database's migrations, prepare the broker (schema or topology), and exit.
-    Migrate,
+    ///
+    /// On RabbitMQ, Herald's policies (overflow, dead-letter route, TTL, length, alternate
+    /// exchange) are set through the management API; when it cannot be reached, the
+    /// equivalent `rabbitmqctl set_policy` lines are printed.
+    Migrate {
+        /// Also write the policies as a RabbitMQ definitions file (for a broker that loads
+        /// one at boot, `load_definitions`).
+        #[arg(long, value_name = "FILE")]
+        definitions: Option<std::path::PathBuf>,
+    },
     /// Manage tenants and their API keys.
     Tenant {
         #[command(subcommand)]
@@ -152,9 +163,27 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             queues: Vec::new(),
         },
         Command::Worker { queues } => Roles { api: false, queues },
-        Command::Migrate => {
-            herald::app::migrate(&settings).await?;
+        Command::Migrate { definitions } => {
+            let gaps = herald::app::migrate(&settings).await?;
             tracing::info!("database migrated, broker prepared");
+            if settings.broker.kind == herald::config::BrokerKind::Rabbitmq {
+                let (lines, file) =
+                    AmqpBroker::policies(&settings.topology, &settings.broker.rabbitmq);
+                if !gaps.is_empty() {
+                    println!(
+                        "# Herald's RabbitMQ policies, to apply where the management API is not reachable:"
+                    );
+                    for line in lines {
+                        println!("{line}");
+                    }
+                }
+                if let Some(path) = definitions {
+                    let text = serde_json::to_string_pretty(&file)?;
+                    std::fs::write(&path, text + "\n")
+                        .with_context(|| format!("writing {}", path.display()))?;
+                    tracing::info!(path = %path.display(), "RabbitMQ definitions written");
+                }
+            }
             return Ok(());
         }
         Command::Tenant { action } => {

@@ -3,6 +3,7 @@
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 use tracing_subscriber::EnvFilter;
@@ -107,6 +108,9 @@ pub struct Metrics {
     pub handler_seconds: Family<QueueLabels, Histogram>,
     /// Dead letters dropped to keep their queue within its bounds.
     pub dead_letters_dropped: Family<DroppedLabels, Counter>,
+    /// Messages in the unrouted queue (RabbitMQ): published with a routing key no queue
+    /// is bound for; read when metrics are scraped.
+    pub unrouted: Gauge,
 }
 
 impl Metrics {
@@ -154,9 +158,16 @@ impl Metrics {
             "Dead letters dropped because their queue was over its length or they were past its age",
             dead_letters_dropped.clone(),
         );
+        let unrouted = Gauge::default();
+        registry.register(
+            "unrouted_messages",
+            "Messages published with a routing key no queue is bound for, kept in the unrouted queue",
+            unrouted.clone(),
+        );
         Metrics {
             registry,
             dead_letters_dropped,
+            unrouted,
             requests,
             request_seconds,
             publishes,

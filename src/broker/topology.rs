@@ -97,6 +97,10 @@ impl QueueSpec {
 pub struct Topology {
     /// One queue per event kind.
     pub queues: Vec<QueueSpec>,
+    /// The alternate exchange of the queues' exchanges, and the queue bound to it, with
+    /// the prefix: a message published with a routing key no queue is bound for lands
+    /// there instead of vanishing (on RabbitMQ; the embedded broker refuses it).
+    pub unrouted: String,
 }
 
 impl Topology {

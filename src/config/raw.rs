@@ -319,6 +319,8 @@ impl Broker {
 #[serde(deny_unknown_fields)]
 struct Rabbitmq {
     url: SecretString,
+    #[serde(default)]
+    management_url: Option<SecretString>,
     confirm_channels: usize,
     quorum_queues: bool,
     #[serde(with = "humantime_serde")]
@@ -336,8 +338,24 @@ impl Rabbitmq {
                 .ok_or("must start with amqp:// or amqps://"),
         );
         let confirm_channels = section.at_least_one("confirm_channels", self.confirm_channels);
+        let management_url = match self.management_url {
+            None => Some(None),
+            Some(given) => {
+                let text = given.expose_secret();
+                let known = text.starts_with("http://") || text.starts_with("https://");
+                section
+                    .check(
+                        "management_url",
+                        known
+                            .then_some(given)
+                            .ok_or("must start with http:// or https://"),
+                    )
+                    .map(Some)
+            }
+        };
         Some(RabbitMqSettings {
             url: url?,
+            management_url: management_url?,
             confirm_channels: confirm_channels?,
             quorum_queues: self.quorum_queues,
             migrate_wait: self.migrate_wait,
@@ -583,7 +601,10 @@ impl Queues {
         })
         .collect();
         let queues = queues.into_iter().collect::<Option<_>>()?;
-        Some(Topology { queues })
+        Some(Topology {
+            queues,
+            unrouted: format!("{prefix}unrouted"),
+        })
     }
 }
 

@@ -110,6 +110,12 @@ pub async fn rabbitmq(State(state): State<AppState>) -> Response {
 #[utoipa::path(get, path = "/metrics", tag = "operations",
     responses((status = 200, description = "Prometheus text format", content_type = "text/plain")))]
 pub async fn metrics(State(state): State<AppState>) -> Response {
+    if state.broker.name() == "rabbitmq"
+        && let Ok(unrouted) = state.broker.queue_stats(&state.topology.unrouted).await
+    {
+        let count = i64::try_from(unrouted.message_count).unwrap_or(i64::MAX);
+        state.metrics.unrouted.set(count);
+    }
     (
         [(
             header::CONTENT_TYPE,

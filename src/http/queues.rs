@@ -97,7 +97,9 @@ fn broker_error(e: crate::broker::BrokerError) -> ApiError {
     }
 }
 
-/// Each queue's (and dead-letter queue's) messages and consumers.
+/// Each queue's (and dead-letter queue's) messages and consumers; on RabbitMQ also the
+/// `unrouted` queue, where messages published with a routing key no queue is bound for
+/// are kept.
 #[utoipa::path(get, path = "/admin/queues", tag = "admin", security(("admin_token" = [])),
     responses((status = 200, description = "By queue name", body = BTreeMap<String, QueueStats>),
               (status = 503, body = ErrorBody), KeyRefusals))]
@@ -119,6 +121,14 @@ pub async fn queues(
             .await
             .map_err(broker_error)?;
         answer.insert(format!("{}.dlq", spec.configured_name), dead);
+    }
+    if state.broker.name() == "rabbitmq" {
+        let unrouted = state
+            .broker
+            .queue_stats(&state.topology.unrouted)
+            .await
+            .map_err(broker_error)?;
+        answer.insert("unrouted".to_owned(), unrouted);
     }
     Ok(Json(answer))
 }

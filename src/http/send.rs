@@ -213,6 +213,11 @@ async fn send_one(
 macro_rules! send_route {
     ($(#[doc = $doc:literal])* $handler:ident, $path:literal, $document:ident, $kind:expr) => {
         $(#[doc = $doc])*
+        ///
+        /// The event may also come wrapped as a message queue's envelope,
+        /// `{"id", "type", "payload": {...}, "timestamp"}`: the payload is the event, and
+        /// without an `Idempotency-Key` the envelope's `id` is its key (a chat message keeps its
+        /// `messageId` as its key).
         #[utoipa::path(post, path = $path, tag = "send", request_body = $document,
             security(("api_key" = [])), params(IdempotencyHeader),
             responses((status = 202, description = "Durably queued", body = Accepted,

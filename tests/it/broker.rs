@@ -112,29 +112,23 @@ async fn the_declared_topology_routes_every_key_of_the_contract(kind: BrokerKind
     app.stop().await;
 }
 
-/// Re-declares each queue with the contract's arguments, written out here: RabbitMQ
-/// accepts a re-declaration only if the arguments are exactly those the queue has.
+/// Re-declares each queue with the contract's arguments, written out here as the seeds'
+/// services declare them (a TTL and a length, nothing else): RabbitMQ accepts a
+/// re-declaration only if the arguments are exactly those the queue has. Overflow and
+/// dead-lettering are in Herald's policy, read back from the management API.
 async fn assert_rabbitmq_queues_have_the_contract_arguments(herald: &Herald) {
     use lapin::options::QueueDeclareOptions;
     use lapin::types::{AMQPValue, FieldTable};
     let connection = lapin::Connection::connect(&support::rabbitmq_url(), Default::default())
         .await
         .unwrap();
-    let text = |s: &str| AMQPValue::LongString(s.into());
     let declare = |name: String, ttl: i64, max_length: i64| {
         let connection = &connection;
         async move {
             let channel = connection.create_channel().await.unwrap();
             let mut args = FieldTable::default();
-            args.insert("x-queue-type".into(), text("classic"));
             args.insert("x-message-ttl".into(), AMQPValue::LongLongInt(ttl));
             args.insert("x-max-length".into(), AMQPValue::LongLongInt(max_length));
-            args.insert("x-overflow".into(), text("reject-publish"));
-            args.insert("x-dead-letter-exchange".into(), text(""));
-            args.insert(
-                "x-dead-letter-routing-key".into(),
-                text(&format!("{name}.dlq")),
-            );
             let options = QueueDeclareOptions {
                 durable: true,
                 ..QueueDeclareOptions::default()
@@ -150,9 +144,15 @@ async fn assert_rabbitmq_queues_have_the_contract_arguments(herald: &Herald) {
             .await
             .unwrap_or_else(|e| panic!("{queue} has the contract's arguments: {e}"));
         assert!(
-            declare(name, ttl + 1, max_length).await.is_err(),
+            declare(name.clone(), ttl + 1, max_length).await.is_err(),
             "a different TTL is refused, so the check above has teeth"
         );
+        let policy = support::seeds::management(&format!("policies/%2F/herald.{name}")).await;
+        let definition = &policy["definition"];
+        assert_eq!(definition["overflow"], "reject-publish", "{policy}");
+        assert_eq!(definition["dead-letter-exchange"], "", "{policy}");
+        assert_eq!(definition["dead-letter-routing-key"], format!("{name}.dlq"));
+        assert_eq!(definition["max-length"], max_length, "{policy}");
     }
     let _ = connection.close(200, "checked".into()).await;
 }

@@ -29,6 +29,7 @@ mod rabbitmq;
 mod rabbitmq_node;
 mod realtime;
 mod router;
+mod sharing;
 mod shutdown;
 mod store;
 mod tenants;

@@ -24,6 +24,7 @@
 //! headers.
 
 mod consumer;
+pub mod policies;
 pub mod topology;
 
 use super::{
@@ -76,6 +77,9 @@ pub struct RabbitMqSettings {
     /// `amqp://user:password@host:port/vhost` (or `amqps://`); holds a password, so it is
     /// kept secret.
     pub url: SecretString,
+    /// RabbitMQ's management API (`http://user:password@host:15672`), where Herald sets
+    /// its policies; `None` for the AMQP URL's host on port 15672 with its credentials.
+    pub management_url: Option<SecretString>,
     /// How many confirm-mode channels publishes are spread over.
     pub confirm_channels: NonZeroUsize,
     /// Declare quorum queues (for clusters) instead of classic ones.
@@ -108,6 +112,20 @@ struct Inner {
     next_publisher: AtomicUsize,
     publish_timeout: Duration,
     closed: AtomicBool,
+    management: Result<policies::Management, String>,
+    /// What the broker lacks of what Herald needs, as found when the topology was last
+    /// set up: shown on `/health/ready`.
+    gaps: std::sync::Mutex<Vec<String>>,
+}
+
+impl Inner {
+    fn setup(&self) -> Setup<'_> {
+        Setup {
+            topology: &self.topology,
+            queue_type: self.queue_type,
+            management: &self.management,
+        }
+    }
 }
 
 /// The RabbitMQ broker; cheap to clone.
@@ -125,13 +143,38 @@ fn queue_type(settings: &RabbitMqSettings) -> QueueType {
     }
 }
 
-/// Connects and declares the topology.
+/// What Herald sets up on RabbitMQ: its topology, and the policies that complete it.
+struct Setup<'a> {
+    topology: &'a Topology,
+    queue_type: QueueType,
+    /// The management API, or why there is none.
+    management: &'a Result<policies::Management, String>,
+}
+
+impl Setup<'_> {
+    /// Declares what is missing and sets the policies: the gaps left, one sentence each.
+    async fn apply(&self, connection: &Connection) -> Result<Vec<String>, BrokerError> {
+        let declared = topology::declare(connection, self.topology, self.queue_type).await?;
+        for queue in &declared.adopted {
+            tracing::info!(%queue, "the queue exists; taken as it is");
+        }
+        let gaps = match self.management {
+            Ok(management) => policies::apply(management, self.topology, self.queue_type).await,
+            Err(e) => vec![format!("the management API's address cannot be made: {e}")],
+        };
+        for gap in &gaps {
+            tracing::warn!(gap = %gap, "RabbitMQ lacks what Herald needs; working without it");
+        }
+        Ok(gaps)
+    }
+}
+
+/// Connects and sets up: the connection, and the gaps the setup left.
 async fn open(
     url: &str,
     url_for_logs: &str,
-    topology: &Topology,
-    queue_type: QueueType,
-) -> Result<Connection, BrokerError> {
+    setup: &Setup<'_>,
+) -> Result<(Connection, Vec<String>), BrokerError> {
     let properties = ConnectionProperties::default().with_connection_name("herald".into());
     let connecting = Connection::connect(url, properties);
     let connection = tokio::time::timeout(CONNECT_TIMEOUT, connecting)
@@ -142,10 +185,16 @@ async fn open(
             ))
         })?
         .map_err(|e| BrokerError::Unavailable(format!("connecting to {url_for_logs}: {e}")))?;
-    let declaring = connection.create_channel().await?;
-    topology::declare(&declaring, topology, queue_type).await?;
-    let _ = declaring.close(200, "topology declared".into()).await;
-    Ok(connection)
+    let gaps = setup.apply(&connection).await?;
+    Ok((connection, gaps))
+}
+
+/// The management API of `settings`' broker, or why there is none.
+fn management(settings: &RabbitMqSettings) -> Result<policies::Management, String> {
+    policies::Management::of(
+        settings.url.expose_secret(),
+        settings.management_url.as_ref().map(|u| u.expose_secret()),
+    )
 }
 
 impl AmqpBroker {
@@ -159,16 +208,18 @@ impl AmqpBroker {
     ) -> Result<Self, BrokerError> {
         let url_for_logs = redact_url(settings.url.expose_secret());
         let queue_type = queue_type(settings);
-        let first = open(
-            settings.url.expose_secret(),
-            &url_for_logs,
-            &topology,
+        let management = management(settings);
+        let setup = Setup {
+            topology: &topology,
             queue_type,
-        )
-        .await;
+            management: &management,
+        };
+        let first = open(settings.url.expose_secret(), &url_for_logs, &setup).await;
+        let mut gaps = Vec::new();
         let (connection, trouble) = match first {
-            Ok(connection) => {
+            Ok((connection, found)) => {
                 tracing::info!(url = %url_for_logs, ?queue_type, "connected to RabbitMQ, topology declared");
+                gaps = found;
                 (Some(Arc::new(connection)), None)
             }
             Err(e @ BrokerError::Topology { .. }) => return Err(e),
@@ -198,35 +249,36 @@ impl AmqpBroker {
                 next_publisher: AtomicUsize::new(0),
                 publish_timeout,
                 closed: AtomicBool::new(false),
+                management,
+                gaps: std::sync::Mutex::new(gaps),
             }),
         };
         tokio::spawn(supervise(Arc::downgrade(&broker.inner)));
         Ok(broker)
     }
 
-    /// Declares `topology` and disconnects, with nothing left running: what `herald
-    /// migrate` does. RabbitMQ is tried again every second until `wait` has passed, then
-    /// the last failure is the answer, rather than waiting forever.
+    /// Declares `topology`, sets its policies and disconnects, with nothing left running:
+    /// what `herald migrate` does. Answers the gaps left (see [`policies::apply`]).
+    /// RabbitMQ is tried again every second until `wait` has passed, then the last failure
+    /// is the answer, rather than waiting forever.
     pub async fn declare(
         topology: &Topology,
         settings: &RabbitMqSettings,
         wait: Duration,
-    ) -> Result<(), BrokerError> {
+    ) -> Result<Vec<String>, BrokerError> {
         let url_for_logs = redact_url(settings.url.expose_secret());
-        let queue_type = queue_type(settings);
+        let management = management(settings);
+        let setup = Setup {
+            topology,
+            queue_type: queue_type(settings),
+            management: &management,
+        };
         let deadline = Instant::now() + wait;
         loop {
-            match open(
-                settings.url.expose_secret(),
-                &url_for_logs,
-                topology,
-                queue_type,
-            )
-            .await
-            {
-                Ok(connection) => {
+            match open(settings.url.expose_secret(), &url_for_logs, &setup).await {
+                Ok((connection, gaps)) => {
                     let _ = connection.close(200, "topology declared".into()).await;
-                    return Ok(());
+                    return Ok(gaps);
                 }
                 Err(e @ BrokerError::Topology { .. }) => return Err(e),
                 Err(e) if Instant::now() >= deadline => {
@@ -241,6 +293,24 @@ impl AmqpBroker {
                 }
             }
         }
+    }
+
+    /// Herald's policies for `topology` as `rabbitmqctl set_policy` lines, and as a
+    /// definitions file, for the virtual host of `settings`' URL.
+    pub fn policies(
+        topology: &Topology,
+        settings: &RabbitMqSettings,
+    ) -> (Vec<String>, serde_json::Value) {
+        let vhost = settings
+            .url
+            .expose_secret()
+            .parse::<lapin::uri::AMQPUri>()
+            .map_or_else(|_| "/".to_owned(), |uri| uri.vhost);
+        let policies = policies::policies(topology, queue_type(settings));
+        (
+            policies::rabbitmqctl_lines(&policies, &vhost),
+            policies::definitions(&policies, &vhost),
+        )
     }
 
     /// A channel on the current connection, with the connection's generation: for what
@@ -424,12 +494,12 @@ async fn supervise(inner: std::sync::Weak<Inner>) {
         match open(
             inner.url.expose_secret(),
             &inner.url_for_logs,
-            &inner.topology,
-            inner.queue_type,
+            &inner.setup(),
         )
         .await
         {
-            Ok(fresh) => {
+            Ok((fresh, gaps)) => {
+                *inner.gaps.lock().expect("never poisoned") = gaps;
                 *inner.connection.write().expect("connection lock poisoned") =
                     Some(Arc::new(fresh));
                 *inner.trouble.lock().expect("never poisoned") = None;
@@ -806,10 +876,16 @@ impl Broker for AmqpBroker {
                 self.inner.url_for_logs
             ));
         }
+        let gaps = self.inner.gaps.lock().expect("never poisoned").clone();
+        let mut detail = format!("connected to {}", self.inner.url_for_logs);
+        for gap in gaps {
+            detail.push_str("; ");
+            detail.push_str(&gap);
+        }
         BrokerHealth {
             healthy: true,
             broker: "rabbitmq",
-            detail: format!("connected to {}", self.inner.url_for_logs),
+            detail,
         }
     }
 

@@ -1,5 +1,6 @@
-//! Declares the contract's topology on RabbitMQ. Every option that matters for durability
-//! is spelled out here rather than left to a broker default.
+//! Declares the contract's topology on RabbitMQ, beside the services that already use it:
+//! what exists is taken as it is, what is missing is declared with the arguments those
+//! services declare themselves, and the rest is in policies ([`super::policies`]).
 
 use crate::broker::{BrokerError, QueueSpec, Topology};
 use lapin::options::{
@@ -7,7 +8,7 @@ use lapin::options::{
     QueueDeleteOptions,
 };
 use lapin::types::{AMQPValue, FieldTable, LongString};
-use lapin::{Channel, ExchangeKind};
+use lapin::{Channel, Connection, ExchangeKind};
 use std::time::Duration;
 
 /// How queues are replicated.
@@ -34,35 +35,25 @@ fn text(s: &str) -> AMQPValue {
 
 fn queue_type_arguments(queue_type: QueueType) -> FieldTable {
     let mut args = FieldTable::default();
-    match queue_type {
-        QueueType::Classic => args.insert("x-queue-type".into(), text("classic")),
-        QueueType::Quorum => args.insert("x-queue-type".into(), text("quorum")),
-    };
+    // A classic queue is declared without a type: RabbitMQ's default, and what the
+    // services sharing the broker declare (an explicit "classic" would not match theirs).
+    if queue_type == QueueType::Quorum {
+        args.insert("x-queue-type".into(), text("quorum"));
+    }
     args
 }
 
-/// The arguments of a work queue, as the contract sets them.
+/// The arguments a work queue is created with: its type, TTL and length, as the seeds'
+/// own `assertQueue` calls declare them, and nothing else, so that theirs succeed against
+/// it. What Herald needs besides (reject-publish overflow, the dead-letter route) is in
+/// its policy (see [`super::policies`]), which can change where arguments cannot.
 pub fn work_queue_arguments(queue: &QueueSpec, queue_type: QueueType) -> FieldTable {
     let mut args = queue_type_arguments(queue_type);
-    // Messages older than the TTL are dead-lettered with reason "expired".
     args.insert("x-message-ttl".into(), millis(queue.message_ttl));
     args.insert(
         "x-max-length".into(),
         AMQPValue::LongLongInt(i64::from(queue.max_length.get())),
     );
-    // A full queue nacks new publishes (the sender gets 503) instead of dropping the
-    // oldest message, which is RabbitMQ's default (drop-head).
-    args.insert("x-overflow".into(), text("reject-publish"));
-    // Dead letters go through the default exchange straight to '<queue>.dlq'.
-    args.insert("x-dead-letter-exchange".into(), text(""));
-    args.insert(
-        "x-dead-letter-routing-key".into(),
-        text(&queue.dead_letter_queue()),
-    );
-    if queue_type == QueueType::Quorum {
-        // Without this, quorum queues dead-letter at most once and may lose dead letters.
-        args.insert("x-dead-letter-strategy".into(), text("at-least-once"));
-    }
     args
 }
 
@@ -91,92 +82,164 @@ fn failed(what: String) -> impl FnOnce(lapin::Error) -> BrokerError {
     }
 }
 
-/// Declares every exchange, queue and binding of `topology`. Declaring is idempotent; a
-/// queue that exists with other arguments is an error naming it.
-pub async fn declare(
-    channel: &Channel,
-    topology: &Topology,
-    queue_type: QueueType,
-) -> Result<(), BrokerError> {
-    for exchange in topology.exchanges() {
-        channel
-            .exchange_declare(
-                exchange.into(),
-                ExchangeKind::Topic,
-                ExchangeDeclareOptions {
-                    passive: false,
-                    durable: true,
-                    auto_delete: false,
-                    internal: false,
-                    nowait: false,
-                },
-                FieldTable::default(),
-            )
-            .await
-            .map_err(failed(format!("exchange {exchange}")))?;
-    }
-    for queue in &topology.queues {
-        declare_queue(channel, queue, queue_type).await?;
-    }
-    Ok(())
+/// What declaring found.
+#[derive(Debug, Default)]
+pub struct Declared {
+    /// The work queues that existed already and were taken as they are (declared by the
+    /// services sharing the broker, or by an earlier Herald): their arguments may differ
+    /// from what Herald would declare.
+    pub adopted: Vec<String>,
 }
 
+/// Whether the queue `name` exists. A passive declare of a missing queue closes its
+/// channel, so each look takes a channel of its own.
+async fn exists(connection: &Connection, name: &str) -> Result<bool, BrokerError> {
+    let channel = connection.create_channel().await?;
+    let passive = QueueDeclareOptions {
+        passive: true,
+        ..QueueDeclareOptions::default()
+    };
+    let looked = channel
+        .queue_declare(name.into(), passive, FieldTable::default())
+        .await;
+    match looked {
+        Ok(_) => {
+            let _ = channel.close(200, "looked".into()).await;
+            Ok(true)
+        }
+        Err(e) if not_found(&e) => Ok(false),
+        Err(e) => Err(failed(format!("queue {name}"))(e)),
+    }
+}
+
+fn not_found(e: &lapin::Error) -> bool {
+    use lapin::protocol::{AMQPErrorKind, AMQPSoftError};
+    matches!(e.kind(), lapin::ErrorKind::ProtocolError(amqp)
+        if matches!(amqp.kind(), AMQPErrorKind::Soft(AMQPSoftError::NOTFOUND)))
+}
+
+/// Declares the queue `name` with `arguments` unless it exists: a queue that exists is
+/// taken as it is, for a declaration with other arguments would be refused (406) and a
+/// queue's arguments cannot change without deleting it. Answers whether it existed.
+async fn declare_if_absent(
+    connection: &Connection,
+    channel: &Channel,
+    name: &str,
+    arguments: FieldTable,
+) -> Result<bool, BrokerError> {
+    if exists(connection, name).await? {
+        return Ok(true);
+    }
+    channel
+        .queue_declare(name.into(), durable(), arguments)
+        .await
+        .map_err(failed(format!("queue {name}")))?;
+    Ok(false)
+}
+
+/// Declares every exchange, queue and binding of `topology` that is not there yet; binds
+/// each work queue (bindings are idempotent), whether Herald declared it or found it.
+pub async fn declare(
+    connection: &Connection,
+    topology: &Topology,
+    queue_type: QueueType,
+) -> Result<Declared, BrokerError> {
+    let channel = connection.create_channel().await?;
+    let exchange = |name: &str, kind: ExchangeKind| {
+        // No arguments: the seeds declare the same exchanges without any, and RabbitMQ
+        // refuses a declaration whose alternate exchange differs; the alternate exchange
+        // is in a policy.
+        channel.exchange_declare(
+            name.into(),
+            kind,
+            ExchangeDeclareOptions {
+                passive: false,
+                durable: true,
+                auto_delete: false,
+                internal: false,
+                nowait: false,
+            },
+            FieldTable::default(),
+        )
+    };
+    for name in topology.exchanges() {
+        exchange(name, ExchangeKind::Topic)
+            .await
+            .map_err(failed(format!("exchange {name}")))?;
+    }
+    let unrouted = topology.unrouted.as_str();
+    exchange(unrouted, ExchangeKind::Fanout)
+        .await
+        .map_err(failed(format!("exchange {unrouted}")))?;
+    declare_if_absent(
+        connection,
+        &channel,
+        unrouted,
+        queue_type_arguments(queue_type),
+    )
+    .await?;
+    bind(&channel, unrouted, unrouted, "").await?;
+    let mut declared = Declared::default();
+    for queue in &topology.queues {
+        if declare_queue(connection, &channel, queue, queue_type).await? {
+            declared.adopted.push(queue.name.clone());
+        }
+    }
+    let _ = channel.close(200, "topology declared".into()).await;
+    Ok(declared)
+}
+
+async fn bind(
+    channel: &Channel,
+    queue: &str,
+    exchange: &str,
+    routing_key: &str,
+) -> Result<(), BrokerError> {
+    channel
+        .queue_bind(
+            queue.into(),
+            exchange.into(),
+            routing_key.into(),
+            QueueBindOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .map_err(failed(format!("binding {queue} to {exchange}")))
+}
+
+/// Declares one work queue with its dead-letter and backoff queues; answers whether the
+/// work queue existed already.
 async fn declare_queue(
+    connection: &Connection,
     channel: &Channel,
     queue: &QueueSpec,
     queue_type: QueueType,
-) -> Result<(), BrokerError> {
-    let dlq = queue.dead_letter_queue();
+) -> Result<bool, BrokerError> {
     // The dead-letter queue has no TTL and no length limit: dead letters are never dropped.
-    channel
-        .queue_declare(
-            dlq.as_str().into(),
-            durable(),
-            queue_type_arguments(queue_type),
-        )
-        .await
-        .map_err(failed(format!("queue {dlq}")))?;
-    channel
-        .queue_declare(
-            queue.name.as_str().into(),
-            durable(),
-            work_queue_arguments(queue, queue_type),
-        )
-        .await
-        .map_err(failed(format!("queue {}", queue.name)))?;
+    let dlq = queue.dead_letter_queue();
+    declare_if_absent(connection, channel, &dlq, queue_type_arguments(queue_type)).await?;
+    let arguments = work_queue_arguments(queue, queue_type);
+    let existed = declare_if_absent(connection, channel, &queue.name, arguments).await?;
     for routing_key in &queue.routing_keys {
-        channel
-            .queue_bind(
-                queue.name.as_str().into(),
-                queue.exchange.as_str().into(),
-                routing_key.as_str().into(),
-                QueueBindOptions::default(),
-                FieldTable::default(),
-            )
-            .await
-            .map_err(failed(format!(
-                "binding {} to {}",
-                queue.name, queue.exchange
-            )))?;
+        bind(channel, &queue.name, &queue.exchange, routing_key).await?;
     }
     for delay in queue.retry_delays() {
         let name = backoff_queue(queue, delay);
-        channel
-            .queue_declare(
-                name.as_str().into(),
-                durable(),
-                backoff_queue_arguments(queue_type),
-            )
-            .await
-            .map_err(failed(format!("queue {name}")))?;
+        declare_if_absent(
+            connection,
+            channel,
+            &name,
+            backoff_queue_arguments(queue_type),
+        )
+        .await?;
     }
-    Ok(())
+    Ok(existed)
 }
 
 /// Every queue [`declare`] makes for `topology`: each work queue, its dead-letter queue
-/// and its backoff queues.
+/// and its backoff queues, and the unrouted queue.
 pub fn queue_names(topology: &Topology) -> Vec<String> {
-    let mut names = Vec::new();
+    let mut names = vec![topology.unrouted.clone()];
     for queue in &topology.queues {
         names.push(queue.name.clone());
         names.push(queue.dead_letter_queue());
@@ -195,7 +258,8 @@ pub fn queue_names(topology: &Topology) -> Vec<String> {
 /// nothing behind. Answers how many were deleted, of how many.
 pub async fn delete(channel: &Channel, topology: &Topology) -> (usize, usize) {
     let queues = queue_names(topology);
-    let exchanges = topology.exchanges();
+    let mut exchanges = topology.exchanges();
+    exchanges.push(&topology.unrouted);
     let mut deleted = 0;
     for queue in &queues {
         let deleting = channel.queue_delete(queue.as_str().into(), QueueDeleteOptions::default());

@@ -9,6 +9,7 @@
 //! one and where.
 
 pub mod accounting;
+pub mod seeds;
 pub mod smtp_relay;
 pub mod socket;
 
@@ -159,7 +160,12 @@ impl TestApp {
     pub async fn spawn(broker: BrokerKind, roles: Roles, overrides: &[(&str, &str)]) -> TestApp {
         let dir = TempDir::new().expect("a temporary directory");
         let settings = settings(broker, dir.path(), &unique_prefix(), overrides);
-        if broker == BrokerKind::Rabbitmq {
+        TestApp::start(dir, settings, roles).await
+    }
+
+    /// Starts Herald with `settings` (made for `dir`, see [`settings`]) and `roles`.
+    pub async fn start(dir: TempDir, settings: Settings, roles: Roles) -> TestApp {
+        if settings.broker.kind == BrokerKind::Rabbitmq {
             // The broker the settings name: an override may point at another node.
             require_rabbitmq_at(settings.broker.rabbitmq.url.expose_secret());
         }
@@ -280,13 +286,20 @@ impl TestApp {
         }
     }
 
-    /// Stops Herald and waits until it has drained.
+    /// Stops Herald and waits until it has drained; on RabbitMQ, deletes what it declared.
     pub async fn stop(self) {
+        let declared =
+            (self.herald.broker.name() == "rabbitmq").then(|| self.herald.topology.clone());
+        self.stop_and_keep().await;
+        if let Some(topology) = declared {
+            delete_rabbitmq_topology(&topology).await;
+        }
+    }
+
+    /// Stops Herald and waits until it has drained, leaving its queues as they are.
+    pub async fn stop_and_keep(self) {
         self.shutdown.raise();
         self.running.await.unwrap().unwrap();
-        if self.herald.broker.name() == "rabbitmq" {
-            delete_rabbitmq_topology(&self.herald.topology).await;
-        }
     }
 }
 
@@ -332,6 +345,12 @@ pub async fn delete_rabbitmq_topology(topology: &herald::broker::Topology) {
     let channel = connection.create_channel().await.unwrap();
     herald::broker::amqp::topology::delete(&channel, topology).await;
     let _ = connection.close(200, "test done".into()).await;
+    use herald::broker::amqp::{QueueType, policies};
+    if let Ok(management) = policies::Management::of(&rabbitmq_url(), None) {
+        for policy in policies::policies(topology, QueueType::Classic) {
+            let _ = management.delete(&policy.name).await;
+        }
+    }
 }
 
 /// The PostgreSQL server the tests create their databases on.

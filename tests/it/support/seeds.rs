@@ -1,0 +1,145 @@
+//! The seeds' own client code (tests/seeds, amqplib as the seeds use it), and RabbitMQ
+//! virtual hosts of the tests' own, so that a test can use the seeds' queue names as they
+//! are without meeting another test's.
+
+use serde_json::Value;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// RabbitMQ's management API the tests use.
+fn management_url() -> String {
+    std::env::var("HERALD_TEST_RABBITMQ_MANAGEMENT")
+        .unwrap_or_else(|_| "http://127.0.0.1:15672".to_owned())
+}
+
+/// The directory of the seeds' client code, once `npm ci` has installed it; `None` (with
+/// a message) outside CI when it has not, a failure in CI.
+pub fn seed_clients() -> Option<PathBuf> {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/seeds");
+    if dir.join("node_modules/amqplib").exists() {
+        return Some(dir);
+    }
+    let why = format!(
+        "the seeds' clients are not installed: run `npm ci --prefix {}`",
+        dir.display()
+    );
+    assert!(
+        !std::env::var("CI").is_ok_and(|v| v == "true" || v == "1"),
+        "{why} (.ci/run does)"
+    );
+    eprintln!("skipped: {why}");
+    None
+}
+
+/// Runs seed 001's message-queue service (tests/seeds/seed001.mjs) against `url` with
+/// `steps`; answers each step's result line.
+pub fn seed001(dir: &std::path::Path, url: &str, steps: &Value) -> Vec<Value> {
+    let output = std::process::Command::new("node")
+        .arg(dir.join("seed001.mjs"))
+        .arg(url)
+        .arg(steps.to_string())
+        .output()
+        .expect("node runs");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        !stdout.trim().is_empty(),
+        "seed001.mjs printed nothing: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    stdout
+        .lines()
+        .map(|line| serde_json::from_str(line).expect("a result line is JSON"))
+        .collect()
+}
+
+/// What the management API answers to `GET /api/{path}`, as JSON.
+pub async fn management(path: &str) -> Value {
+    super::http_client()
+        .get(format!("{}/api/{path}", management_url()))
+        .basic_auth("guest", Some("guest"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
+/// A RabbitMQ virtual host of one test's own, made through the management API.
+pub struct Vhost {
+    /// Its name.
+    pub name: String,
+    client: reqwest::Client,
+}
+
+impl Vhost {
+    /// Makes a fresh virtual host that guest may use; fails the test, saying why, when
+    /// the management API does not answer.
+    pub async fn new() -> Vhost {
+        let name = format!("herald-test-{}", uuid::Uuid::now_v7().simple());
+        let client = super::http_client();
+        let put = |path: String, body: Value| {
+            client
+                .put(format!("{}/api/{path}", management_url()))
+                .basic_auth("guest", Some("guest"))
+                .json(&body)
+                .timeout(Duration::from_secs(10))
+                .send()
+        };
+        let made = put(format!("vhosts/{name}"), serde_json::json!({})).await;
+        let made = made.unwrap_or_else(|e| {
+            panic!(
+                "this test needs RabbitMQ's management API at {} ({e}): enable it with \
+                 `rabbitmq-plugins enable rabbitmq_management` (.ci/run does), or point \
+                 HERALD_TEST_RABBITMQ_MANAGEMENT at one",
+                management_url()
+            )
+        });
+        assert!(
+            made.status().is_success(),
+            "making vhost {name}: {}",
+            made.status()
+        );
+        let permitted = put(
+            format!("permissions/{name}/guest"),
+            serde_json::json!({"configure": ".*", "write": ".*", "read": ".*"}),
+        )
+        .await
+        .unwrap();
+        assert!(permitted.status().is_success());
+        Vhost { name, client }
+    }
+
+    /// The AMQP URL of the virtual host.
+    pub fn url(&self) -> String {
+        format!("amqp://guest:guest@127.0.0.1:5672/{}", self.name)
+    }
+
+    /// The management API's view of the queue `name`.
+    pub async fn queue(&self, name: &str) -> Value {
+        management(&format!("queues/{}/{name}", self.name)).await
+    }
+
+    /// The management API's view of the queue `name` once `holds` holds for it (or after
+    /// 20 s): its statistics, policy included, are collected every few seconds.
+    pub async fn queue_when(&self, name: &str, holds: impl Fn(&Value) -> bool) -> Value {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            let queue = self.queue(name).await;
+            if holds(&queue) || tokio::time::Instant::now() >= deadline {
+                return queue;
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
+
+    /// Deletes the virtual host with everything in it.
+    pub async fn delete(self) {
+        let _ = self
+            .client
+            .delete(format!("{}/api/vhosts/{}", management_url(), self.name))
+            .basic_auth("guest", Some("guest"))
+            .send()
+            .await;
+    }
+}
