@@ -247,6 +247,7 @@ impl Herald {
         )
         .with_outcome_sink(Arc::new(self.ledger.clone()))
         .with_tenancy(self.tenancy.clone())
+        .with_default_tenant(self.settings.broker.default_tenant.clone())
         .with_dead_letter_bounds(self.settings.dead_letters.every)
     }
 

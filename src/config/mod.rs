@@ -154,6 +154,9 @@ pub struct BrokerSettings {
     pub prefix: String,
     /// How long a publish may wait for its confirmation.
     pub publish_timeout: Duration,
+    /// The tenant of events published straight to the broker that name none, for
+    /// single-tenant services (seed 000's); `None`: such events are rejected.
+    pub default_tenant: Option<crate::domain::TenantId>,
     /// The embedded broker.
     pub embedded: EmbeddedSettings,
     /// RabbitMQ.

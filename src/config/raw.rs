@@ -298,17 +298,26 @@ struct Broker {
     prefix: String,
     #[serde(with = "humantime_serde")]
     publish_timeout: Duration,
+    #[serde(default)]
+    default_tenant: Option<String>,
     embedded: EmbeddedSettings,
     rabbitmq: Rabbitmq,
 }
 
 impl Broker {
     fn parse(self, section: &mut Section<'_>) -> Option<BrokerSettings> {
+        let default_tenant = match self.default_tenant {
+            None => Some(None),
+            Some(id) => section
+                .check("default_tenant", crate::domain::TenantId::parse(&id))
+                .map(Some),
+        };
         let rabbitmq = self.rabbitmq.parse(&mut section.section("rabbitmq"))?;
         Some(BrokerSettings {
             kind: self.kind,
             prefix: self.prefix,
             publish_timeout: self.publish_timeout,
+            default_tenant: default_tenant?,
             embedded: self.embedded,
             rabbitmq,
         })

@@ -81,6 +81,9 @@ pub struct WireProperties<'a> {
     pub message_id: Option<&'a str>,
     /// The `timestamp` property, in seconds since the epoch.
     pub timestamp: Option<u64>,
+    /// The tenant of a message that names none (`broker.default_tenant`), for services
+    /// that know no tenants.
+    pub default_tenant: Option<&'a TenantId>,
 }
 
 impl Envelope {
@@ -151,6 +154,11 @@ impl Envelope {
             })
             .unwrap_or_else(Utc::now);
         let fields = payload.as_object_mut().ok_or(EnvelopeError::NotAnObject)?;
+        if let Some(tenant) = properties.default_tenant {
+            fields
+                .entry("tenantId")
+                .or_insert_with(|| tenant.as_str().into());
+        }
         if let Some((field, value)) = routed.implies.filter(|_| kind == routed.kind) {
             fields.entry(field).or_insert(value);
         }
@@ -281,6 +289,7 @@ mod tests {
         let props = WireProperties {
             message_id: Some("order-42"),
             timestamp: Some(1_700_000_000),
+            default_tenant: None,
         };
         let first =
             Envelope::from_wire(&body, "push.mobile", EventKind::Push, props.clone()).unwrap();
@@ -349,6 +358,23 @@ mod tests {
             id_from_message_id("42"),
             "the wrapper's id is kept"
         );
+    }
+
+    #[test]
+    fn a_message_naming_no_tenant_is_the_default_tenants() {
+        let mut payload = push_payload();
+        payload.as_object_mut().unwrap().remove("tenantId");
+        let body = serde_json::to_vec(&payload).unwrap();
+        let read = |default_tenant| {
+            let props = WireProperties {
+                default_tenant,
+                ..Default::default()
+            };
+            Envelope::from_wire(&body, "push.web", EventKind::Push, props)
+        };
+        assert!(read(None).is_err(), "no tenant, no default: rejected");
+        let tenant = TenantId::parse("solo").unwrap();
+        assert_eq!(read(Some(&tenant)).unwrap().event.tenant_id(), &tenant);
     }
 
     #[test]

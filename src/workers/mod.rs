@@ -78,6 +78,8 @@ pub struct WorkerPool {
     handler_timeout: Duration,
     outcomes: Option<Arc<dyn OutcomeSink>>,
     tenancy: Option<Arc<Tenancy>>,
+    /// The tenant of messages that name none.
+    default_tenant: Option<TenantId>,
     /// How often the queue's dead letters are kept within their bounds, if they are.
     dead_letter_check: Option<Duration>,
 }
@@ -99,6 +101,7 @@ impl WorkerPool {
             handler_timeout,
             outcomes: None,
             tenancy: None,
+            default_tenant: None,
             dead_letter_check: None,
         }
     }
@@ -118,6 +121,12 @@ impl WorkerPool {
     /// Rejects events whose tenant `tenancy` does not know.
     pub fn with_tenancy(mut self, tenancy: Arc<Tenancy>) -> Self {
         self.tenancy = Some(tenancy);
+        self
+    }
+
+    /// Reads messages that name no tenant as `tenant`'s (`broker.default_tenant`).
+    pub fn with_default_tenant(mut self, tenant: Option<TenantId>) -> Self {
+        self.default_tenant = tenant;
         self
     }
 
@@ -170,7 +179,8 @@ impl WorkerPool {
                         // Read here, once: the order key comes from the envelope. Copies
                         // of an event that may have been published twice go one after the
                         // other, so that the second finds what the first did.
-                        let envelope = read(&delivery, self.spec.kind);
+                        let envelope =
+                            read(&delivery, self.spec.kind, self.default_tenant.as_ref());
                         let key = envelope.as_ref().ok().and_then(|e| {
                             self.handler
                                 .order_key(e)
@@ -255,7 +265,7 @@ impl WorkerPool {
 
     /// Handles one delivery to its outcome and settles it. Returns the outcome.
     pub async fn process(&self, delivery: Delivery) -> Outcome {
-        let envelope = read(&delivery, self.spec.kind);
+        let envelope = read(&delivery, self.spec.kind, self.default_tenant.as_ref());
         self.process_read(delivery, envelope).await
     }
 
@@ -451,11 +461,16 @@ impl WorkerPool {
     }
 }
 
-/// Reads a delivery of the queue of `kind`.
-fn read(delivery: &Delivery, kind: EventKind) -> Result<Envelope, EnvelopeError> {
+/// Reads a delivery of the queue of `kind`; one that names no tenant is `default_tenant`'s.
+fn read(
+    delivery: &Delivery,
+    kind: EventKind,
+    default_tenant: Option<&TenantId>,
+) -> Result<Envelope, EnvelopeError> {
     let properties = WireProperties {
         message_id: delivery.message_id.as_deref(),
         timestamp: delivery.timestamp,
+        default_tenant,
     };
     Envelope::from_wire(&delivery.body, &delivery.routing_key, kind, properties)
 }
