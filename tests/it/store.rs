@@ -3,8 +3,8 @@
 use herald::domain::TenantId;
 use herald::outcome::{Channel, DeliveryStatus, NotificationState, RenderedFrom};
 use herald::store::{
-    self, AuditQuery, LedgerDelivery, LedgerNotification, LedgerRecord, NewAuditRecord,
-    NewTemplate, Store, StoreError,
+    self, Audience, AuditQuery, LedgerDelivery, LedgerNotification, LedgerRecord, NewAuditRecord,
+    NewTemplate, Recorded, Store, StoreError,
 };
 use secrecy::SecretString;
 use std::sync::Arc;
@@ -502,29 +502,29 @@ async fn chat_messages_are_stored_once_numbered_per_conversation_and_logged_per_
         message_id: id,
         conversation_id: conversation,
         sender_id: "ada",
-        recipients: vec!["bob", "cy"],
+        audience: Audience::Listed(vec!["bob", "cy"]),
         payload: serde_json::json!({"messageId": id, "content": "hi"}),
     };
     assert_eq!(
         store.record_chat(&acme, &chat("m1", "c1")).await.unwrap(),
-        Some(1)
+        Recorded::Stored(1)
     );
     assert_eq!(
         store.record_chat(&acme, &chat("m2", "c1")).await.unwrap(),
-        Some(2)
+        Recorded::Stored(2)
     );
     assert_eq!(
         store.record_chat(&acme, &chat("m3", "c2")).await.unwrap(),
-        Some(1)
+        Recorded::Stored(1)
     );
     assert_eq!(
         store.record_chat(&acme, &chat("m2", "c1")).await.unwrap(),
-        None,
+        Recorded::Before,
         "a redelivered message is stored once"
     );
     assert_eq!(
         store.record_chat(&acme, &chat("m4", "c1")).await.unwrap(),
-        Some(3)
+        Recorded::Stored(3)
     );
     let bob = store.events_after(&acme, "bob", 0, 100).await.unwrap();
     let sequences: Vec<(String, i64)> = bob
