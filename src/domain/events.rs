@@ -547,6 +547,36 @@ mod tests {
     }
 
     #[test]
+    fn seed_000s_chat_id_and_participants_are_read_and_omitted_fields_default() {
+        let message = ChatMessage::parse(&json!({
+            "tenantId": 1, "messageId": "m", "chatId": "c", "senderId": "ada",
+            "content": "Hello!", "participants": ["ada", "bob"],
+        }))
+        .unwrap();
+        assert_eq!(message.conversation_id.as_str(), "c");
+        assert_eq!(message.message_type, MessageType::Text);
+        let listed: Vec<&str> = message
+            .listed_recipients()
+            .unwrap()
+            .into_iter()
+            .map(UserId::as_str)
+            .collect();
+        assert_eq!(listed, ["bob"], "the sender is never a recipient");
+        let mut doc = chat();
+        doc.as_object_mut().unwrap().remove("recipientIds");
+        assert_eq!(ChatMessage::parse(&doc).unwrap().listed_recipients(), None);
+        doc["chatId"] = json!("other");
+        let errors = ChatMessage::parse(&doc).unwrap_err();
+        assert_eq!(errors.0[0].field, "chatId");
+        doc.as_object_mut().unwrap().remove("chatId");
+        doc.as_object_mut().unwrap().remove("conversationId");
+        assert_eq!(
+            ChatMessage::parse(&doc).unwrap_err().0[0].field,
+            "conversationId"
+        );
+    }
+
+    #[test]
     fn every_bad_field_is_named_at_once() {
         let mut doc = chat();
         doc["recipientIds"] = json!([]);

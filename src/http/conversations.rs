@@ -53,7 +53,7 @@ struct ConversationPath {
 #[derive(Debug, ToSchema)]
 #[allow(dead_code)] // Documents the body, which is parsed field by field.
 pub struct ConversationBody {
-    /// Direct (exactly two members) or group.
+    /// Direct (one to one) or group; a direct conversation's members change only by PUT.
     #[schema(rename = "type")]
     conversation_type: ConversationType,
     /// Every member (1 to 10,000; repeats count once); replaces those it had.
@@ -192,11 +192,6 @@ pub async fn define(
     let conversation_type = fields.required::<ConversationType>("type");
     let members = fields.required::<Bounded<UserId, MEMBERS_PER_PUT>>("members");
     let members = members.as_ref().map(distinct);
-    if conversation_type == Some(ConversationType::Direct)
-        && members.as_ref().is_some_and(|m| m.len() != 2)
-    {
-        fields.error("members", "a direct conversation has exactly two members");
-    }
     let conversation = conversation?;
     let (conversation_type, members) = fields.finish(|| Some((conversation_type?, members?)))?;
     let created = state
@@ -236,6 +231,12 @@ pub async fn show(
             .ok_or_else(|| invalid("limit", format!("must be from 1 to {MAX_PAGE}")))?,
     };
     let after = page.after.unwrap_or_default();
+    if after.chars().count() > 128 {
+        return Err(invalid(
+            "after",
+            "must be a user id (at most 128 characters)",
+        ));
+    }
     Ok(Json(
         view(&state, &tenant, &conversation, &after, limit).await?,
     ))
@@ -248,7 +249,7 @@ enum Change {
     Remove,
 }
 
-/// Adds or removes members of a group conversation; a direct conversation's two are fixed.
+/// Adds or removes members of a group conversation; a direct one's members are fixed.
 async fn change_members(
     state: AppState,
     tenant: TenantId,
@@ -269,8 +270,8 @@ async fn change_members(
         .ok_or_else(|| unknown(&conversation))?;
     if found.conversation_type == ConversationType::Direct {
         return Err(ApiError::Conflict(format!(
-            "conversation {conversation} is direct: its two members are fixed; PUT it as a \
-             group to change them"
+            "conversation {conversation} is direct: its members are fixed; PUT it as a group \
+             to change them"
         )));
     }
     match change {

@@ -200,14 +200,6 @@ async fn conversations_are_defined_changed_paged_and_refused_in_the_contracts_sh
             .contains("1 to 1000"),
         "{body}"
     );
-    let (status, body) = app
-        .call(
-            Method::PUT,
-            "/v1/conversations/pair",
-            Some(&json!({"type": "direct", "members": ["ann", "bob", "cy"]})),
-        )
-        .await;
-    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
     define(&app, "pair", "direct", &["ann", "bob"]).await;
     let (status, body) = app
         .call(
