@@ -11,41 +11,14 @@
 use futures_util::StreamExt;
 use serde_json::{Value, json};
 use std::collections::HashMap;
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use testkit::env_or;
+use testkit::herald_process::{self, Server};
 use testkit::measure::{peak_rss_mb, percentile_ms, status_kb};
 use tokio_tungstenite::tungstenite::Message;
 
-fn herald(args: &[&str], dir: &Path, port: u16) -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_herald"));
-    command
-        .args(args)
-        .current_dir(dir)
-        .env_clear()
-        .env("HERALD__HTTP__LISTEN", format!("127.0.0.1:{port}"))
-        .env("HERALD__RATE_LIMITS__PER_SECOND", "1000000")
-        .env("HERALD__RATE_LIMITS__BURST", "1000000")
-        .env("RUST_LOG", "warn")
-        .stdin(Stdio::null());
-    if let Ok(url) = std::env::var("HERALD_BENCH_DATABASE_URL") {
-        command.env("DATABASE_URL", url);
-    }
-    command
-}
-
-struct Server(Child);
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.0.id().to_string()])
-            .status();
-        let _ = self.0.wait();
-    }
-}
+const HERALD: &str = env!("CARGO_BIN_EXE_herald");
 
 async fn run() {
     let connections = env_or("HERALD_BENCH_CONNECTIONS", 10_000);
@@ -54,33 +27,12 @@ async fn run() {
     herald::channels::tls::install_default_provider();
     let dir = tempfile::TempDir::new().unwrap();
     let port = testkit::free_port();
-    let created = herald(&["tenant", "create", "bench"], dir.path(), port)
-        .output()
-        .expect("herald tenant create runs");
-    let key = String::from_utf8_lossy(&created.stdout)
-        .lines()
-        .find_map(|l| {
-            l.strip_prefix("api key (shown once):")
-                .map(|k| k.trim().to_owned())
-        })
-        .expect("the tenant's key is printed");
-    let server = Server(
-        herald(&["serve"], dir.path(), port)
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("herald serve starts"),
-    );
-    let pid = server.0.id();
+    let key = herald_process::create_tenant(HERALD, "bench", dir.path(), port);
+    let serve = herald_process::command(HERALD, &["serve"], dir.path(), port);
+    let server = Server::start(serve, port);
+    let pid = server.pid();
     let base = format!("http://127.0.0.1:{port}");
     let client = reqwest::Client::new();
-    let started = Instant::now();
-    while client.get(format!("{base}/health")).send().await.is_err() {
-        assert!(
-            started.elapsed() < Duration::from_secs(30),
-            "Herald did not start"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
     let idle_rss = status_kb(pid, "VmRSS").unwrap_or(0);
 
     // Tokens, then sockets, 100 at a time.

@@ -43,12 +43,19 @@ pub type Settled = HashMap<(String, String), DeliveryOutcome>;
 /// The deliveries an event makes: (channel, recipient, target).
 fn deliveries(event: &Event) -> Vec<(Channel, String, String)> {
     match event {
-        Event::Chat(m) => m
-            .recipient_ids
-            .as_slice()
-            .iter()
-            .map(|r| (Channel::Realtime, r.to_string(), String::new()))
-            .collect(),
+        Event::Chat(m) => match m.listed_recipients() {
+            Some(recipients) => recipients
+                .into_iter()
+                .map(|r| (Channel::Realtime, r.to_string(), String::new()))
+                .collect(),
+            // A conversation's members may be thousands: the ledger keeps one delivery,
+            // to the conversation.
+            None => vec![(
+                Channel::Realtime,
+                format!("conversation:{}", m.conversation_id),
+                String::new(),
+            )],
+        },
         Event::Push(p) => p
             .recipient_ids
             .as_slice()

@@ -519,17 +519,20 @@ struct Realtime {
     heartbeat: Duration,
     #[serde(with = "humantime_serde")]
     send_timeout: Duration,
+    member_page: usize,
 }
 
 impl Realtime {
     fn parse(self, section: &mut Section<'_>) -> Option<RealtimeSettings> {
         let heartbeat = section.longer_than_zero("heartbeat", self.heartbeat);
         let send_timeout = section.longer_than_zero("send_timeout", self.send_timeout);
+        let member_page = section.at_least_one("member_page", self.member_page);
         Some(RealtimeSettings {
             token_ttl: self.token_ttl,
             token_ttl_max: self.token_ttl_max,
             heartbeat: heartbeat?,
             send_timeout: send_timeout?,
+            member_page: member_page?,
         })
     }
 }

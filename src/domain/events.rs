@@ -88,14 +88,22 @@ macro_rules! string_enum {
             pub fn as_str(self) -> &'static str {
                 match self { $($name::$variant => $text),+ }
             }
+
+            /// The value written as `raw`, if it is one.
+            pub fn parse(raw: &str) -> Option<Self> {
+                match raw {
+                    $($text => Some($name::$variant),)+
+                    _ => None,
+                }
+            }
         }
 
         impl FromJson for $name {
             fn from_json(value: &Value) -> Result<Self, String> {
-                match value.as_str() {
-                    $(Some($text) => Ok($name::$variant),)+
-                    _ => Err(format!("must be one of {}", [$($text),+].join(", "))),
-                }
+                value
+                    .as_str()
+                    .and_then($name::parse)
+                    .ok_or_else(|| format!("must be one of {}", [$($text),+].join(", ")))
             }
         }
     };
@@ -155,22 +163,27 @@ pub struct ChatMessage {
     /// The sender's id for the message; it is also its idempotency key.
     #[schema(schema_with = schema::opaque_id)]
     pub message_id: MessageId,
-    /// The conversation the message belongs to.
+    /// The conversation the message belongs to (`chatId` is read as another name for
+    /// it).
     #[schema(schema_with = schema::opaque_id)]
     pub conversation_id: ConversationId,
-    /// Who sent it.
+    /// Who sent it; never delivered their own message.
     #[schema(schema_with = schema::opaque_id)]
     pub sender_id: UserId,
-    /// The participants to deliver to (1 to 1000).
-    #[schema(schema_with = schema::user_ids::<1000>)]
-    pub recipient_ids: Bounded<UserId, 1000>,
+    /// The participants to deliver to (1 to 1000; `participants` is read as another name
+    /// for it, and may include the sender). Absent: the conversation's members but the
+    /// sender (see `PUT /v1/conversations/{conversationId}`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(schema_with = schema::optional::user_ids::<1000>, required = false)]
+    pub recipient_ids: Option<Bounded<UserId, 1000>>,
     /// The message itself (at most 65,536 characters).
     #[schema(schema_with = schema::lines::<65_536>)]
     pub content: String,
-    /// What the content is.
+    /// What the content is; defaults to text.
+    #[schema(value_type = Option<MessageType>, required = false)]
     pub message_type: MessageType,
-    /// When the sender sent it.
-    #[schema(schema_with = schema::timestamp)]
+    /// When the sender sent it; defaults to when Herald accepted it.
+    #[schema(schema_with = schema::optional::timestamp, required = false)]
     pub timestamp: DateTime<Utc>,
     /// Direct or group; defaults to direct.
     #[schema(value_type = Option<ConversationType>, required = false)]
@@ -294,18 +307,50 @@ impl<const MAX: usize, const MULTILINE: bool> FromJson for Text<MAX, MULTILINE> 
     }
 }
 
+/// An optional field that may also be written under `alias`; both at once is an error.
+fn aliased<T: FromJson>(f: &mut Fields<'_>, name: &str, alias: &str) -> Option<T> {
+    match (f.raw(name), f.raw(alias)) {
+        (Some(_), Some(_)) => {
+            f.error(
+                alias,
+                format!("is another name for {name}: give one of them"),
+            );
+            None
+        }
+        (None, Some(_)) => f.optional(alias),
+        _ => f.optional(name),
+    }
+}
+
 impl ChatMessage {
+    /// The recipients the message names, without its sender (seed 000's `participants`
+    /// include the sender, who is never delivered their own message); `None` when it names
+    /// none, and goes to its conversation's members.
+    pub fn listed_recipients(&self) -> Option<Vec<&UserId>> {
+        self.recipient_ids.as_ref().map(|ids| {
+            ids.as_slice()
+                .iter()
+                .filter(|id| **id != self.sender_id)
+                .collect()
+        })
+    }
+
     /// Parses a chat message from its JSON document.
     pub fn parse(value: &Value) -> Result<Self, FieldErrors> {
         let mut f = Fields::of(value)?;
         let tenant_id = f.required("tenantId");
         let message_id = f.required("messageId");
-        let conversation_id = f.required("conversationId");
+        // Seed 000's clients name the conversation `chatId` and its recipients
+        // `participants`.
+        let conversation_id = aliased(&mut f, "conversationId", "chatId");
+        if f.raw("conversationId").is_none() && f.raw("chatId").is_none() {
+            f.error("conversationId", "is required");
+        }
         let sender_id = f.required("senderId");
-        let recipient_ids = f.required("recipientIds");
+        let recipient_ids = aliased(&mut f, "recipientIds", "participants");
         let content = f.required::<Text<65_536, true>>("content");
-        let message_type = f.required("messageType");
-        let timestamp = f.required("timestamp");
+        let message_type = f.optional("messageType");
+        let timestamp = f.optional("timestamp");
         let conversation_type = f.optional("conversationType");
         f.finish(|| {
             Some(ChatMessage {
@@ -313,10 +358,13 @@ impl ChatMessage {
                 message_id: message_id?,
                 conversation_id: conversation_id?,
                 sender_id: sender_id?,
-                recipient_ids: recipient_ids?,
+                recipient_ids,
                 content: content?.0,
-                message_type: message_type?,
-                timestamp: timestamp?,
+                message_type: message_type.unwrap_or(MessageType::Text),
+                // Parsed where Herald accepts it: at the edge, or off the broker for an
+                // event published without an envelope (an envelope carries the time
+                // filled in here).
+                timestamp: timestamp.unwrap_or_else(Utc::now),
                 conversation_type: conversation_type.unwrap_or(ConversationType::Direct),
             })
         })
@@ -496,6 +544,36 @@ mod tests {
         assert_eq!(message.tenant_id.as_str(), "1");
         assert_eq!(message.conversation_type, ConversationType::Direct);
         assert_eq!(Event::Chat(message).routing_key(), "chat.direct");
+    }
+
+    #[test]
+    fn seed_000s_chat_id_and_participants_are_read_and_omitted_fields_default() {
+        let message = ChatMessage::parse(&json!({
+            "tenantId": 1, "messageId": "m", "chatId": "c", "senderId": "ada",
+            "content": "Hello!", "participants": ["ada", "bob"],
+        }))
+        .unwrap();
+        assert_eq!(message.conversation_id.as_str(), "c");
+        assert_eq!(message.message_type, MessageType::Text);
+        let listed: Vec<&str> = message
+            .listed_recipients()
+            .unwrap()
+            .into_iter()
+            .map(UserId::as_str)
+            .collect();
+        assert_eq!(listed, ["bob"], "the sender is never a recipient");
+        let mut doc = chat();
+        doc.as_object_mut().unwrap().remove("recipientIds");
+        assert_eq!(ChatMessage::parse(&doc).unwrap().listed_recipients(), None);
+        doc["chatId"] = json!("other");
+        let errors = ChatMessage::parse(&doc).unwrap_err();
+        assert_eq!(errors.0[0].field, "chatId");
+        doc.as_object_mut().unwrap().remove("chatId");
+        doc.as_object_mut().unwrap().remove("conversationId");
+        assert_eq!(
+            ChatMessage::parse(&doc).unwrap_err().0[0].field,
+            "conversationId"
+        );
     }
 
     #[test]

@@ -177,7 +177,12 @@ pub mod optional {
         )+};
     }
 
-    optional!(tenant_id, locale, email_address);
+    optional!(tenant_id, locale, email_address, timestamp);
+
+    /// 1 to `MAX` user ids, or null.
+    pub fn user_ids<const MAX: usize>() -> Schema {
+        or_null(super::user_ids::<MAX>())
+    }
 
     /// Bounded one-line text of at most `MAX` characters, or null.
     pub fn line<const MAX: usize>() -> Schema {

@@ -3,6 +3,10 @@
 use super::AppState;
 use super::admin::{self, CreatedKey, CreatedTenant, KeyList, NewTenant};
 use super::audit::{self, AuditItem, AuditPage};
+use super::conversations::{
+    self, ConversationBody, ConversationReadBody, ConversationReadView, ConversationView,
+    MembersBody,
+};
 use super::devices::{self, DeviceBody, DeviceList};
 use super::error::{ErrorBody, ErrorDetail};
 use super::health::{self, BrokerHealthBody};
@@ -52,7 +56,9 @@ use utoipa::OpenApi;
         providers::put_apns, providers::get_apns, providers::delete_apns,
         providers::put_fcm, providers::get_fcm, providers::delete_fcm,
         devices::register, devices::list, devices::remove, realtime::issue, realtime::connect,
-        realtime::read, realtime::presence, inbox::list, inbox::mark_read, inbox::remove, inbox::clear,
+        realtime::read, realtime::presence, conversations::define, conversations::show,
+        conversations::add_members, conversations::remove_members, conversations::mark_read,
+        inbox::list, inbox::mark_read, inbox::remove, inbox::clear,
     ),
     components(schemas(
         ChatMessage, PushNotification, EmailNotification, AuditEvent, MessageType, ConversationType,
@@ -62,7 +68,8 @@ use utoipa::OpenApi;
         LedgerDelivery, AuditItem, AuditPage, Verification, TemplateView, TemplateList,
         TemplateBody, PreviewBody, PreviewView, RenderedFrom, NotificationState, DeliveryStatus, Channel, Device, DeviceBody, DeviceList,
         TokenRequest, IssuedToken, ReadBody, ReadView, PresenceList, PresenceView, InboxView,
-        InboxList, SmtpBody, ApnsBody, FcmBody,
+        InboxList, SmtpBody, ApnsBody, FcmBody, ConversationBody, MembersBody,
+        ConversationReadBody, ConversationView, ConversationReadView,
     )),
     modifiers(&SecuritySchemes),
     tags(
@@ -71,6 +78,7 @@ use utoipa::OpenApi;
         (name = "audit", description = "Audit records and their hash chain"),
         (name = "templates", description = "Email templates: versioned, checked, previewed"),
         (name = "realtime", description = "WebSocket delivery of chat and in-app events"),
+        (name = "conversations", description = "Who is in each conversation, which chat messages without recipientIds go to; reading a whole conversation"),
         (name = "devices", description = "Where each user's pushes go"),
         (name = "providers", description = "A tenant's own delivery providers (secrets write-only)"),
         (name = "admin", description = "Tenants and API keys (admin token)"),

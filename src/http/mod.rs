@@ -5,6 +5,7 @@ mod admin;
 mod audit;
 mod auth;
 mod body;
+mod conversations;
 mod devices;
 mod docs;
 pub mod error;
@@ -72,6 +73,7 @@ pub fn router(state: AppState) -> Router {
         .merge(providers::router())
         .merge(devices::router())
         .merge(realtime::router())
+        .merge(conversations::router())
         .merge(inbox::router())
         .merge(health::router())
         .merge(docs::router())

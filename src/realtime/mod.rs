@@ -24,8 +24,8 @@ use crate::broker::amqp::AmqpBroker;
 use crate::channels::push::InAppInbox;
 use crate::domain::TenantId;
 use crate::store::{
-    ChatStore, EventLogStore, InboxStore, Presence, PresenceStore, ReadReceipt, ReadReceiptStore,
-    StoreError, Stores,
+    ChatStore, ConversationRead, ConversationStore, EventLogStore, InboxStore, Presence,
+    PresenceStore, ReadReceipt, ReadReceiptStore, StoreError, Stores,
 };
 use chrono::{DateTime, Utc};
 use std::sync::Arc;
@@ -44,6 +44,9 @@ pub struct RealtimeSettings {
     /// How long a client may take to accept a frame (never zero) before it is
     /// disconnected (to catch up by replay when it reconnects).
     pub send_timeout: Duration,
+    /// Members read, and appended to, per page when a chat message goes to its
+    /// conversation's members: what bounds the memory of a fan-out.
+    pub member_page: std::num::NonZeroUsize,
 }
 
 /// What instances tell each other about users' news over.
@@ -68,6 +71,8 @@ pub struct Realtime {
     instance: String,
     /// Where chat messages are numbered and stored.
     chats: Arc<dyn ChatStore>,
+    /// Conversations' members and read positions.
+    conversations: Arc<dyn ConversationStore>,
     /// Users' logs, which connections replay.
     log: Arc<dyn EventLogStore>,
     /// Users' inboxes, which in-app notifications join.
@@ -89,8 +94,8 @@ pub enum RealtimeError {
 }
 
 impl Realtime {
-    /// Reads (or makes) the token key and connects `bus`; keeps the five of `stores` it
-    /// uses (chat, event logs, inboxes, presence, read receipts).
+    /// Reads (or makes) the token key and connects `bus`; keeps the six of `stores` it
+    /// uses (chat, conversations, event logs, inboxes, presence, read receipts).
     pub async fn start(
         settings: &RealtimeSettings,
         bus: &Bus,
@@ -111,6 +116,7 @@ impl Realtime {
             hub,
             instance: uuid::Uuid::now_v7().to_string(),
             chats: stores.chat.clone(),
+            conversations: stores.conversations.clone(),
             log: stores.events.clone(),
             inbox: stores.inbox.clone(),
             presence: stores.presence.clone(),
@@ -164,6 +170,49 @@ impl Realtime {
             self.poke(tenant, &[sender]).await;
         }
         Ok(receipt)
+    }
+
+    /// Moves `reader`'s read position in a conversation (see
+    /// [`ConversationStore::mark_conversation_read`]), and tells the senders it covers.
+    pub async fn read_conversation(
+        &self,
+        tenant: &TenantId,
+        conversation: &str,
+        reader: &str,
+        up_to: Option<&str>,
+    ) -> Result<ConversationRead, StoreError> {
+        let read = self
+            .conversations
+            .mark_conversation_read(tenant, conversation, reader, up_to)
+            .await?;
+        if let ConversationRead::Marked { senders, .. } = &read {
+            let senders: Vec<&str> = senders.iter().map(String::as_str).collect();
+            self.poke(tenant, &senders).await;
+        }
+        Ok(read)
+    }
+
+    /// Pokes a conversation's members but `except`, a page at a time.
+    pub async fn poke_members(
+        &self,
+        tenant: &TenantId,
+        conversation: &str,
+        except: &str,
+    ) -> Result<(), StoreError> {
+        let page = self.settings.member_page.get();
+        let mut after = String::new();
+        loop {
+            let members = self
+                .conversations
+                .members_after(tenant, conversation, Some(except), &after, page)
+                .await?;
+            let users: Vec<&str> = members.iter().map(String::as_str).collect();
+            self.poke(tenant, &users).await;
+            match members.last() {
+                Some(last) if members.len() == page => after = last.clone(),
+                _ => return Ok(()),
+            }
+        }
     }
 
     /// Where `users` are now.

@@ -1,6 +1,8 @@
-//! Chat messages: stored once, numbered per conversation, and logged to each recipient.
+//! Chat messages: stored once, numbered per conversation, and logged to each recipient:
+//! those the message names, or its conversation's members, read a page at a time.
 
 use super::StoreError;
+use super::conversations::member_page;
 use super::events::insert_events;
 use super::sql::{Column, Dialect, Param, SqlStore, now};
 use crate::domain::TenantId;
@@ -18,22 +20,58 @@ pub struct NewChat<'a> {
     /// Who sent it.
     pub sender_id: &'a str,
     /// Who gets a `message:new` event.
-    pub recipients: Vec<&'a str>,
+    pub audience: Audience<'a>,
     /// The message as clients see it; its `sequence` is added when it is stored.
     pub payload: serde_json::Value,
+}
+
+/// Who a chat message is for.
+#[derive(Debug, Clone)]
+pub enum Audience<'a> {
+    /// The recipients the message names.
+    Listed(Vec<&'a str>),
+    /// The conversation's members but the sender, read `page` at a time, so that a
+    /// conversation of any size is fanned out in bounded memory.
+    Members {
+        /// Members per page (at least 1).
+        page: usize,
+    },
+}
+
+/// What recording a chat message did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Recorded {
+    /// Stored with this sequence number, and appended to every recipient's log.
+    Stored(i64),
+    /// Stored before (a redelivery): nothing was appended.
+    Before,
+    /// Nobody to deliver to (no recipient but the sender; an unknown or empty
+    /// conversation): nothing was stored.
+    NoAudience,
+}
+
+/// `message:new` for each of `users`, as [`insert_events`] takes them.
+fn message_new<'u>(
+    users: impl Iterator<Item = &'u str>,
+    payload: &str,
+) -> Vec<(&'u str, &'static str, String)> {
+    users
+        .map(|user| (user, "message:new", payload.to_owned()))
+        .collect()
 }
 
 /// Where chat messages live.
 #[async_trait]
 pub trait ChatStore: Send + Sync {
     /// Stores a chat message with the next sequence number of its conversation and
-    /// appends `message:new` to each recipient's log, in one transaction; answers the
-    /// sequence, or `None` if the message was stored before (nothing is appended then).
+    /// appends `message:new` to each recipient's log, in one transaction: a message is
+    /// stored with all its events or not at all, so that a redelivery, which finds it
+    /// stored, appends nothing.
     async fn record_chat(
         &self,
         tenant: &TenantId,
         chat: &NewChat<'_>,
-    ) -> Result<Option<i64>, StoreError>;
+    ) -> Result<Recorded, StoreError>;
 }
 
 #[async_trait]
@@ -44,6 +82,7 @@ where
     DB::Arguments: IntoArguments<DB>,
     for<'a> &'a str: Param<'a, DB>,
     usize: ColumnIndex<DB::Row>,
+    String: Column<DB>,
     i64: Column<DB>,
     DateTime<Utc>: Column<DB>,
 {
@@ -51,7 +90,7 @@ where
         &self,
         tenant: &TenantId,
         chat: &NewChat<'_>,
-    ) -> Result<Option<i64>, StoreError> {
+    ) -> Result<Recorded, StoreError> {
         let mut tx = self.writer.begin().await?;
         // Taking the next number locks the conversation's row until commit, so
         // that its messages reach every log in the order they are numbered.
@@ -84,15 +123,44 @@ where
         if DB::rows_affected(stored) == 0 {
             // A redelivery: the message and its events exist; the number is not used.
             tx.rollback().await?;
-            return Ok(None);
+            return Ok(Recorded::Before);
         }
-        let events: Vec<(&str, &str, String)> = chat
-            .recipients
-            .iter()
-            .map(|user| (*user, "message:new", payload.clone()))
-            .collect();
-        insert_events::<DB>(&mut tx, tenant, &events).await?;
+        let appended = match &chat.audience {
+            Audience::Listed(users) => {
+                let events = message_new(users.iter().copied(), &payload);
+                insert_events::<DB>(&mut tx, tenant, &events).await?;
+                events.len()
+            }
+            Audience::Members { page } => {
+                let page = (*page).max(1);
+                let (mut after, mut appended) = (String::new(), 0);
+                loop {
+                    let members = member_page::<DB>(
+                        &mut tx,
+                        tenant,
+                        chat.conversation_id,
+                        Some(chat.sender_id),
+                        &after,
+                        page,
+                    )
+                    .await?;
+                    let events = message_new(members.iter().map(String::as_str), &payload);
+                    insert_events::<DB>(&mut tx, tenant, &events).await?;
+                    appended += members.len();
+                    match members.last() {
+                        Some(last) if members.len() == page => after = last.clone(),
+                        _ => break,
+                    }
+                }
+                appended
+            }
+        };
+        if appended == 0 {
+            // Stored for no one, a message could never be read nor resent: leave no trace.
+            tx.rollback().await?;
+            return Ok(Recorded::NoAudience);
+        }
         tx.commit().await?;
-        Ok(Some(sequence))
+        Ok(Recorded::Stored(sequence))
     }
 }

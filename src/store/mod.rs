@@ -2,7 +2,8 @@
 //!
 //! One trait per concern, each in its own file with its row types: [`TenantStore`]
 //! (tenants and API keys), [`IdempotencyStore`], [`LedgerStore`], [`AuditStore`],
-//! [`ChatStore`], [`EventLogStore`] (each user's event log and replay cursor),
+//! [`ChatStore`], [`ConversationStore`] (conversations' members and read positions),
+//! [`EventLogStore`] (each user's event log and replay cursor),
 //! [`InboxStore`], [`PresenceStore`] (connection counts, and the key signing real-time
 //! tokens), [`ReadReceiptStore`], [`TemplateStore`], [`DeviceStore`] and
 //! [`ProviderStore`]; and [`HealthStore`], the health check's ping.
@@ -22,6 +23,7 @@
 
 mod audit;
 mod chat;
+mod conversations;
 mod devices;
 mod events;
 mod idempotency;
@@ -40,7 +42,8 @@ use sqlx::{Executor, IntoArguments};
 use std::sync::Arc;
 
 pub use audit::{AuditQuery, AuditRecord, AuditStore, NewAuditRecord};
-pub use chat::{ChatStore, NewChat};
+pub use chat::{Audience, ChatStore, NewChat, Recorded};
+pub use conversations::{Conversation, ConversationRead, ConversationStore};
 pub use devices::{Device, DeviceStore};
 pub use events::{EventLogStore, StoredEvent};
 pub use idempotency::{Claim, IdempotencyStore, KeyBinding};
@@ -95,6 +98,7 @@ pub trait Store:
     + LedgerStore
     + AuditStore
     + ChatStore
+    + ConversationStore
     + EventLogStore
     + InboxStore
     + PresenceStore
@@ -132,6 +136,7 @@ where
         + LedgerStore
         + AuditStore
         + ChatStore
+        + ConversationStore
         + EventLogStore
         + InboxStore
         + PresenceStore
@@ -162,6 +167,8 @@ pub struct Stores {
     pub audit: Arc<dyn AuditStore>,
     /// Chat messages.
     pub chat: Arc<dyn ChatStore>,
+    /// Conversations, their members and read positions.
+    pub conversations: Arc<dyn ConversationStore>,
     /// Users' event logs and replay cursors.
     pub events: Arc<dyn EventLogStore>,
     /// Users' inboxes.
@@ -189,6 +196,7 @@ impl Stores {
             ledger: store.clone(),
             audit: store.clone(),
             chat: store.clone(),
+            conversations: store.clone(),
             events: store.clone(),
             inbox: store.clone(),
             presence: store.clone(),

@@ -1,6 +1,7 @@
 //! Read receipts: who read which chat message, told to its sender once.
 
 use super::StoreError;
+use super::conversations::is_member;
 use super::events::insert_events;
 use super::sql::{Column, Dialect, Param, SqlStore, now};
 use crate::domain::TenantId;
@@ -52,6 +53,7 @@ where
     for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
     DB::Arguments: IntoArguments<DB>,
     for<'a> &'a str: Param<'a, DB> + ColumnIndex<DB::Row>,
+    usize: ColumnIndex<DB::Row>,
     String: Column<DB>,
     DateTime<Utc>: Column<DB>,
 {
@@ -77,9 +79,14 @@ where
         };
         let payload: serde_json::Value = serde_json::from_str(&message.payload)
             .map_err(|e| StoreError::Corrupt(e.to_string()))?;
-        let recipient = payload["recipientIds"]
-            .as_array()
-            .is_some_and(|ids| ids.iter().any(|id| id == reader));
+        let recipient = match payload["recipientIds"].as_array() {
+            Some(ids) => ids.iter().any(|id| id == reader),
+            // Sent to its conversation's members, whom the message does not list.
+            None => {
+                reader != message.sender_id
+                    && is_member(&self.pool, tenant, &message.conversation_id, reader).await?
+            }
+        };
         if !recipient {
             return Ok(ReadReceipt::NotARecipient);
         }

@@ -20,6 +20,7 @@ mod api;
 mod audit;
 mod broker;
 mod contract;
+mod conversations;
 mod email;
 mod faults;
 mod idempotency;

@@ -2,7 +2,7 @@
 //! delivery across two instances on RabbitMQ, replay after being offline, order within a
 //! conversation, and slow clients.
 
-use crate::support::socket::{Socket, next, open, token, until_ready};
+use crate::support::socket::{next, open, quiet, token, until_ready};
 use crate::support::{self, TestApp};
 use futures_util::{SinkExt, StreamExt};
 use herald::app::{Herald, Roles};
@@ -12,21 +12,6 @@ use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use std::time::Duration;
 use tokio_tungstenite::tungstenite::Message;
-
-/// No frame arrives within `wait`.
-async fn quiet(socket: &mut Socket, wait: Duration) -> bool {
-    loop {
-        match tokio::time::timeout(wait, socket.next()).await {
-            Err(_) => return true,
-            Ok(Some(Ok(Message::Text(text)))) => {
-                eprintln!("unexpected frame: {text}");
-                return false;
-            }
-            Ok(Some(Ok(_))) => continue,
-            Ok(_) => return true,
-        }
-    }
-}
 
 fn chat(id: &str, conversation: &str, recipients: &[&str], content: &str) -> Value {
     json!({

@@ -3,8 +3,8 @@
 use herald::domain::TenantId;
 use herald::outcome::{Channel, DeliveryStatus, NotificationState, RenderedFrom};
 use herald::store::{
-    self, AuditQuery, LedgerDelivery, LedgerNotification, LedgerRecord, NewAuditRecord,
-    NewTemplate, Store, StoreError,
+    self, Audience, AuditQuery, LedgerDelivery, LedgerNotification, LedgerRecord, NewAuditRecord,
+    NewTemplate, Recorded, Store, StoreError,
 };
 use secrecy::SecretString;
 use std::sync::Arc;
@@ -42,6 +42,7 @@ store_suite!(
     provider_settings_are_replaced_and_removed_per_tenant,
     a_device_token_belongs_to_one_user_at_a_time,
     chat_messages_are_stored_once_numbered_per_conversation_and_logged_per_recipient,
+    a_chat_to_a_conversations_members_is_logged_once_per_member_page_by_page,
     an_idempotency_key_keeps_its_binding_until_answered_and_one_repeat_resumes_it,
 );
 
@@ -502,29 +503,29 @@ async fn chat_messages_are_stored_once_numbered_per_conversation_and_logged_per_
         message_id: id,
         conversation_id: conversation,
         sender_id: "ada",
-        recipients: vec!["bob", "cy"],
+        audience: Audience::Listed(vec!["bob", "cy"]),
         payload: serde_json::json!({"messageId": id, "content": "hi"}),
     };
     assert_eq!(
         store.record_chat(&acme, &chat("m1", "c1")).await.unwrap(),
-        Some(1)
+        Recorded::Stored(1)
     );
     assert_eq!(
         store.record_chat(&acme, &chat("m2", "c1")).await.unwrap(),
-        Some(2)
+        Recorded::Stored(2)
     );
     assert_eq!(
         store.record_chat(&acme, &chat("m3", "c2")).await.unwrap(),
-        Some(1)
+        Recorded::Stored(1)
     );
     assert_eq!(
         store.record_chat(&acme, &chat("m2", "c1")).await.unwrap(),
-        None,
+        Recorded::Before,
         "a redelivered message is stored once"
     );
     assert_eq!(
         store.record_chat(&acme, &chat("m4", "c1")).await.unwrap(),
-        Some(3)
+        Recorded::Stored(3)
     );
     let bob = store.events_after(&acme, "bob", 0, 100).await.unwrap();
     let sequences: Vec<(String, i64)> = bob
@@ -580,6 +581,76 @@ async fn chat_messages_are_stored_once_numbered_per_conversation_and_logged_per_
         store.realtime_key(&[2; 32]).await.unwrap(),
         key,
         "the first key stays"
+    );
+}
+
+async fn a_chat_to_a_conversations_members_is_logged_once_per_member_page_by_page(
+    store: Arc<dyn Store>,
+) {
+    use herald::domain::ConversationType;
+    let acme = tenant("acme");
+    let members = ["ada", "bob", "cy", "dee", "eve"];
+    assert!(
+        store
+            .put_conversation(&acme, "c1", ConversationType::Group, &members)
+            .await
+            .unwrap()
+    );
+    let chat = |id: &'static str| herald::store::NewChat {
+        message_id: id,
+        conversation_id: "c1",
+        sender_id: "cy",
+        audience: Audience::Members { page: 2 },
+        payload: serde_json::json!({"messageId": id}),
+    };
+    assert_eq!(
+        store.record_chat(&acme, &chat("m1")).await.unwrap(),
+        Recorded::Stored(1)
+    );
+    assert_eq!(
+        store.record_chat(&acme, &chat("m1")).await.unwrap(),
+        Recorded::Before,
+        "a retried message appends nothing, on any page"
+    );
+    for user in members {
+        let logged = store.events_after(&acme, user, 0, 100).await.unwrap();
+        assert_eq!(logged.len(), usize::from(user != "cy"), "{user}");
+    }
+    let page = store
+        .members_after(&acme, "c1", Some("cy"), "bob", 2)
+        .await
+        .unwrap();
+    assert_eq!(page, ["dee", "eve"], "keyset pages skip the sender");
+
+    // No one but the sender, or no such conversation: nothing is stored.
+    store
+        .put_conversation(&acme, "alone", ConversationType::Group, &["cy"])
+        .await
+        .unwrap();
+    for conversation in ["alone", "unknown"] {
+        let lonely = herald::store::NewChat {
+            conversation_id: conversation,
+            ..chat("m2")
+        };
+        assert_eq!(
+            store.record_chat(&acme, &lonely).await.unwrap(),
+            Recorded::NoAudience
+        );
+    }
+    assert!(
+        store
+            .conversation(&acme, "unknown")
+            .await
+            .unwrap()
+            .is_none(),
+        "a rejected message leaves no conversation behind"
+    );
+    assert!(
+        store
+            .conversation(&tenant("other"), "c1")
+            .await
+            .unwrap()
+            .is_none()
     );
 }
 

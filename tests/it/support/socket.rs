@@ -65,3 +65,18 @@ pub async fn until_ready(socket: &mut Socket) -> Vec<Value> {
         frames.push(frame);
     }
 }
+
+/// Whether no frame arrives within `wait` (pings aside).
+pub async fn quiet(socket: &mut Socket, wait: Duration) -> bool {
+    loop {
+        match tokio::time::timeout(wait, socket.next()).await {
+            Err(_) => return true,
+            Ok(Some(Ok(Message::Text(text)))) => {
+                eprintln!("unexpected frame: {text}");
+                return false;
+            }
+            Ok(Some(Ok(_))) => continue,
+            Ok(_) => return true,
+        }
+    }
+}
