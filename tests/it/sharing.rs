@@ -313,8 +313,17 @@ async fn every_shape_the_seeds_publish_is_delivered_over_amqp_and_http() {
     let email = json!({"to": ["user@example.com"], "subject": "Welcome to mono Platform",
                        "template": "welcome", "data": {"userName": "John Doe"}, "tenantId": 1});
     let chat = json!({"messageId": "msg_123", "conversationId": "conv_456", "senderId": "user_789",
-                      "recipientIds": ["user_1"], "tenantId": 1, "content": "Hello world!",
-                      "messageType": "text", "timestamp": "2026-01-31T12:00:00.000Z"});
+                      "tenantId": 1, "content": "Hello world!", "messageType": "text",
+                      "timestamp": now});
+    let conversation = json!({"type": "group", "members": ["user_789", "user_1"]});
+    let (status, body) = app
+        .call(
+            Method::PUT,
+            "/v1/conversations/conv_456",
+            Some(&conversation),
+        )
+        .await;
+    assert!(status.is_success(), "{body}");
     // The bare payload, string tenantId, the timestamp in epoch milliseconds (Date.now()).
     let mut bare_audit = audit("shapes");
     bare_audit["tenantId"] = json!("1");
@@ -444,5 +453,49 @@ async fn migrate_without_the_management_api_prints_the_policies_and_writes_defin
     // The topology itself was declared, without the policies.
     let queue = vhost.queue("chat.messages").await;
     assert_eq!(queue["arguments"]["x-max-length"], 100_000, "{queue}");
+    vhost.delete().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs RabbitMQ with its management plugin on 127.0.0.1 and Node.js with tests/seeds installed; cargo nextest run --run-ignored all runs it"]
+async fn seed_000s_chat_publish_reaches_the_other_participant_on_its_own_exchange_and_key() {
+    let Some(seeds) = seed_clients() else { return };
+    let vhost = Vhost::new().await;
+    // Seed 000's names: exchange chat.messages, routing key message.new, queue
+    // message.delivery; its service knows no tenants.
+    let app = herald_on(
+        &vhost,
+        Roles::everything(),
+        &[
+            ("queues.chat.name", "message.delivery"),
+            ("queues.chat.exchange", "chat.messages"),
+            ("queues.chat.routing_keys", r#"["message.new"]"#),
+            ("broker.default_tenant", r#""1""#),
+        ],
+    )
+    .await;
+    let mut sockets = Vec::new();
+    for user in ["ada", "bob"] {
+        let token = socket::token(&app, user).await;
+        let mut connection = socket::open(&app.address, &token, None).await;
+        socket::until_ready(&mut connection).await;
+        sockets.push(connection);
+    }
+    // publishMessage({messageId, chatId, senderId, content, participants}), as seed 000's
+    // guide writes it.
+    let message = json!({"messageId": "6650f1c2e4b0a1b2c3d4e5f6", "chatId": "chat-1",
+                         "senderId": "ada", "content": "Hello!", "participants": ["ada", "bob"]});
+    let steps = json!([{"publish": {"exchange": "chat.messages", "routingKey": "message.new",
+                                    "body": message}}]);
+    assert_eq!(seed001(&seeds, &vhost.url(), &steps), all_ok(1));
+    let frame = socket::next(&mut sockets[1]).await;
+    assert_eq!(frame["type"], "message:new", "{frame}");
+    assert_eq!(frame["data"]["content"], "Hello!");
+    assert_eq!(frame["data"]["conversationId"], "chat-1");
+    assert!(
+        socket::quiet(&mut sockets[0], Duration::from_millis(500)).await,
+        "the sender is not sent its own message"
+    );
+    app.stop().await;
     vhost.delete().await;
 }
