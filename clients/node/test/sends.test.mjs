@@ -5,7 +5,7 @@ import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { randomUUID } from 'node:crypto';
 import { HeraldClient, HeraldError } from '../dist/index.js';
-import { ADMIN_TOKEN, openSocket, startHerald, startProxy } from './support.mjs';
+import { ADMIN_TOKEN, call, openSocket, startHerald, startProxy } from './support.mjs';
 
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
 
@@ -91,9 +91,7 @@ describe('each of seed 001 sends is queued by Herald and in its ledger', () => {
       timestamp,
     });
     await assertInLedger(receipt, 'audit', delivered);
-    const { body } = await fetch(`${herald.address}/v1/audit/events?entityId=user_456`, {
-      headers: { authorization: `Bearer ${key}` },
-    }).then(async (r) => ({ body: await r.json() }));
+    const { body } = await call(`${herald.address}/v1/audit/events?entityId=user_456`, { token: key });
     const stored = body.items.find((item) => item.eventType === 'USER_UPDATED');
     assert.ok(stored, JSON.stringify(body));
     assert.equal(new Date(stored.timestamp).getTime(), timestamp.getTime());
@@ -104,9 +102,7 @@ describe('each of seed 001 sends is queued by Herald and in its ledger', () => {
       name: 'New name',
     });
     await assertInLedger(receipt, 'audit', delivered);
-    const body = await fetch(`${herald.address}/v1/audit/events?entityId=project_7`, {
-      headers: { authorization: `Bearer ${key}` },
-    }).then((r) => r.json());
+    const { body } = await call(`${herald.address}/v1/audit/events?entityId=project_7`, { token: key });
     assert.deepEqual(
       body.items.map((i) => [i.eventType, i.userId, i.entityType, i.changes]),
       [['PROJECT_RENAMED', 'user_1', 'Project', { name: 'New name' }]],
@@ -198,12 +194,9 @@ describe('idempotency keys', () => {
       // Herald keys a chat message by its messageId when no header overrides it.
       assert.equal(proxy.requests[0].headers['idempotency-key'], undefined);
       // The same message from another client (any HTTP sender) is the same send too.
-      const plain = await fetch(`${herald.address}/v1/chat/messages`, {
-        method: 'POST',
-        headers: { authorization: `Bearer ${key}`, 'content-type': 'application/json' },
-        body: JSON.stringify(message),
-      }).then((r) => r.json());
-      assert.equal(plain.id, first.id);
+      const plain = await call(`${herald.address}/v1/chat/messages`, { method: 'POST', token: key, body: message });
+      assert.equal(plain.status, 202);
+      assert.equal(plain.body.id, first.id);
     } finally {
       await proxy.close();
     }
