@@ -31,16 +31,10 @@ fn schemathesis() -> Option<PathBuf> {
     if path.exists() {
         return Some(path);
     }
-    if std::env::var("CI").is_ok_and(|v| v == "true" || v == "1") {
-        panic!(
-            "schemathesis is required in CI but {} does not exist; .ci/run installs it",
-            path.display()
-        );
-    }
-    eprintln!(
-        "SKIPPED: schemathesis is not installed at {}; run .ci/run or set HERALD_SCHEMATHESIS",
+    crate::support::tool_missing(&format!(
+        "schemathesis is not installed at {}; run .ci/run or set HERALD_SCHEMATHESIS",
         path.display()
-    );
+    ));
     None
 }
 

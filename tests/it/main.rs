@@ -12,7 +12,8 @@
 //!   ([`faults`]) and of RabbitMQ itself ([`rabbitmq_node`]).
 //!
 //! Data files live beside the module that reads them: `support/smtp_relay.py` (the SMTP
-//! relay) and `contract/` (schemathesis's configuration and hooks).
+//! relay) and `contract/` (schemathesis's configuration and hooks). [`node_client`] runs
+//! the Node client's own tests (`clients/node`) against the `herald` binary.
 
 mod support;
 
@@ -25,6 +26,7 @@ mod email;
 mod faults;
 mod idempotency;
 mod ledger;
+mod node_client;
 mod push;
 mod rabbitmq;
 mod rabbitmq_node;
