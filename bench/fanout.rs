@@ -8,15 +8,16 @@
 //! the process needs a file limit above the members (`ulimit -n`). With
 //! `HERALD_BENCH_DATABASE_URL=postgres://...` Herald keeps its store there instead of SQLite.
 
-use futures_util::StreamExt;
-use serde_json::{Value, json};
+#[path = "sockets.rs"]
+mod sockets;
+
+use serde_json::json;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use testkit::env_or;
 use testkit::herald_process::{self, Server};
 use testkit::measure::{peak_rss_mb, status_kb};
-use tokio_tungstenite::tungstenite::Message;
 
 const HERALD: &str = env!("CARGO_BIN_EXE_herald");
 
@@ -34,36 +35,11 @@ async fn member(
     user: String,
     arrivals: Arrivals,
 ) {
-    let token: Value = client
-        .post(format!("{base}/v1/realtime/tokens"))
-        .bearer_auth(&key)
-        .json(&json!({"userId": user}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let url = format!(
-        "{}/v1/realtime?token={}",
-        base.replacen("http", "ws", 1),
-        token["token"].as_str().unwrap()
-    );
-    let (socket, _) = tokio_tungstenite::connect_async(url).await.unwrap();
-    tokio::spawn(async move {
-        let (_, mut read) = socket.split();
-        while let Some(Ok(message)) = read.next().await {
-            let Message::Text(text) = message else {
-                continue;
-            };
-            let frame: Value = serde_json::from_str(&text).unwrap_or_default();
-            if frame["type"] == "message:new" {
-                let id = frame["data"]["messageId"].as_str().unwrap_or("").to_owned();
-                let mut arrivals = arrivals.lock().unwrap();
-                let entry = arrivals.entry(id).or_insert((0, Instant::now()));
-                *entry = (entry.0 + 1, Instant::now());
-            }
-        }
+    let socket = sockets::open(&client, &base, &key, &user).await;
+    sockets::on_new_messages(socket, move |id| {
+        let mut arrivals = arrivals.lock().unwrap();
+        let entry = arrivals.entry(id).or_insert((0, Instant::now()));
+        *entry = (entry.0 + 1, Instant::now());
     });
 }
 

@@ -8,15 +8,16 @@
 //! The process needs a file limit above twice the connections (`ulimit -n`). With
 //! `HERALD_BENCH_DATABASE_URL=postgres://...` Herald keeps its store there instead of SQLite.
 
-use futures_util::StreamExt;
-use serde_json::{Value, json};
+#[path = "sockets.rs"]
+mod sockets;
+
+use serde_json::json;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use testkit::env_or;
 use testkit::herald_process::{self, Server};
 use testkit::measure::{peak_rss_mb, percentile_ms, status_kb};
-use tokio_tungstenite::tungstenite::Message;
 
 const HERALD: &str = env!("CARGO_BIN_EXE_herald");
 
@@ -37,45 +38,21 @@ async fn run() {
 
     // Tokens, then sockets, 100 at a time.
     let received: Arc<Mutex<HashMap<String, Instant>>> = Arc::new(Mutex::new(HashMap::new()));
-    let mut sockets = Vec::with_capacity(connections);
+    let mut opened_sockets = Vec::with_capacity(connections);
     let users: Vec<String> = (0..connections).map(|i| format!("u{i}")).collect();
     for chunk in users.chunks(100) {
-        let opened = futures_util::future::join_all(chunk.iter().map(|user| {
-            let (client, base, key) = (client.clone(), base.clone(), key.clone());
-            async move {
-                let token: Value = client
-                    .post(format!("{base}/v1/realtime/tokens"))
-                    .bearer_auth(&key)
-                    .json(&json!({"userId": user}))
-                    .send()
-                    .await
-                    .unwrap()
-                    .json()
-                    .await
-                    .unwrap();
-                let url = format!(
-                    "ws://127.0.0.1:{port}/v1/realtime?token={}",
-                    token["token"].as_str().unwrap()
-                );
-                tokio_tungstenite::connect_async(url).await.unwrap().0
-            }
-        }))
+        let opened = futures_util::future::join_all(
+            chunk
+                .iter()
+                .map(|user| sockets::open(&client, &base, &key, user)),
+        )
         .await;
-        sockets.extend(opened);
+        opened_sockets.extend(opened);
     }
-    for socket in sockets {
+    for socket in opened_sockets {
         let received = received.clone();
-        tokio::spawn(async move {
-            let (_, mut read) = socket.split();
-            while let Some(Ok(message)) = read.next().await {
-                if let Message::Text(text) = message {
-                    let frame: Value = serde_json::from_str(&text).unwrap_or_default();
-                    if frame["type"] == "message:new" {
-                        let id = frame["data"]["messageId"].as_str().unwrap_or("").to_owned();
-                        received.lock().unwrap().insert(id, Instant::now());
-                    }
-                }
-            }
+        sockets::on_new_messages(socket, move |id| {
+            received.lock().unwrap().insert(id, Instant::now());
         });
     }
     tokio::time::sleep(Duration::from_secs(2)).await;
