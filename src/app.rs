@@ -233,6 +233,7 @@ impl Herald {
             templates: self.templates.clone(),
             realtime: self.realtime.clone(),
             outbound: self.settings.providers.outbound(),
+            allowed_origins: self.settings.http.allowed_origins.clone(),
         })
     }
 

@@ -112,6 +112,8 @@ pub struct HttpSettings {
     pub body_limit_bytes: usize,
     /// The `Retry-After` of a 503.
     pub retry_after: Duration,
+    /// Which browser origins may call the API (`http.cors_origins`).
+    pub allowed_origins: crate::http::cors::AllowedOrigins,
 }
 
 /// The admin API.

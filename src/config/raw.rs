@@ -181,6 +181,8 @@ struct Http {
     body_limit_bytes: usize,
     #[serde(with = "humantime_serde")]
     retry_after: Duration,
+    #[serde(default)]
+    cors_origins: Vec<String>,
 }
 
 impl Http {
@@ -190,11 +192,16 @@ impl Http {
             (self.body_limit_bytes >= 1024)
                 .then_some(self.body_limit_bytes)
                 .ok_or("must be at least 1024"),
-        )?;
+        );
+        let allowed_origins = section.check(
+            "cors_origins",
+            crate::http::cors::AllowedOrigins::parse(&self.cors_origins),
+        );
         Some(HttpSettings {
             listen: self.listen,
-            body_limit_bytes,
+            body_limit_bytes: body_limit_bytes?,
             retry_after: self.retry_after,
+            allowed_origins: allowed_origins?,
         })
     }
 }

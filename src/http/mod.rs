@@ -6,6 +6,7 @@ mod audit;
 mod auth;
 mod body;
 mod conversations;
+pub mod cors;
 mod devices;
 mod docs;
 pub mod error;
@@ -59,11 +60,14 @@ pub struct AppState {
     pub realtime: Arc<crate::realtime::Realtime>,
     /// Where tenants' own providers may be.
     pub outbound: crate::outbound::OutboundPolicy,
+    /// Which browser origins may call the API.
+    pub allowed_origins: cors::AllowedOrigins,
 }
 
 /// The whole API.
 pub fn router(state: AppState) -> Router {
-    Router::new()
+    let cors = state.allowed_origins.layer();
+    let api = Router::new()
         .merge(send::router())
         .merge(audit::router())
         .merge(admin::router())
@@ -79,8 +83,13 @@ pub fn router(state: AppState) -> Router {
         .merge(docs::router())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
-        .layer(middleware::from_fn_with_state(state.clone(), track))
-        .with_state(state)
+        .layer(middleware::from_fn_with_state(state.clone(), track));
+    // Outermost, so that a preflight is answered before authentication asks for a key.
+    let api = match cors {
+        Some(cors) => api.layer(cors),
+        None => api,
+    };
+    api.with_state(state)
 }
 
 async fn not_found(request: Request) -> ApiError {
