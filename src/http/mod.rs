@@ -80,6 +80,8 @@ pub fn router(state: AppState) -> Router {
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::from_fn_with_state(state.clone(), track))
+        // Socket.IO serves `/socket.io/` itself (polling and its WebSocket), before routing.
+        .layer(crate::realtime::socket_io::layer(state.realtime.clone()))
         .with_state(state)
 }
 
