@@ -83,8 +83,11 @@ pub fn router(state: AppState) -> Router {
         .merge(docs::router())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
-        .layer(middleware::from_fn_with_state(state.clone(), track));
-    // Outermost, so that a preflight is answered before authentication asks for a key.
+        .layer(middleware::from_fn_with_state(state.clone(), track))
+        // Socket.IO serves `/socket.io/` itself (polling and its WebSocket), before routing.
+        .layer(crate::realtime::socket_io::layer(state.realtime.clone()));
+    // Outermost, so that a preflight (Socket.IO's long-polling's too) is answered before
+    // authentication asks for a key.
     let api = match cors {
         Some(cors) => api.layer(cors),
         None => api,

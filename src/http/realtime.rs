@@ -6,17 +6,19 @@ use super::auth::Authenticated;
 use super::body::JsonBody;
 use super::error::answers::{BodyRefusals, InputRefusals, KeyRefusals};
 use super::error::{ApiError, ErrorBody, invalid};
+use crate::domain::TenantId;
 use crate::domain::UserId;
 use crate::domain::parse::Fields;
 use crate::domain::schema;
-use crate::realtime::socket;
+use crate::realtime::session::parse_cursor;
+use crate::realtime::{socket, sse};
 use crate::store::ReadReceipt;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::ws::WebSocketUpgrade;
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::{Query, State};
-use axum::http::StatusCode;
-use axum::response::Response;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use chrono::{DateTime, Utc};
@@ -28,6 +30,7 @@ pub fn router() -> Router<AppState> {
     Router::new()
         .route("/v1/realtime/tokens", post(issue))
         .route("/v1/realtime", get(connect))
+        .route("/v1/realtime/sse", get(events))
         .route("/v1/chat/messages/{message_id}/read", post(read))
         .route("/v1/presence", get(presence))
 }
@@ -244,24 +247,7 @@ pub async fn connect(
             e.body_text()
         ))
     })?;
-    let Query(params) = query.map_err(|e| invalid("query", e.body_text()))?;
-    let token = params
-        .token
-        .ok_or_else(|| ApiError::Unauthorized("a real-time token is required (?token=)".into()))?;
-    let (tenant, user) = state
-        .realtime
-        .check(&token)
-        .map_err(|e| ApiError::Unauthorized(e.to_string()))?;
-    let since = params
-        .since
-        .map(|since| {
-            since
-                .parse::<i64>()
-                .ok()
-                .filter(|c| *c >= 0)
-                .ok_or_else(|| invalid("since", "must be the cursor of a frame"))
-        })
-        .transpose()?;
+    let (tenant, user, since) = who(&state, query, None)?;
     let realtime = state.realtime.clone();
     // Small buffers: a client sends only small frames, and tungstenite's defaults (128 KiB
     // each way) would cost far more memory per connection than the session itself.
@@ -271,4 +257,54 @@ pub async fn connect(
         .max_message_size(CLIENT_FRAME_MAX)
         .max_frame_size(CLIENT_FRAME_MAX);
     Ok(upgrade.on_upgrade(move |socket| socket::run(realtime, tenant, user, since, socket)))
+}
+
+/// The user of a session's token (`?token=`), and where the session starts: the
+/// `Last-Event-ID` an `EventSource` resends (`last_event`), else `?since=`.
+fn who(
+    state: &AppState,
+    query: Result<Query<ConnectParams>, QueryRejection>,
+    last_event: Option<&str>,
+) -> Result<(TenantId, String, Option<i64>), ApiError> {
+    let Query(params) = query.map_err(|e| invalid("query", e.body_text()))?;
+    let token = params
+        .token
+        .ok_or_else(|| ApiError::Unauthorized("a real-time token is required (?token=)".into()))?;
+    let (tenant, user) = state
+        .realtime
+        .check(&token)
+        .map_err(|e| ApiError::Unauthorized(e.to_string()))?;
+    let since = match last_event {
+        Some(id) => Some(
+            parse_cursor(id)
+                .ok_or_else(|| invalid("Last-Event-ID", "must be the id of an event"))?,
+        ),
+        None => params
+            .since
+            .map(|since| {
+                parse_cursor(&since)
+                    .ok_or_else(|| invalid("since", "must be the cursor of a frame"))
+            })
+            .transpose()?,
+    };
+    Ok((tenant, user, since))
+}
+
+/// Streams the user's events as Server-Sent Events, for clients that cannot hold a
+/// WebSocket. A missing, forged or expired token is 401 before the stream starts.
+#[utoipa::path(get, path = "/v1/realtime/sse", tag = "realtime",
+    params(ConnectParams,
+        ("Last-Event-ID" = Option<String>, Header, description = "The id of the last event the client has, which an `EventSource` sends when it reconnects; it wins over `since`")),
+    responses((status = 200, description = "The events, as on the WebSocket: `event: <type>`, `id: <cursor>` (log events and `ready`), `data: <JSON>`; a comment every heartbeat", content_type = "text/event-stream", body = String),
+        (status = 401, body = ErrorBody), InputRefusals))]
+pub async fn events(
+    State(state): State<AppState>,
+    query: Result<Query<ConnectParams>, QueryRejection>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let last_event = headers
+        .get("last-event-id")
+        .map(|id| id.to_str().unwrap_or("invalid"));
+    let (tenant, user, since) = who(&state, query, last_event)?;
+    Ok(sse::open(state.realtime.clone(), tenant, user, since).into_response())
 }

@@ -14,7 +14,10 @@
 mod amqp_bus;
 pub mod chat;
 mod hub;
+pub mod session;
 pub mod socket;
+pub mod socket_io;
+pub mod sse;
 mod tokens;
 
 pub use hub::{Hub, LocalBus, UserBus, presence_key, user_key};

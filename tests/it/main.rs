@@ -31,6 +31,7 @@ mod push;
 mod rabbitmq;
 mod rabbitmq_node;
 mod realtime;
+mod realtime_transports;
 mod router;
 mod sharing;
 mod shutdown;

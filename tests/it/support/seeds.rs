@@ -16,7 +16,18 @@ fn management_url() -> String {
 /// a message) outside CI when it has not, a failure in CI.
 pub fn seed_clients() -> Option<PathBuf> {
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/seeds");
-    if dir.join("node_modules/amqplib").exists() {
+    // Every package the seeds pin, so that a copy installed before one was added counts
+    // as not installed rather than failing in Node.
+    let manifest: Value = serde_json::from_str(
+        &std::fs::read_to_string(dir.join("package.json")).expect("tests/seeds/package.json"),
+    )
+    .expect("package.json is JSON");
+    let installed = manifest["dependencies"]
+        .as_object()
+        .expect("package.json lists dependencies")
+        .keys()
+        .all(|package| dir.join("node_modules").join(package).exists());
+    if installed {
         return Some(dir);
     }
     super::tool_missing(&format!(
@@ -45,6 +56,33 @@ pub fn seed001(dir: &std::path::Path, url: &str, steps: &Value) -> Vec<Value> {
         .lines()
         .map(|line| serde_json::from_str(line).expect("a result line is JSON"))
         .collect()
+}
+
+/// Runs a scenario of the seeds' real-time clients (tests/seeds/realtime.mjs:
+/// socket.io-client) with `config`; answers the line it prints.
+pub async fn realtime_client(dir: &std::path::Path, scenario: &str, config: &Value) -> Value {
+    let mut command = std::process::Command::new("node");
+    command
+        .arg(dir.join("realtime.mjs"))
+        .arg(scenario)
+        .arg(config.to_string());
+    // Node runs while the test's Herald serves it on this runtime.
+    let output = tokio::task::spawn_blocking(move || command.output().expect("node runs"))
+        .await
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let line = stdout.lines().last().unwrap_or_else(|| {
+        panic!(
+            "realtime.mjs printed nothing: {}",
+            String::from_utf8_lossy(&output.stderr)
+        )
+    });
+    let seen: Value = serde_json::from_str(line).expect("its line is JSON");
+    assert!(
+        seen.get("error").is_none(),
+        "realtime.mjs {scenario}: {seen}"
+    );
+    seen
 }
 
 /// What the management API answers to `GET /api/{path}`, as JSON.
