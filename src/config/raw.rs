@@ -586,6 +586,7 @@ struct Queues {
     push: Queue,
     email: Queue,
     audit: Queue,
+    update: Queue,
 }
 
 impl Queues {
@@ -605,6 +606,7 @@ impl Queues {
             (EventKind::Push, self.push),
             (EventKind::Email, self.email),
             (EventKind::Audit, self.audit),
+            (EventKind::Update, self.update),
         ]
         .into_iter()
         .map(|(kind, queue)| {

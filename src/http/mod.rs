@@ -17,6 +17,7 @@ mod queues;
 mod realtime;
 mod send;
 mod templates;
+mod updates;
 
 pub use docs::ApiDoc;
 
@@ -74,6 +75,7 @@ pub fn router(state: AppState) -> Router {
         .merge(devices::router())
         .merge(realtime::router())
         .merge(conversations::router())
+        .merge(updates::router())
         .merge(inbox::router())
         .merge(health::router())
         .merge(docs::router())

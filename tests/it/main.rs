@@ -36,3 +36,4 @@ mod sharing;
 mod shutdown;
 mod store;
 mod tenants;
+mod updates;
