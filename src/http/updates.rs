@@ -4,12 +4,14 @@
 //! [`crate::realtime::updates`]). Edits, deletions and reactions of Herald's own chat
 //! messages are updates too, queued the same way, for everyone the message went to.
 
-use super::AppState;
 use super::auth::Authenticated;
 use super::body::JsonBody;
-use super::error::answers::{BodyRefusals, KeyRefusals, MessageRefusals, SendRefusals};
+use super::error::answers::{
+    BodyRefusals, InputRefusals, KeyRefusals, MessageRefusals, SendRefusals,
+};
 use super::error::{ApiError, invalid};
 use super::send::{Accepted, IdempotencyHeader, idempotency_key, send_one};
+use super::{AppState, UserPath, user_in_path};
 use crate::domain::parse::{Fields, FromJson, text};
 use crate::domain::{Event, EventKind, MessageChange, MessageId, TenantId, UserId, schema};
 use crate::ingress::Submission;
@@ -99,8 +101,7 @@ pub struct UpdateBody {
 /// seed 004's Update structure. Without an `Idempotency-Key` every post is a new update.
 #[utoipa::path(post, path = "/v1/users/{userId}/updates", tag = "send",
     security(("api_key" = [])),
-    params(("userId" = String, Path, description = "Who gets the update (1 to 128 printable characters)"),
-           IdempotencyHeader),
+    params(UserPath, IdempotencyHeader),
     request_body = UpdateBody,
     responses((status = 202, description = "Durably queued", body = Accepted,
                    headers(("Location" = String, description = "Where the update's status is"))),
@@ -112,7 +113,7 @@ pub async fn send_update(
     headers: HeaderMap,
     JsonBody(mut body): JsonBody,
 ) -> Result<Response, ApiError> {
-    let user = UserId::parse(&user).map_err(|message| invalid("userId", message))?;
+    let user = user_in_path(&user)?;
     if let Some(fields) = body.as_object_mut() {
         // The path names the user: a body naming another is a mistake, not a choice.
         match fields.get("userId").filter(|v| !v.is_null()) {
@@ -219,7 +220,7 @@ pub async fn edit_message(
     security(("api_key" = [])),
     params(MessagePath, IdempotencyHeader),
     responses((status = 202, description = "Durably queued", body = Accepted),
-              MessageRefusals, SendRefusals))]
+              MessageRefusals, InputRefusals, SendRefusals))]
 pub async fn delete_message(
     State(state): State<AppState>,
     Authenticated(tenant): Authenticated,
