@@ -14,6 +14,7 @@ use crate::idempotency::Idempotency;
 use crate::ingress::Ingress;
 use crate::ledger::Ledger;
 use crate::realtime::chat::ChatHandler;
+use crate::realtime::updates::UpdateHandler;
 use crate::realtime::{Bus, Realtime, RealtimeError};
 use crate::shutdown::Shutdown;
 use crate::store::{self, Store, StoreError, Stores};
@@ -171,6 +172,7 @@ fn handler_for(kind: EventKind, herald: &Herald) -> Arc<dyn Handler> {
         )),
         EventKind::Audit => Arc::new(AuditHandler::start(stores.audit)),
         EventKind::Chat => Arc::new(ChatHandler::new(herald.realtime.clone())),
+        EventKind::Update => Arc::new(UpdateHandler::new(herald.realtime.clone())),
     }
 }
 

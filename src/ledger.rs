@@ -69,6 +69,13 @@ fn deliveries(event: &Event) -> Vec<(Channel, String, String)> {
                 .collect()
         }
         Event::Audit(a) => vec![(Channel::Audit, a.entity_id.to_string(), String::new())],
+        Event::Update(u) => vec![(Channel::Realtime, u.user_id.to_string(), String::new())],
+        // Like a chat message to its members: one delivery, to the message's audience.
+        Event::MessageChange(c) => vec![(
+            Channel::Realtime,
+            format!("message:{}", c.message_id),
+            String::new(),
+        )],
     }
 }
 

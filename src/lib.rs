@@ -6,9 +6,9 @@
 //! (RabbitMQ, or the embedded broker in a SQLite file) and recorded in the [`ledger`]
 //! before the answer. Per queue, a [`workers`] pool takes messages off with bounded
 //! concurrency, hands each to its handler ([`channels`] for email and push, [`audit`],
-//! [`realtime`] for chat) and reports its one [`outcome`] to an outcome sink (the
-//! ledger) before settling it: delivered, retried with backoff, dead-lettered, or
-//! expired. [`templates`] renders email within bounds; [`realtime`] carries chat and
+//! [`realtime`] for chat and per-user updates) and reports its one [`outcome`] to an
+//! outcome sink (the ledger) before settling it: delivered, retried with backoff,
+//! dead-lettered, or expired. [`templates`] renders email within bounds; [`realtime`] carries chat and
 //! in-app events to connected users over WebSocket.
 //!
 //! Dependencies point one way: [`config`] parses settings into the ready values each

@@ -38,7 +38,7 @@ enum Command {
     Api,
     /// Run only the worker pools of some queues.
     Worker {
-        /// The queues to work, by kind: chat, push, email, audit.
+        /// The queues to work, by kind: chat, push, email, audit, update.
         #[arg(long, value_delimiter = ',', required = true, value_parser = parse_kind)]
         queues: Vec<EventKind>,
     },

@@ -12,7 +12,10 @@ pub const BATCH_SIZE: usize = 100;
 /// The envelope Herald would publish for the audit event, and its routing key.
 pub fn audit_envelope() -> (Bytes, &'static str) {
     let event = Event::parse(EventKind::Audit, &audit_event()).expect("a valid audit event");
-    let routing_key = event.routing_key();
+    // Only an update's key is made per event (it names the user); an audit event's is fixed.
+    let std::borrow::Cow::Borrowed(routing_key) = event.routing_key() else {
+        unreachable!("an audit event's routing key is fixed")
+    };
     (Envelope::new(event).to_bytes().into(), routing_key)
 }
 

@@ -37,7 +37,7 @@ impl Publication {
     pub fn of(envelope: &crate::domain::Envelope, topology: &Topology) -> Self {
         Publication {
             exchange: topology.queue(envelope.event.kind()).exchange.clone(),
-            routing_key: envelope.event.routing_key().to_owned(),
+            routing_key: envelope.event.routing_key().into_owned(),
             message_id: envelope.id.to_string(),
             body: envelope.to_bytes().into(),
         }

@@ -593,6 +593,7 @@ struct Queues {
     push: Queue,
     email: Queue,
     audit: Queue,
+    update: Queue,
 }
 
 impl Queues {
@@ -612,6 +613,7 @@ impl Queues {
             (EventKind::Push, self.push),
             (EventKind::Email, self.email),
             (EventKind::Audit, self.audit),
+            (EventKind::Update, self.update),
         ]
         .into_iter()
         .map(|(kind, queue)| {

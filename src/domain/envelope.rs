@@ -8,7 +8,7 @@
 
 use super::events::{Event, EventKind};
 use super::ids::{NotificationId, TenantId};
-use super::parse::{FieldErrors, FromJson};
+use super::parse::{FieldError, FieldErrors, FromJson};
 use super::routing::{self, NoHandler};
 use chrono::{DateTime, Utc};
 use serde::Serialize;
@@ -36,7 +36,7 @@ pub enum EnvelopeError {
     #[error("the body is not JSON: {0}")]
     NotJson(#[from] serde_json::Error),
     /// The envelope names a kind Herald does not carry.
-    #[error("the envelope's kind '{0}' is not one of chat, push, email, audit")]
+    #[error("the envelope's kind '{0}' is not one of chat, push, email, audit, update")]
     UnknownKind(String),
     /// The document is not a JSON object.
     #[error("the body is not a JSON object")]
@@ -142,12 +142,21 @@ impl Envelope {
             .get("id")
             .and_then(published_id)
             .or_else(|| properties.message_id.map(id_from_message_id))
-            // A bare chat message keeps the id its messageId gives it when redelivered.
+            // A bare chat message keeps the id its messageId gives it when redelivered, and
+            // a bare seed 004 update the `_id` it was published under.
             .or_else(|| payload.get("messageId").and_then(published_id))
+            .or_else(|| payload.get("_id").and_then(published_id))
             .unwrap_or_default();
         let created_at = ["createdAt", "timestamp"]
             .iter()
             .find_map(|field| DateTime::<Utc>::from_json(outer.get(*field)?).ok())
+            // Seed 004's Update structure carries its own createdAt, which clients see.
+            .or_else(|| {
+                let at = payload
+                    .get("createdAt")
+                    .filter(|_| kind == EventKind::Update)?;
+                DateTime::<Utc>::from_json(at).ok()
+            })
             .or_else(|| {
                 let secs = i64::try_from(properties.timestamp?).ok()?;
                 DateTime::from_timestamp(secs, 0)
@@ -159,19 +168,29 @@ impl Envelope {
                 .entry("tenantId")
                 .or_insert_with(|| tenant.as_str().into());
         }
-        if let Some((field, value)) = routed.implies.filter(|_| kind == routed.kind) {
-            fields.entry(field).or_insert(value);
+        if kind == routed.kind {
+            for (field, value) in routed.implies {
+                fields.entry(field).or_insert(value);
+            }
         }
-        let event =
-            Event::parse(kind, &payload).map_err(|errors| EnvelopeError::InvalidPayload {
-                kind,
-                errors,
-                id,
-                tenant: payload
-                    .get("tenantId")
-                    .and_then(|t| TenantId::from_json(t).ok()),
-                created_at,
-            })?;
+        let invalid = |errors| EnvelopeError::InvalidPayload {
+            kind,
+            errors,
+            id,
+            tenant: payload
+                .get("tenantId")
+                .and_then(|t| TenantId::from_json(t).ok()),
+            created_at,
+        };
+        let event = Event::parse(kind, &payload).map_err(invalid)?;
+        if let Event::Update(update) = &event
+            && !routing::names_user(routing_key, update.user_id.as_str())
+        {
+            return Err(invalid(FieldErrors(vec![FieldError {
+                field: "userId".into(),
+                message: format!("is not the user of routing key '{routing_key}'"),
+            }])));
+        }
         let deduplicate = outer
             .get("deduplicate")
             .and_then(Value::as_bool)
@@ -385,5 +404,32 @@ mod tests {
         let read =
             Envelope::from_wire(&body, "push.web", EventKind::Push, Default::default()).unwrap();
         assert_eq!(read.event.routing_key(), "push.mobile");
+    }
+
+    #[test]
+    fn a_seed_004_update_keeps_its_id_and_time_and_its_key_names_the_user() {
+        let update = json!({"_id": "507f1f77bcf86cd799439011", "tenantId": "tnt_default",
+                            "userId": "usr_1", "eventType": "message.reaction.add",
+                            "data": {"reaction": "+1"}, "published": true,
+                            "createdAt": "2025-11-04T12:18:32.450Z"});
+        let read = |body: &Value, key| {
+            let body = serde_json::to_vec(body).unwrap();
+            Envelope::from_wire(&body, key, EventKind::Update, Default::default())
+        };
+        let key = "user.usr_1.message.reaction.add";
+        let envelope = read(&update, key).unwrap();
+        assert_eq!(envelope.id, id_from_message_id("507f1f77bcf86cd799439011"));
+        assert_eq!(envelope.created_at.timestamp_millis(), 1_762_258_712_450);
+        let mut bare = update.clone();
+        let fields = bare.as_object_mut().unwrap();
+        fields.remove("userId");
+        fields.remove("eventType");
+        let Event::Update(from_key) = read(&bare, key).unwrap().event else {
+            panic!("not an update")
+        };
+        assert_eq!(from_key.user_id.as_str(), "usr_1");
+        assert_eq!(from_key.event_type.as_str(), "message.reaction.add");
+        let error = read(&update, "user.usr_2.message.reaction.add").unwrap_err();
+        assert!(error.to_string().contains("userId"), "{error}");
     }
 }

@@ -1,13 +1,15 @@
-//! The four kinds of event Herald accepts, in the contract's camelCase shapes.
+//! The five kinds of event Herald accepts, in the contract's camelCase shapes.
 
 use super::ids::{
     ConversationId, EmailAddress, EntityId, Locale, MessageId, TemplateName, TenantId, UserId,
 };
 use super::parse::{Bounded, FieldErrors, Fields, FromJson, text};
 use super::schema;
+use super::updates::{MessageChange, UserUpdate};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
+use std::borrow::Cow;
 use utoipa::ToSchema;
 
 /// Which worker pool an event is for; also the `kind` of the wire envelope.
@@ -22,15 +24,18 @@ pub enum EventKind {
     Email,
     /// An audit record to persist.
     Audit,
+    /// An update for one user's clients (seed 004).
+    Update,
 }
 
 impl EventKind {
     /// Every kind, in the order queues are listed.
-    pub const ALL: [EventKind; 4] = [
+    pub const ALL: [EventKind; 5] = [
         EventKind::Chat,
         EventKind::Push,
         EventKind::Email,
         EventKind::Audit,
+        EventKind::Update,
     ];
 
     /// The kind's name on the wire and in configuration.
@@ -40,6 +45,7 @@ impl EventKind {
             EventKind::Push => "push",
             EventKind::Email => "email",
             EventKind::Audit => "audit",
+            EventKind::Update => "update",
         }
     }
 
@@ -61,7 +67,7 @@ impl EventKind {
         value
             .as_str()
             .and_then(EventKind::parse)
-            .ok_or_else(|| "must be one of chat, push, email, audit".into())
+            .ok_or_else(|| "must be one of chat, push, email, audit, update".into())
     }
 }
 
@@ -474,6 +480,10 @@ pub enum Event {
     Email(EmailNotification),
     /// See [`AuditEvent`].
     Audit(AuditEvent),
+    /// See [`UserUpdate`].
+    Update(UserUpdate),
+    /// See [`MessageChange`]; carried on the updates queue.
+    MessageChange(MessageChange),
 }
 
 impl Event {
@@ -484,6 +494,15 @@ impl Event {
             EventKind::Push => PushNotification::parse(value).map(Event::Push),
             EventKind::Email => EmailNotification::parse(value).map(Event::Email),
             EventKind::Audit => AuditEvent::parse(value).map(Event::Audit),
+            // A change to a Herald chat message names its message and no user.
+            EventKind::Update => {
+                let names = |field: &str| value.get(field).is_some_and(|v| !v.is_null());
+                if names("messageId") && !names("userId") {
+                    MessageChange::parse(value).map(Event::MessageChange)
+                } else {
+                    UserUpdate::parse(value).map(Event::Update)
+                }
+            }
         }
     }
 
@@ -494,6 +513,7 @@ impl Event {
             Event::Push(_) => EventKind::Push,
             Event::Email(_) => EventKind::Email,
             Event::Audit(_) => EventKind::Audit,
+            Event::Update(_) | Event::MessageChange(_) => EventKind::Update,
         }
     }
 
@@ -504,12 +524,15 @@ impl Event {
             Event::Push(e) => &e.tenant_id,
             Event::Email(e) => &e.tenant_id,
             Event::Audit(e) => &e.tenant_id,
+            Event::Update(e) => &e.tenant_id,
+            Event::MessageChange(e) => &e.tenant_id,
         }
     }
 
-    /// The routing key the event is published with, as in the contract's topology.
-    pub fn routing_key(&self) -> &'static str {
-        match self {
+    /// The routing key the event is published with, as in the contract's topology; an
+    /// update's names its user, as seed 004's do.
+    pub fn routing_key(&self) -> Cow<'static, str> {
+        Cow::Borrowed(match self {
             Event::Chat(e) => match e.conversation_type {
                 ConversationType::Direct => "chat.direct",
                 ConversationType::Group => "chat.group",
@@ -521,7 +544,9 @@ impl Event {
             Event::Email(_) => "email.template",
             Event::Audit(e) if e.compliance => "audit.compliance",
             Event::Audit(_) => "audit.track",
-        }
+            Event::Update(e) => return Cow::Owned(e.routing_key()),
+            Event::MessageChange(e) => return Cow::Owned(e.routing_key()),
+        })
     }
 }
 

@@ -19,12 +19,13 @@ use super::realtime::{
 };
 use super::send::{self, Accepted, Batch, BatchAccepted};
 use super::templates::{self, PreviewBody, PreviewView, TemplateBody, TemplateList, TemplateView};
+use super::updates::{self, EditBody, ReactionBody, UpdateBody};
 use crate::audit::Verification;
 use crate::broker::QueueStats;
 use crate::domain::parse::FieldError;
 use crate::domain::{
     AuditEvent, ChatMessage, ConversationType, EmailNotification, MessageType, Platform, Priority,
-    PushNotification,
+    PushNotification, UserUpdate,
 };
 use crate::outcome::{Channel, DeliveryStatus, NotificationState, RenderedFrom};
 use crate::store::{ApiKeyInfo, Tenant};
@@ -42,11 +43,12 @@ use utoipa::OpenApi;
 #[openapi(
     info(
         title = "Herald",
-        description = "Notification fan-out: chat, push, email and audit events, durably queued and delivered. \
+        description = "Notification fan-out: chat, push, email, audit events and per-user updates, durably queued and delivered. \
                        Every send answers 202 only once the event is durably queued."
     ),
     paths(
         send::send_chat, send::send_push, send::send_email, send::send_audit, send::send_batch,
+        updates::send_update, updates::edit_message, updates::delete_message, updates::react,
         health::alive, health::ready, health::rabbitmq, health::metrics,
         admin::create_tenant, admin::add_key, admin::list_keys, admin::revoke_key,
         queues::queues, queues::dead_letters, queues::replay, notifications::status,
@@ -69,7 +71,8 @@ use utoipa::OpenApi;
         TemplateBody, PreviewBody, PreviewView, RenderedFrom, NotificationState, DeliveryStatus, Channel, Device, DeviceBody, DeviceList,
         TokenRequest, IssuedToken, ReadBody, ReadView, PresenceList, PresenceView, InboxView,
         InboxList, SmtpBody, ApnsBody, FcmBody, ConversationBody, MembersBody,
-        ConversationReadBody, ConversationView, ConversationReadView,
+        ConversationReadBody, ConversationView, ConversationReadView, UserUpdate, UpdateBody,
+        EditBody, ReactionBody,
     )),
     modifiers(&SecuritySchemes),
     tags(

@@ -281,6 +281,13 @@ pub mod answers {
     );
 
     answer_set!(
+        /// A route about one stored chat message, behind a tenant's API key.
+        MessageRefusals:
+            "401" => "No valid API key (or admin token)";
+            "404" => "The tenant has no chat message of this messageId"
+    );
+
+    answer_set!(
         /// A route whose query or path is checked.
         InputRefusals: "422" => "Invalid fields; details name each one"
     );

@@ -18,6 +18,7 @@ mod queues;
 mod realtime;
 mod send;
 mod templates;
+mod updates;
 
 pub use docs::ApiDoc;
 
@@ -78,6 +79,7 @@ pub fn router(state: AppState) -> Router {
         .merge(devices::router())
         .merge(realtime::router())
         .merge(conversations::router())
+        .merge(updates::router())
         .merge(inbox::router())
         .merge(health::router())
         .merge(docs::router())

@@ -9,7 +9,7 @@ use super::error::{ApiError, invalid};
 use crate::domain::parse::{FieldError, FieldErrors, Fields, FromJson};
 use crate::domain::{
     AuditEvent, ChatMessage, EmailNotification, Event, EventKind, Published, PushNotification,
-    TenantId,
+    TenantId, UserUpdate,
 };
 use crate::idempotency::fingerprint;
 pub use crate::ingress::{Accepted, BatchAccepted};
@@ -39,8 +39,8 @@ pub fn router() -> Router<AppState> {
 #[derive(Debug, ToSchema)]
 #[allow(dead_code)] // Documents the request; the body is parsed field by field.
 pub struct Batch {
-    /// 1 to 1000 events, each with a `kind` (`chat`, `push`, `email`, `audit`) and the
-    /// fields of that kind.
+    /// 1 to 1000 events, each with a `kind` (`chat`, `push`, `email`, `audit`, `update`)
+    /// and the fields of that kind.
     #[schema(schema_with = batch_events)]
     events: Vec<Value>,
 }
@@ -56,6 +56,7 @@ fn batch_events() -> utoipa::openapi::schema::Schema {
             EventKind::Push => PushNotification::name(),
             EventKind::Email => EmailNotification::name(),
             EventKind::Audit => AuditEvent::name(),
+            EventKind::Update => UserUpdate::name(),
         };
         let tagged = ObjectBuilder::new()
             .property(
@@ -121,7 +122,7 @@ fn respond(receipt: Receipt) -> Response {
 #[derive(utoipa::IntoParams)]
 #[into_params(parameter_in = Header)]
 #[allow(dead_code)] // Documents the header, which `idempotency_key` reads.
-struct IdempotencyHeader {
+pub(super) struct IdempotencyHeader {
     /// The same key within the idempotency window answers the first send's 202 and queues
     /// nothing; with a different body it is 422. 1 to 255 printable ASCII characters.
     #[param(rename = "Idempotency-Key", pattern = "^[!-~]{1,255}$")]
@@ -130,7 +131,7 @@ struct IdempotencyHeader {
 
 /// The send's idempotency key: the `Idempotency-Key` header, else `fallback`; with the
 /// fingerprint of `route` and `body`.
-fn idempotency_key(
+pub(super) fn idempotency_key(
     headers: &HeaderMap,
     fallback: Option<String>,
     route: &str,
@@ -160,7 +161,7 @@ fn idempotency_key(
 
 impl AppState {
     /// Hands a parsed submission to the ingress and answers as it says.
-    async fn accept(
+    pub(super) async fn accept(
         &self,
         tenant: &TenantId,
         key: Option<IdempotencyKey>,
@@ -193,7 +194,7 @@ fn implicit_key(event: &Event, wrapper_id: Option<String>) -> Option<String> {
 
 /// Sends one event of `kind`, posted to `route`: the key's tenant bound, the document
 /// parsed, and the event handed to the ingress.
-async fn send_one(
+pub(super) async fn send_one(
     state: AppState,
     tenant: TenantId,
     headers: HeaderMap,

@@ -77,22 +77,15 @@ impl ChatHandler {
             Ok(Recorded::Stored(_) | Recorded::Before) => {}
         }
         // Also after a redelivery: the first attempt may have stopped before poking.
-        match &listed {
-            Some(listed) => self.realtime.poke(tenant, listed).await,
-            None => {
-                let conversation = message.conversation_id.as_str();
-                let sender = message.sender_id.as_str();
-                if let Err(e) = self
-                    .realtime
-                    .poke_members(tenant, conversation, sender)
-                    .await
-                {
-                    // Stored and logged: connections that miss the poke catch up on their
-                    // next one, or on reconnecting.
-                    tracing::warn!(error = %e, conversation, "poking the members failed");
-                }
-            }
-        }
+        let conversation = message.conversation_id.as_str();
+        self.realtime
+            .poke_audience(
+                tenant,
+                listed.as_deref(),
+                conversation,
+                message.sender_id.as_str(),
+            )
+            .await;
         Outcome::Delivered
     }
 }

@@ -19,6 +19,7 @@ pub mod socket;
 pub mod socket_io;
 pub mod sse;
 mod tokens;
+pub mod updates;
 
 pub use hub::{Hub, LocalBus, UserBus, presence_key, user_key};
 pub use tokens::{TokenError, TokenKey};
@@ -214,6 +215,27 @@ impl Realtime {
             match members.last() {
                 Some(last) if members.len() == page => after = last.clone(),
                 _ => return Ok(()),
+            }
+        }
+    }
+
+    /// Pokes the `listed` users, or else `conversation`'s members but `except` (a page at
+    /// a time). Their events are stored before: a failure to read the members is only
+    /// logged, since connections that miss a poke catch up on their next one, or on
+    /// reconnecting.
+    pub async fn poke_audience(
+        &self,
+        tenant: &TenantId,
+        listed: Option<&[&str]>,
+        conversation: &str,
+        except: &str,
+    ) {
+        match listed {
+            Some(users) => self.poke(tenant, users).await,
+            None => {
+                if let Err(e) = self.poke_members(tenant, conversation, except).await {
+                    tracing::warn!(error = %e, conversation, "poking the members failed");
+                }
             }
         }
     }

@@ -3,7 +3,7 @@
 
 use super::StoreError;
 use super::conversations::member_page;
-use super::events::insert_events;
+use super::events::{insert_events, insert_rows};
 use super::sql::{Column, Dialect, Param, SqlStore, now};
 use crate::domain::TenantId;
 use async_trait::async_trait;
@@ -60,9 +60,102 @@ fn message_new<'u>(
         .collect()
 }
 
+/// Who a stored chat message went to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Sent {
+    /// The users it named, and its sender.
+    Listed(Vec<String>),
+    /// Its conversation's members (its sender among them).
+    Members,
+}
+
+/// A stored chat message as a change to it needs it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredChat {
+    /// Its conversation.
+    pub conversation_id: String,
+    /// Who sent it.
+    pub sender_id: String,
+    /// Who it went to.
+    pub sent: Sent,
+}
+
+/// What a change to a stored message reads of it: its conversation, sender and payload
+/// (whose `recipientIds` say whom it named).
+type ChatRow = (String, String, String);
+
+const CHAT_ROW: &str = "SELECT conversation_id, sender_id, payload FROM chat_messages \
+                        WHERE tenant_id = $1 AND message_id = $2";
+
+fn stored_chat((conversation_id, sender_id, payload): ChatRow) -> StoredChat {
+    let listed = serde_json::from_str::<serde_json::Value>(&payload)
+        .ok()
+        .and_then(|p| p.get("recipientIds").and_then(|r| r.as_array()).cloned());
+    let sent = match listed {
+        Some(ids) => {
+            let mut users: Vec<String> = ids
+                .iter()
+                .filter_map(|u| u.as_str().map(str::to_owned))
+                .chain([sender_id.clone()])
+                .collect();
+            users.sort_unstable();
+            users.dedup();
+            Sent::Listed(users)
+        }
+        None => Sent::Members,
+    };
+    StoredChat {
+        conversation_id,
+        sender_id,
+        sent,
+    }
+}
+
+/// What gives each user the payload of a change to a message: the user, the message.
+pub type PayloadFor<'f> = dyn Fn(&str, &StoredChat) -> String + Send + Sync + 'f;
+
+/// Each of `users` with each of `kinds`, under the user's payload, as [`insert_rows`]
+/// takes them.
+fn change_rows<'a>(
+    users: &'a [String],
+    kinds: &[&'a str],
+    chat: &StoredChat,
+    payload_for: &PayloadFor<'_>,
+) -> Vec<(&'a str, &'a str, String)> {
+    let mut rows = Vec::with_capacity(users.len() * kinds.len());
+    for user in users {
+        let payload = payload_for(user, chat);
+        for kind in kinds {
+            rows.push((user.as_str(), *kind, payload.clone()));
+        }
+    }
+    rows
+}
+
 /// Where chat messages live.
 #[async_trait]
 pub trait ChatStore: Send + Sync {
+    /// The message `message_id` of the tenant, if it is stored.
+    async fn chat_message(
+        &self,
+        tenant: &TenantId,
+        message_id: &str,
+    ) -> Result<Option<StoredChat>, StoreError>;
+
+    /// Appends a change to a stored message to the log of everyone it went to (its listed
+    /// recipients and sender, or its conversation's members, `page` at a time), each user
+    /// getting the events `kinds` with the payload `payload_for(user)`, in one transaction
+    /// and once per `update_id`. Answers the message, or `None` when it is not stored.
+    async fn record_message_change(
+        &self,
+        tenant: &TenantId,
+        message_id: &str,
+        update_id: &str,
+        kinds: &[&str],
+        page: usize,
+        payload_for: &PayloadFor<'_>,
+    ) -> Result<Option<StoredChat>, StoreError>;
+
     /// Stores a chat message with the next sequence number of its conversation and
     /// appends `message:new` to each recipient's log, in one transaction: a message is
     /// stored with all its events or not at all, so that a redelivery, which finds it
@@ -86,6 +179,63 @@ where
     i64: Column<DB>,
     DateTime<Utc>: Column<DB>,
 {
+    async fn chat_message(
+        &self,
+        tenant: &TenantId,
+        message_id: &str,
+    ) -> Result<Option<StoredChat>, StoreError> {
+        let row: Option<ChatRow> = sqlx::query_as(CHAT_ROW)
+            .bind(tenant.as_str())
+            .bind(message_id)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.map(stored_chat))
+    }
+
+    async fn record_message_change(
+        &self,
+        tenant: &TenantId,
+        message_id: &str,
+        update_id: &str,
+        kinds: &[&str],
+        page: usize,
+        payload_for: &PayloadFor<'_>,
+    ) -> Result<Option<StoredChat>, StoreError> {
+        let mut tx = self.writer.begin().await?;
+        let row: Option<ChatRow> = sqlx::query_as(CHAT_ROW)
+            .bind(tenant.as_str())
+            .bind(message_id)
+            .fetch_optional(&mut *tx)
+            .await?;
+        let Some(chat) = row.map(stored_chat) else {
+            return Ok(None);
+        };
+        match &chat.sent {
+            Sent::Listed(users) => {
+                let rows = change_rows(users, kinds, &chat, payload_for);
+                insert_rows::<DB>(&mut tx, tenant, &rows, Some(update_id)).await?;
+            }
+            Sent::Members => {
+                let conversation = chat.conversation_id.as_str();
+                let page = page.max(1);
+                let mut after = String::new();
+                loop {
+                    let members =
+                        member_page::<DB>(&mut tx, tenant, conversation, None, &after, page)
+                            .await?;
+                    let rows = change_rows(&members, kinds, &chat, payload_for);
+                    insert_rows::<DB>(&mut tx, tenant, &rows, Some(update_id)).await?;
+                    match members.last() {
+                        Some(last) if members.len() == page => after = last.clone(),
+                        _ => break,
+                    }
+                }
+            }
+        }
+        tx.commit().await?;
+        Ok(Some(chat))
+    }
+
     async fn record_chat(
         &self,
         tenant: &TenantId,

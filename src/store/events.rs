@@ -1,6 +1,8 @@
 //! Each user's event log: what reconnecting clients replay from their cursor, and the
 //! cursor each user acknowledged. Chat messages, read receipts and inbox changes append
-//! to it in their own transactions, through [`insert_events`].
+//! to it in their own transactions, through [`insert_events`]; per-user updates append
+//! once per update id ([`EventLogStore::append_update`]), so that a redelivery adds
+//! nothing.
 
 use super::StoreError;
 use super::sql::{Column, Dialect, Param, SqlStore, now};
@@ -31,6 +33,16 @@ pub trait EventLogStore: Send + Sync {
         events: &[(&str, &str, String)],
     ) -> Result<(), StoreError>;
 
+    /// Appends an update's events (user, kind, payload) in one transaction, each once:
+    /// an event of `update_id` already in that user's log under that kind (the update was
+    /// delivered before) is skipped.
+    async fn append_update(
+        &self,
+        tenant: &TenantId,
+        update_id: &str,
+        events: &[(&str, &str, String)],
+    ) -> Result<(), StoreError>;
+
     /// Up to `limit` of a user's events after `cursor`, oldest first.
     async fn events_after(
         &self,
@@ -56,7 +68,7 @@ pub trait EventLogStore: Send + Sync {
     -> Result<u64, StoreError>;
 }
 
-/// Rows per multi-row event insert: 5 parameters each.
+/// Rows per multi-row event insert: 6 parameters each, within SQLite's 32,766.
 const EVENTS_PER_STATEMENT: usize = 1000;
 
 /// Appends events to users' logs on `connection`, inside its caller's transaction:
@@ -73,10 +85,29 @@ where
     for<'a> &'a str: Param<'a, DB>,
     DateTime<Utc>: Column<DB>,
 {
+    insert_rows::<DB>(connection, tenant, events, None).await
+}
+
+/// Inserts events, under `update_id` when they are an update's: those an update already
+/// has in the log are then skipped (the unique index of migration 0012).
+pub(super) async fn insert_rows<DB>(
+    connection: &mut DB::Connection,
+    tenant: &TenantId,
+    events: &[(&str, &str, String)],
+    update_id: Option<&str>,
+) -> Result<(), StoreError>
+where
+    DB: Dialect,
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+    DB::Arguments: IntoArguments<DB>,
+    for<'a> &'a str: Param<'a, DB>,
+    DateTime<Utc>: Column<DB>,
+{
     let created_at = now();
     for chunk in events.chunks(EVENTS_PER_STATEMENT) {
         let mut insert = QueryBuilder::<DB>::new(
-            "INSERT INTO realtime_events (tenant_id, user_id, kind, payload, created_at) ",
+            "INSERT INTO realtime_events \
+             (tenant_id, user_id, kind, payload, created_at, update_id) ",
         );
         insert.push_values(chunk, |mut row, (user, kind, payload)| {
             row.push_bind(tenant.as_str())
@@ -84,7 +115,15 @@ where
                 .push_bind(*kind)
                 .push_bind(payload.as_str())
                 .push_bind(created_at);
+            // NULL as text, so that other events need no bound for binding an Option.
+            match update_id {
+                Some(id) => row.push_bind(id),
+                None => row.push("NULL"),
+            };
         });
+        if update_id.is_some() {
+            insert.push(" ON CONFLICT DO NOTHING");
+        }
         insert.build().execute(&mut *connection).await?;
     }
     Ok(())
@@ -109,6 +148,18 @@ where
     ) -> Result<(), StoreError> {
         let mut tx = self.writer.begin().await?;
         insert_events::<DB>(&mut tx, tenant, events).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn append_update(
+        &self,
+        tenant: &TenantId,
+        update_id: &str,
+        events: &[(&str, &str, String)],
+    ) -> Result<(), StoreError> {
+        let mut tx = self.writer.begin().await?;
+        insert_rows::<DB>(&mut tx, tenant, events, Some(update_id)).await?;
         tx.commit().await?;
         Ok(())
     }

@@ -42,7 +42,7 @@ use sqlx::{Executor, IntoArguments};
 use std::sync::Arc;
 
 pub use audit::{AuditQuery, AuditRecord, AuditStore, NewAuditRecord};
-pub use chat::{Audience, ChatStore, NewChat, Recorded};
+pub use chat::{Audience, ChatStore, NewChat, Recorded, Sent, StoredChat};
 pub use conversations::{Conversation, ConversationRead, ConversationStore};
 pub use devices::{Device, DeviceStore};
 pub use events::{EventLogStore, StoredEvent};

@@ -135,6 +135,7 @@ async fn the_document_states_what_the_api_takes() {
                 json!("email")
             ),
             ("#/components/schemas/AuditEvent".into(), json!("audit")),
+            ("#/components/schemas/UserUpdate".into(), json!("update")),
         ]
     );
 

@@ -37,3 +37,4 @@ mod sharing;
 mod shutdown;
 mod store;
 mod tenants;
+mod updates;

@@ -19,7 +19,7 @@ use std::time::Duration;
 const ADMIN_TOKEN: &str = "an-admin-token-for-tests";
 
 /// Herald on `vhost` under no prefix (the seeds' own names), with `overrides`.
-async fn herald_on(vhost: &Vhost, roles: Roles, overrides: &[(&str, &str)]) -> TestApp {
+pub(crate) async fn herald_on(vhost: &Vhost, roles: Roles, overrides: &[(&str, &str)]) -> TestApp {
     let dir = tempfile::TempDir::new().unwrap();
     let url = vhost.url();
     let mut all = vec![
@@ -447,6 +447,7 @@ async fn migrate_without_the_management_api_prints_the_policies_and_writes_defin
             "herald.push.notifications",
             "herald.email.notifications",
             "herald.audit.events",
+            "herald.user.updates",
             "herald.exchanges.unrouted"
         ]
     );

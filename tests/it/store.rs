@@ -44,6 +44,7 @@ store_suite!(
     chat_messages_are_stored_once_numbered_per_conversation_and_logged_per_recipient,
     a_chat_to_a_conversations_members_is_logged_once_per_member_page_by_page,
     an_idempotency_key_keeps_its_binding_until_answered_and_one_repeat_resumes_it,
+    an_update_is_logged_once_and_a_message_change_once_per_member_page_by_page,
 );
 
 async fn open(url: &str) -> Arc<dyn Store> {
@@ -730,4 +731,83 @@ async fn an_idempotency_key_keeps_its_binding_until_answered_and_one_repeat_resu
         },
         "an answered key is not resumed, and not unconfirmed afterwards"
     );
+}
+
+async fn an_update_is_logged_once_and_a_message_change_once_per_member_page_by_page(
+    store: Arc<dyn Store>,
+) {
+    use herald::domain::ConversationType;
+    let acme = tenant("acme");
+    let rows = |payload: &str| {
+        [
+            ("ann", "chat3:update", payload.to_owned()),
+            ("ann", "message:update", payload.to_owned()),
+        ]
+    };
+    store.append_update(&acme, "u1", &rows("1")).await.unwrap();
+    store
+        .append_update(&acme, "u1", &rows("again"))
+        .await
+        .unwrap();
+    store.append_update(&acme, "u2", &rows("2")).await.unwrap();
+    let logged = store.events_after(&acme, "ann", 0, 100).await.unwrap();
+    let payloads: Vec<&str> = logged.iter().map(|e| e.payload.as_str()).collect();
+    assert_eq!(
+        payloads,
+        ["1", "1", "2", "2"],
+        "a redelivered update adds nothing"
+    );
+    assert!(
+        store
+            .events_after(&tenant("other"), "ann", 0, 100)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+
+    let members = ["ada", "bob", "cy"];
+    store
+        .put_conversation(&acme, "c1", ConversationType::Group, &members)
+        .await
+        .unwrap();
+    let chat = herald::store::NewChat {
+        message_id: "m1",
+        conversation_id: "c1",
+        sender_id: "cy",
+        audience: Audience::Members { page: 2 },
+        payload: serde_json::json!({"messageId": "m1"}),
+    };
+    store.record_chat(&acme, &chat).await.unwrap();
+    let payload_for =
+        |user: &str, chat: &herald::store::StoredChat| format!("{user}@{}", chat.conversation_id);
+    let kinds = ["chat3:update", "message:update"];
+    for _ in 0..2 {
+        let changed = store
+            .record_message_change(&acme, "m1", "e1", &kinds, 2, &payload_for)
+            .await
+            .unwrap()
+            .expect("the message is stored");
+        assert_eq!(changed.sent, herald::store::Sent::Members);
+    }
+    for user in members {
+        let changes: Vec<String> = store
+            .events_after(&acme, user, 0, 100)
+            .await
+            .unwrap()
+            .into_iter()
+            .filter(|e| e.kind != "message:new")
+            .map(|e| e.payload)
+            .collect();
+        let mine = format!("{user}@c1");
+        assert_eq!(
+            changes,
+            [mine.clone(), mine],
+            "{user}: each name once, sender included"
+        );
+    }
+    let unknown = store
+        .record_message_change(&acme, "nope", "e2", &kinds, 2, &payload_for)
+        .await
+        .unwrap();
+    assert!(unknown.is_none());
 }

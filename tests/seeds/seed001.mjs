@@ -12,7 +12,7 @@
 //   {"setup": {"deadLetterExchange": "dlx"}}   the same, queues with their own DLX
 //   {"publish": {"exchange", "routingKey", "body", "messageId"?}}   body as it is
 //   {"send": {"exchange", "routingKey", "type", "payload"}}   the service's envelope
-import amqp from 'amqplib';
+import { runSteps } from './steps.mjs';
 import { randomUUID } from 'node:crypto';
 
 const HOUR = 60 * 60 * 1000;
@@ -48,25 +48,4 @@ async function send(channel, { exchange, routingKey, type, payload }) {
   await publish(channel, { exchange, routingKey, body });
 }
 
-const [url, stepsJson] = process.argv.slice(2);
-const steps = JSON.parse(stepsJson);
-const connection = await amqp.connect(url);
-connection.on('error', () => {});
-let failed = false;
-for (const [i, step] of steps.entries()) {
-  const channel = await connection.createConfirmChannel();
-  channel.on('error', () => {});
-  try {
-    if (step.setup) await setup(channel, step.setup);
-    else if (step.publish) await publish(channel, step.publish);
-    else if (step.send) await send(channel, step.send);
-    else throw new Error(`unknown step ${JSON.stringify(step)}`);
-    console.log(JSON.stringify({ step: i, ok: true }));
-  } catch (e) {
-    failed = true;
-    console.log(JSON.stringify({ step: i, error: e.message }));
-  }
-  try { await channel.close(); } catch { /* closed by the broker */ }
-}
-await connection.close();
-process.exit(failed ? 1 : 0);
+await runSteps({ setup, publish, send });

@@ -12,7 +12,8 @@ import uuid
 import schemathesis
 
 SENDS = {"/v1/chat/messages", "/v1/notifications/push", "/v1/notifications/email",
-         "/v1/audit/events", "/v1/batch"}
+         "/v1/audit/events", "/v1/batch", "/v1/users/{userId}/updates",
+         "/v1/chat/messages/{messageId}", "/v1/chat/messages/{messageId}/reactions"}
 
 
 @schemathesis.hook

@@ -40,8 +40,19 @@ pub fn seed_clients() -> Option<PathBuf> {
 /// Runs seed 001's message-queue service (tests/seeds/seed001.mjs) against `url` with
 /// `steps`; answers each step's result line.
 pub fn seed001(dir: &std::path::Path, url: &str, steps: &Value) -> Vec<Value> {
+    run_seed(dir, "seed001.mjs", url, steps)
+}
+
+/// Runs seed 004's update worker (tests/seeds/seed004.mjs) against `url` with `steps`;
+/// answers each step's result line.
+pub fn seed004(dir: &std::path::Path, url: &str, steps: &Value) -> Vec<Value> {
+    run_seed(dir, "seed004.mjs", url, steps)
+}
+
+/// Runs one of the seeds' scripts, which print a JSON line per step.
+fn run_seed(dir: &std::path::Path, script: &str, url: &str, steps: &Value) -> Vec<Value> {
     let output = std::process::Command::new("node")
-        .arg(dir.join("seed001.mjs"))
+        .arg(dir.join(script))
         .arg(url)
         .arg(steps.to_string())
         .output()
@@ -49,7 +60,7 @@ pub fn seed001(dir: &std::path::Path, url: &str, steps: &Value) -> Vec<Value> {
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(
         !stdout.trim().is_empty(),
-        "seed001.mjs printed nothing: {}",
+        "{script} printed nothing: {}",
         String::from_utf8_lossy(&output.stderr)
     );
     stdout
