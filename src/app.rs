@@ -296,9 +296,20 @@ impl Herald {
                 }
             }));
             let stop = shutdown.clone();
-            axum::serve(listener, self.router())
-                .with_graceful_shutdown(async move { stop.raised().await })
-                .await?;
+            let serving = axum::serve(listener, self.router())
+                .with_graceful_shutdown(async move { stop.raised().await });
+            // Graceful shutdown waits for every open response, and a Server-Sent Events
+            // stream never ends by itself: after the grace, the streams still open are
+            // cut (their clients resume from their `Last-Event-ID` elsewhere) rather than
+            // holding the process.
+            let stop = shutdown.clone();
+            tokio::select! {
+                served = serving => served?,
+                () = async move {
+                    stop.raised().await;
+                    tokio::time::sleep(grace).await;
+                } => tracing::info!(?grace, "long-lived responses still open after the grace; closed"),
+            }
         }
         for pool in pools {
             pool.await?;

@@ -182,3 +182,29 @@ async fn migrate_gives_up_on_an_unreachable_rabbitmq_and_says_why() {
     );
     assert!(!stderr.contains("guest:guest"), "the password is not shown");
 }
+
+/// A Server-Sent Events stream never ends by itself, and graceful shutdown waits for every
+/// open response: without a bound, one idle browser tab held SIGTERM for good.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_open_event_stream_does_not_hold_shutdown_past_the_grace() {
+    let app = support::TestApp::spawn(
+        BrokerKind::Embedded,
+        herald::app::Roles::everything(),
+        &[("workers.shutdown_grace", "1s")],
+    )
+    .await;
+    let token = support::socket::token(&app, "ada").await;
+    let stream = app
+        .client
+        .get(format!("{}/v1/realtime/sse?token={token}", app.address))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(stream.status(), 200);
+    let stopped = tokio::time::timeout(Duration::from_secs(15), app.stop()).await;
+    assert!(
+        stopped.is_ok(),
+        "Herald stopped within its grace, the stream open"
+    );
+    drop(stream);
+}
