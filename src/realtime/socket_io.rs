@@ -117,15 +117,21 @@ async fn connect(realtime: Arc<Realtime>, socket: SocketRef) {
     let (intents, incoming) = mpsc::channel(INTENTS);
     for name in CLIENT_EVENTS {
         let intents = intents.clone();
+        // The intent is queued while socketioxide calls the handler, in the order the
+        // events arrive, and the future it runs is empty: work inside the future is a task
+        // of its own, and seed 002's `ack` then `user:reconnected` could swap, the replay
+        // then starting before the acknowledgement. A client that floods past the
+        // session's queue loses what does not fit, as a slow reader would.
         socket.on(
             name,
-            move |Event(name): Event, TryData(body): TryData<Value>| async move {
+            move |Event(name): Event, TryData(body): TryData<Value>| {
                 let body = body.unwrap_or(Value::Null);
                 let said = match Intent::parse(&name, &body) {
                     Ok(intent) => Incoming::Intent(intent),
                     Err(why) => Incoming::Invalid(why),
                 };
-                let _ = intents.send(said).await;
+                let _ = intents.try_send(said);
+                std::future::ready(())
             },
         );
     }

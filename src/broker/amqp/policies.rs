@@ -173,11 +173,11 @@ impl Management {
         let amqp: lapin::uri::AMQPUri = amqp_url.parse()?;
         let Some(given) = management_url else {
             let userinfo = amqp.authority.userinfo;
-            return Ok(Management::new(
+            return Management::at(
                 format!("http://{}:15672", amqp.authority.host),
                 (userinfo.username, userinfo.password),
                 amqp.vhost,
-            ));
+            );
         };
         let mut url = reqwest::Url::parse(given).map_err(|e| e.to_string())?;
         let decoded = |text: &str| percent_decoded(text).unwrap_or_else(|| text.to_owned());
@@ -187,21 +187,23 @@ impl Management {
         );
         let _ = url.set_username("");
         let _ = url.set_password(None);
-        Ok(Management::new(url.to_string(), credentials, amqp.vhost))
+        Management::at(url.to_string(), credentials, amqp.vhost)
     }
 
-    /// The management API at `base` (`http://host:15672`) for `vhost`.
-    pub fn new(base: String, credentials: (String, String), vhost: String) -> Self {
+    /// The management API at `base` (`http://host:15672`) for `vhost`. The client is
+    /// built here, once: an `https://` API needs rustls' provider installed, and a client
+    /// that cannot be built is a reason the policies are not applied, not a panic.
+    fn at(base: String, credentials: (String, String), vhost: String) -> Result<Self, String> {
         let client = reqwest::Client::builder()
             .timeout(MANAGEMENT_TIMEOUT)
             .build()
-            .expect("a client without TLS settings builds");
-        Management {
+            .map_err(|e| format!("an HTTP client for it cannot be built: {e}"))?;
+        Ok(Management {
             base: base.trim_end_matches('/').to_owned(),
             credentials,
             vhost,
             client,
-        }
+        })
     }
 
     fn error(&self, cause: impl std::fmt::Display) -> ManagementError {
