@@ -202,6 +202,12 @@ impl Herald {
             metrics.clone(),
             settings.broker.publish_timeout,
         ));
+        let realtime = Realtime::start(&settings.realtime, &bus, &stores).await?;
+        // A socket's `message:send` goes through the same ingress as a POST.
+        realtime.send_chats_through(Arc::new(http::SocketSends::new(
+            ingress.clone(),
+            settings.http.retry_after,
+        )));
         Ok(Herald {
             broker,
             topology,
@@ -211,7 +217,7 @@ impl Herald {
                 stores.templates.clone(),
                 settings.email.render,
             )),
-            realtime: Realtime::start(&settings.realtime, &bus, &stores).await?,
+            realtime,
             tenancy: Arc::new(Tenancy::new(stores.tenants.clone())),
             store,
             rate_limits,

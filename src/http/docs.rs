@@ -80,7 +80,7 @@ use utoipa::OpenApi;
         (name = "operations", description = "Health and metrics"),
         (name = "audit", description = "Audit records and their hash chain"),
         (name = "templates", description = "Email templates: versioned, checked, previewed"),
-        (name = "realtime", description = "Delivery of chat and in-app events over WebSocket, Server-Sent Events (`/v1/realtime/sse`) and Socket.IO v4 (`/socket.io/`, token in `auth.token`)"),
+        (name = "realtime", description = "Delivery of chat and in-app events over WebSocket, Server-Sent Events (`/v1/realtime/sse`) and Socket.IO v4 (`/socket.io/`, token in `auth.token`, cursor in `auth.since`). From the socket a client may send `message:send` (a chat message, sent as the token's user through the same ingress as `POST /v1/chat/messages`, answered `message:sent` or `message:error` with the error shape, and in the acknowledgement callback) and `typing` (`{conversationId, isTyping}`, passed to the conversation's other members online, never stored)."),
         (name = "conversations", description = "Who is in each conversation, which chat messages without recipientIds go to; reading a whole conversation"),
         (name = "devices", description = "Where each user's pushes go"),
         (name = "providers", description = "A tenant's own delivery providers (secrets write-only)"),

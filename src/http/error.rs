@@ -160,8 +160,15 @@ fn field_detail(e: FieldError) -> Value {
     serde_json::to_value(e).expect("a field error serializes")
 }
 
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
+impl ApiError {
+    /// The error as the contract's body says it, for an answer that is not an HTTP
+    /// response (a socket's `message:error`).
+    pub fn into_body(self) -> ErrorBody {
+        self.into_parts().1
+    }
+
+    /// Its status and body.
+    fn into_parts(self) -> (StatusCode, ErrorBody) {
         let (status, code) = self.status_and_code();
         let message = match &self {
             ApiError::Internal(cause) => {
@@ -173,6 +180,22 @@ impl IntoResponse for ApiError {
             }
             other => other.to_string(),
         };
+        let details = match self {
+            ApiError::Validation(errors) => errors.0.into_iter().map(field_detail).collect(),
+            ApiError::Unavailable { details, .. } => details,
+            _ => Vec::new(),
+        };
+        let error = ErrorDetail {
+            code,
+            message,
+            details,
+        };
+        (status, ErrorBody { error })
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
         let retry_after = match &self {
             ApiError::Unavailable { retry_after, .. } => Some(retry_after.as_secs().max(1)),
             // Round up: a client that waits what it is told must get through.
@@ -182,22 +205,8 @@ impl IntoResponse for ApiError {
             _ => None,
         };
         let upgrade = matches!(self, ApiError::UpgradeRequired(_));
-        let details = match self {
-            ApiError::Validation(errors) => errors.0.into_iter().map(field_detail).collect(),
-            ApiError::Unavailable { details, .. } => details,
-            _ => Vec::new(),
-        };
-        let mut response = (
-            status,
-            Json(ErrorBody {
-                error: ErrorDetail {
-                    code,
-                    message,
-                    details,
-                },
-            }),
-        )
-            .into_response();
+        let (status, body) = self.into_parts();
+        let mut response = (status, Json(body)).into_response();
         if let Some(seconds) = retry_after {
             response
                 .headers_mut()

@@ -17,6 +17,7 @@ mod providers;
 mod queues;
 mod realtime;
 mod send;
+pub use send::SocketSends;
 mod templates;
 mod updates;
 

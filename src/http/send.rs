@@ -13,13 +13,16 @@ use crate::domain::{
 };
 use crate::idempotency::fingerprint;
 pub use crate::ingress::{Accepted, BatchAccepted};
-use crate::ingress::{IdempotencyKey, IngressError, Receipt, Submission};
+use crate::ingress::{IdempotencyKey, Ingress, IngressError, Receipt, Submission};
+use crate::realtime::ChatSends;
 use axum::Router;
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
-use serde_json::Value;
+use serde_json::{Value, json};
+use std::sync::Arc;
+use std::time::Duration;
 use utoipa::ToSchema;
 
 /// The most events one batch may hold.
@@ -169,15 +172,22 @@ impl AppState {
     ) -> Result<Response, ApiError> {
         match self.ingress.accept(tenant, key, submission).await {
             Ok(receipt) => Ok(respond(receipt)),
-            Err(IngressError::RateLimited(wait)) => Err(ApiError::RateLimited(wait)),
-            Err(e @ IngressError::OverBurst { .. }) => Err(invalid("events", e.to_string())),
-            Err(IngressError::Idempotency(e)) => Err(e.into()),
-            Err(IngressError::NotQueued { message, details }) => Err(ApiError::Unavailable {
-                message,
-                retry_after: self.retry_after,
-                details,
-            }),
+            Err(e) => Err(refused(e, self.retry_after)),
         }
+    }
+}
+
+/// The answer to a submission the ingress did not accept.
+fn refused(e: IngressError, retry_after: Duration) -> ApiError {
+    match e {
+        IngressError::RateLimited(wait) => ApiError::RateLimited(wait),
+        e @ IngressError::OverBurst { .. } => invalid("events", e.to_string()),
+        IngressError::Idempotency(e) => e.into(),
+        IngressError::NotQueued { message, details } => ApiError::Unavailable {
+            message,
+            retry_after,
+            details,
+        },
     }
 }
 
@@ -320,4 +330,89 @@ pub async fn send_batch(
     // after the broker has confirmed every event.
     drop(body);
     state.accept(&tenant, key, Submission::Batch(events)).await
+}
+
+/// Chat messages sent from a real-time socket (`message:send`, seed 002): the document,
+/// idempotency key and ingress of `POST /v1/chat/messages`, sent as the token's user.
+pub struct SocketSends {
+    ingress: Arc<Ingress>,
+    retry_after: Duration,
+}
+
+impl SocketSends {
+    /// Sends through `ingress`; a 503's `retry_after` is what HTTP would answer.
+    pub fn new(ingress: Arc<Ingress>, retry_after: Duration) -> Self {
+        SocketSends {
+            ingress,
+            retry_after,
+        }
+    }
+
+    async fn send(
+        &self,
+        tenant: &TenantId,
+        sender: &str,
+        message: Value,
+    ) -> Result<Value, ApiError> {
+        let mut body = Published::read(message).payload;
+        let fields = body
+            .as_object_mut()
+            .ok_or_else(|| invalid("message", "must be a chat message (an object)"))?;
+        // The sender is whoever holds the token, whatever the message says; a message
+        // without an id (seed 002 lets the server name it) gets one, and is then sent once.
+        fields.insert("senderId".into(), Value::String(sender.to_owned()));
+        if fields.get("messageId").is_none_or(Value::is_null) {
+            let id = uuid::Uuid::now_v7().to_string();
+            fields.insert("messageId".into(), Value::String(id));
+        }
+        bind_tenant(&mut body, tenant)?;
+        let event = Event::parse(EventKind::Chat, &body)?;
+        let Event::Chat(message) = &event else {
+            unreachable!("a chat document parses as a chat message")
+        };
+        let sent = json!({
+            "messageId": message.message_id, "conversationId": message.conversation_id,
+            "chatId": message.conversation_id, "timestamp": message.timestamp,
+        });
+        let key = idempotency_key(
+            &HeaderMap::new(),
+            implicit_key(&event, None),
+            "/v1/chat/messages",
+            &body,
+        )?;
+        let receipt = self
+            .ingress
+            .accept(tenant, key, Submission::One(event))
+            .await
+            .map_err(|e| refused(e, self.retry_after))?;
+        let answer: Value = serde_json::from_str(&receipt.body).unwrap_or_default();
+        if receipt.status >= 300 {
+            // A repeat of a send that was refused: its stored answer is the refusal.
+            return Err(ApiError::Conflict(format!(
+                "message {} was sent before and answered {}",
+                sent["messageId"], receipt.status
+            )));
+        }
+        let mut sent = sent;
+        sent["id"] = answer["id"].clone();
+        sent["status"] = answer["status"].clone();
+        Ok(sent)
+    }
+}
+
+#[async_trait::async_trait]
+impl ChatSends for SocketSends {
+    async fn send_chat(
+        &self,
+        tenant: &TenantId,
+        sender: &str,
+        message: Value,
+    ) -> Result<Value, Value> {
+        let message_id = message["messageId"].clone();
+        self.send(tenant, sender, message).await.map_err(|e| {
+            let mut body = serde_json::to_value(e.into_body()).unwrap_or_default();
+            body["messageId"] = message_id;
+            body
+        })
+    }
 }

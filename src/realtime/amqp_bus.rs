@@ -10,6 +10,10 @@
 //! binds every user connected to this instance at that moment. While it is down, pokes
 //! are lost (each connection reads its log on its next heartbeat anyway) and health says
 //! so.
+//!
+//! A poke is a message with an empty body; a signal (an ephemeral frame) is one whose
+//! body is the frame. A signal for a user connected nowhere is routed to no queue and
+//! dropped by RabbitMQ, which is what "to the members online" means.
 
 use super::hub::{Hub, UserBus};
 use crate::broker::BrokerError;
@@ -143,6 +147,28 @@ impl AmqpBus {
         })
     }
 
+    /// Publishes a poke (`body` empty) or a signal for `key`; while the bus is down it is
+    /// lost: a poke's news waits for the connection's heartbeat, a signal is ephemeral.
+    async fn publish(&self, key: &str, body: &[u8]) {
+        let Some(link) = self.link() else {
+            tracing::debug!(key, "the real-time bus is down; a poke or signal is lost");
+            return;
+        };
+        let published = link
+            .channel
+            .basic_publish(
+                self.exchange.as_str().into(),
+                key.into(),
+                BasicPublishOptions::default(),
+                body,
+                BasicProperties::default(),
+            )
+            .await;
+        if let Err(e) = published {
+            tracing::warn!(key, error = %e, "publishing on the real-time bus failed");
+        }
+    }
+
     fn link(&self) -> Option<Link> {
         self.link.lock().expect("never poisoned").clone()
     }
@@ -192,7 +218,12 @@ async fn keep_up(bus: Weak<AmqpBus>, first: Result<Opened, LinkError>) {
                 let poked = async {
                     while let Some(Ok(delivery)) = consumer.next().await {
                         let Some(hub) = hub.upgrade() else { return };
-                        hub.ring(delivery.routing_key.as_str());
+                        let key = delivery.routing_key.as_str();
+                        if delivery.data.is_empty() {
+                            hub.ring(key);
+                        } else if let Ok(signal) = std::str::from_utf8(&delivery.data) {
+                            hub.hand(key, signal);
+                        }
                     }
                 };
                 tokio::select! {
@@ -255,26 +286,11 @@ impl UserBus for AmqpBus {
     }
 
     async fn poke(&self, key: &str) {
-        let Some(link) = self.link() else {
-            tracing::debug!(
-                key,
-                "the real-time bus is down; the poke waits for the heartbeat"
-            );
-            return;
-        };
-        let published = link
-            .channel
-            .basic_publish(
-                self.exchange.as_str().into(),
-                key.into(),
-                BasicPublishOptions::default(),
-                b"",
-                BasicProperties::default(),
-            )
-            .await;
-        if let Err(e) = published {
-            tracing::warn!(key, error = %e, "poking a user on the real-time bus failed");
-        }
+        self.publish(key, b"").await;
+    }
+
+    async fn signal(&self, key: &str, signal: &str) {
+        self.publish(key, signal.as_bytes()).await;
     }
 
     fn trouble(&self) -> Option<String> {

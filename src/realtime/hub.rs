@@ -1,9 +1,13 @@
 //! The connections this instance holds, by user, and the bus that tells instances which
 //! users have news. A poke carries no event: the connection reads the user's log from its
 //! cursor, so that events arrive in order and exactly once whatever the bus does.
+//!
+//! A signal is the one thing the bus carries itself: an ephemeral frame (someone is
+//! typing) for the user's connections online now, never stored, never replayed, and lost
+//! without harm when a connection has more waiting than it holds.
 
 use async_trait::async_trait;
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, Weak};
 use tokio::sync::Notify;
 
@@ -38,16 +42,54 @@ pub trait UserBus: Send + Sync {
     async fn unbind(&self, key: &str);
     /// Pokes `key` on every instance bound to it.
     async fn poke(&self, key: &str);
+    /// Hands `signal` to `key`'s connections on every instance bound to it.
+    async fn signal(&self, key: &str, signal: &str);
     /// Why the bus cannot carry pokes now, if it cannot.
     fn trouble(&self) -> Option<String> {
         None
     }
 }
 
+/// Signals a connection holds until its session takes them: a typing indicator is worth
+/// nothing late, so a connection that falls this far behind loses the oldest.
+const SIGNALS_HELD: usize = 32;
+
 /// One connection's doorbell.
 pub struct Doorbell {
     /// Rung when the user has news; a ring with nobody waiting is kept for the next wait.
     pub notify: Notify,
+    /// Signals (JSON text) not yet taken by the session, oldest first.
+    signals: Mutex<VecDeque<Arc<str>>>,
+}
+
+impl Doorbell {
+    fn new() -> Self {
+        Doorbell {
+            notify: Notify::new(),
+            signals: Mutex::new(VecDeque::new()),
+        }
+    }
+
+    /// Holds `signal` for the session, and rings.
+    fn hand(&self, signal: &Arc<str>) {
+        {
+            let mut signals = self.signals.lock().expect("never poisoned");
+            if signals.len() == SIGNALS_HELD {
+                signals.pop_front();
+            }
+            signals.push_back(signal.clone());
+        }
+        self.notify.notify_one();
+    }
+
+    /// The signals handed since the last take, oldest first.
+    pub fn take_signals(&self) -> Vec<Arc<str>> {
+        self.signals
+            .lock()
+            .expect("never poisoned")
+            .drain(..)
+            .collect()
+    }
 }
 
 /// The connections of this instance.
@@ -98,10 +140,7 @@ impl Hub {
 
     /// Adds a connection of the user with bus key `key`, with a doorbell of its own.
     pub async fn join(self: &Arc<Self>, key: String) -> Membership {
-        let doorbell = Arc::new(Doorbell {
-            notify: Notify::new(),
-        });
-        self.join_with(key, doorbell).await
+        self.join_with(key, Arc::new(Doorbell::new())).await
     }
 
     /// Also rings `doorbell` for `key` (a connection watching another user's presence).
@@ -149,6 +188,17 @@ impl Hub {
         }
     }
 
+    /// Hands `signal` to every local connection of `key`.
+    pub fn hand(&self, key: &str, signal: &str) {
+        let connections = self.connections.lock().expect("never poisoned");
+        if let Some(doorbells) = connections.get(key) {
+            let signal: Arc<str> = Arc::from(signal);
+            for doorbell in doorbells {
+                doorbell.hand(&signal);
+            }
+        }
+    }
+
     /// The keys of every user connected here (and of those whose presence is watched).
     pub fn keys(&self) -> Vec<String> {
         self.connections
@@ -181,6 +231,14 @@ impl Hub {
             None => self.ring(key),
         }
     }
+
+    /// Hands `signal` to the connections of `key` wherever they are.
+    pub async fn signal(&self, key: &str, signal: &str) {
+        match self.bus() {
+            Some(bus) => bus.signal(key, signal).await,
+            None => self.hand(key, signal),
+        }
+    }
 }
 
 /// The bus of a single process (the embedded broker): a poke rings local connections.
@@ -205,5 +263,42 @@ impl UserBus for LocalBus {
         if let Some(hub) = self.hub.upgrade() {
             hub.ring(key);
         }
+    }
+    async fn signal(&self, key: &str, signal: &str) {
+        if let Some(hub) = self.hub.upgrade() {
+            hub.hand(key, signal);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_signal_reaches_the_users_connections_only_and_the_oldest_go_first() {
+        let hub = Hub::new();
+        hub.set_bus(Arc::new(LocalBus::new(&hub)));
+        let ann = hub.join(user_key("t", "ann")).await;
+        let ann_again = hub.join(user_key("t", "ann")).await;
+        let bob = hub.join(user_key("t", "bob")).await;
+        for i in 0..SIGNALS_HELD + 2 {
+            hub.signal(&user_key("t", "ann"), &i.to_string()).await;
+        }
+        for connection in [&ann, &ann_again] {
+            let held: Vec<String> = connection
+                .doorbell()
+                .take_signals()
+                .iter()
+                .map(|s| s.to_string())
+                .collect();
+            let expected: Vec<String> = (2..SIGNALS_HELD + 2).map(|i| i.to_string()).collect();
+            assert_eq!(held, expected);
+            assert!(
+                connection.doorbell().take_signals().is_empty(),
+                "taken once"
+            );
+        }
+        assert!(bob.doorbell().take_signals().is_empty());
     }
 }

@@ -22,6 +22,7 @@ mod tokens;
 pub mod updates;
 
 pub use hub::{Hub, LocalBus, UserBus, presence_key, user_key};
+pub use session::ChatSends;
 pub use tokens::{TokenError, TokenKey};
 
 use crate::broker::amqp::AmqpBroker;
@@ -32,7 +33,7 @@ use crate::store::{
     PresenceStore, ReadReceipt, ReadReceiptStore, StoreError, Stores,
 };
 use chrono::{DateTime, Utc};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 /// Real-time delivery over WebSocket, as configured (`realtime.*`).
@@ -87,6 +88,8 @@ pub struct Realtime {
     reads: Arc<dyn ReadReceiptStore>,
     key: TokenKey,
     settings: RealtimeSettings,
+    /// Where clients' `message:send` goes: set once the ingress exists.
+    chat_sends: OnceLock<Arc<dyn ChatSends>>,
 }
 
 /// Why real time could not start.
@@ -127,6 +130,7 @@ impl Realtime {
             reads: stores.reads.clone(),
             key,
             settings: settings.clone(),
+            chat_sends: OnceLock::new(),
         });
         // Connections of an instance that stops touching them (it crashed) count as gone
         // after three heartbeats.
@@ -196,6 +200,45 @@ impl Realtime {
         Ok(read)
     }
 
+    /// Sends clients' chat messages (`message:send`) through `sends` from now on; the
+    /// wiring calls it once, when the ingress exists (a second call changes nothing).
+    pub fn send_chats_through(&self, sends: Arc<dyn ChatSends>) {
+        let _ = self.chat_sends.set(sends);
+    }
+
+    /// Where clients' chat messages go, once there is somewhere.
+    pub fn chat_sends(&self) -> Option<Arc<dyn ChatSends>> {
+        self.chat_sends.get().cloned()
+    }
+
+    /// Whether `user` is a member of the conversation.
+    pub async fn is_member(
+        &self,
+        tenant: &TenantId,
+        conversation: &str,
+        user: &str,
+    ) -> Result<bool, StoreError> {
+        self.conversations
+            .is_member(tenant, conversation, user)
+            .await
+    }
+
+    /// A conversation's members but `except`, a page at a time.
+    fn member_pages<'a>(
+        &'a self,
+        tenant: &'a TenantId,
+        conversation: &'a str,
+        except: &'a str,
+    ) -> MemberPages<'a> {
+        MemberPages {
+            realtime: self,
+            tenant,
+            conversation,
+            except,
+            after: Some(String::new()),
+        }
+    }
+
     /// Pokes a conversation's members but `except`, a page at a time.
     pub async fn poke_members(
         &self,
@@ -203,20 +246,32 @@ impl Realtime {
         conversation: &str,
         except: &str,
     ) -> Result<(), StoreError> {
-        let page = self.settings.member_page.get();
-        let mut after = String::new();
-        loop {
-            let members = self
-                .conversations
-                .members_after(tenant, conversation, Some(except), &after, page)
-                .await?;
+        let mut pages = self.member_pages(tenant, conversation, except);
+        while let Some(members) = pages.next().await? {
             let users: Vec<&str> = members.iter().map(String::as_str).collect();
             self.poke(tenant, &users).await;
-            match members.last() {
-                Some(last) if members.len() == page => after = last.clone(),
-                _ => return Ok(()),
+        }
+        Ok(())
+    }
+
+    /// Hands `signal` (an ephemeral frame, `{"type", "data"}`) to the connections of a
+    /// conversation's members but `except`, wherever they are; members connected nowhere
+    /// never see it.
+    pub async fn signal_members(
+        &self,
+        tenant: &TenantId,
+        conversation: &str,
+        except: &str,
+        signal: &str,
+    ) -> Result<(), StoreError> {
+        let mut pages = self.member_pages(tenant, conversation, except);
+        while let Some(members) = pages.next().await? {
+            for user in &members {
+                let key = user_key(tenant.as_str(), user);
+                self.hub.signal(&key, signal).await;
             }
         }
+        Ok(())
     }
 
     /// Pokes the `listed` users, or else `conversation`'s members but `except` (a page at
@@ -282,6 +337,43 @@ impl Realtime {
         for user in users {
             self.hub.poke(&user_key(tenant.as_str(), user)).await;
         }
+    }
+}
+
+/// A conversation's members but one, read `realtime.member_page` at a time: what bounds
+/// the memory of a fan-out.
+struct MemberPages<'a> {
+    realtime: &'a Realtime,
+    tenant: &'a TenantId,
+    conversation: &'a str,
+    except: &'a str,
+    /// The last member read; `None` once the last page has been read.
+    after: Option<String>,
+}
+
+impl MemberPages<'_> {
+    /// The next page, or `None` when there is none.
+    async fn next(&mut self) -> Result<Option<Vec<String>>, StoreError> {
+        let Some(after) = &self.after else {
+            return Ok(None);
+        };
+        let page = self.realtime.settings.member_page.get();
+        let members = self
+            .realtime
+            .conversations
+            .members_after(
+                self.tenant,
+                self.conversation,
+                Some(self.except),
+                after,
+                page,
+            )
+            .await?;
+        self.after = match members.last() {
+            Some(last) if members.len() == page => Some(last.clone()),
+            _ => None,
+        };
+        Ok(Some(members).filter(|m| !m.is_empty()))
     }
 }
 

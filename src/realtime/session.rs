@@ -8,6 +8,11 @@
 //! drops a client that does not keep up (a [`Transport::send`] that times out) the same
 //! way: memory per connection stays one batch of the log, and the client catches up by
 //! replay when it comes back.
+//!
+//! A client may also send: a chat message (`message:send`) goes through the same ingress
+//! as HTTP ([`ChatSends`]), a few at a time per connection, answered with `message:sent`
+//! or `message:error`; a typing indicator (`typing`) goes to the conversation's other
+//! members online as a signal (see [`Hub`](super::Hub)), throttled, never stored.
 
 use super::{Realtime, presence_key, user_key};
 use crate::domain::TenantId;
@@ -17,13 +22,85 @@ use std::collections::HashMap;
 use std::convert::Infallible;
 use std::future::Future;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
+use tokio::task::JoinSet;
 
 /// Events read from the log at a time.
 const BATCH: i64 = 256;
 
 /// Most users one connection may watch the presence of.
 const WATCH_MAX: usize = 1000;
+
+/// Chat messages one connection may have on their way through the ingress at once; one
+/// more is refused until an answer comes back, so a client cannot queue work without
+/// bound.
+const SENDS_IN_FLIGHT: usize = 8;
+
+/// A typing indicator goes out at most this often per conversation and typer; a stop
+/// always goes (once, after a start).
+const TYPING_EVERY: Duration = Duration::from_secs(1);
+
+/// Conversations one connection may be typing in at once.
+const TYPING_MAX: usize = 64;
+
+/// Where a client's chat messages go: the ingress, as over HTTP. Implemented at the API's
+/// edge, which knows the event documents and the contract's error shape.
+#[async_trait::async_trait]
+pub trait ChatSends: Send + Sync {
+    /// Sends `message` as `sender` of `tenant` (the token's user, whatever the message
+    /// says); answers what `message:sent` carries (`messageId`, `conversationId`, `id`,
+    /// `status`), or the refusal in the contract's error shape (`{"error": {...}}`).
+    async fn send_chat(
+        &self,
+        tenant: &TenantId,
+        sender: &str,
+        message: Value,
+    ) -> Result<Value, Value>;
+}
+
+/// A transport's own way to answer one intent, besides the session's frames: Socket.IO's
+/// acknowledgement callback, called with the outcome (or `{"error": ...}`).
+pub struct Reply(Box<dyn FnOnce(Value) + Send>);
+
+impl Reply {
+    /// A reply that calls `answer`.
+    pub fn new(answer: impl FnOnce(Value) + Send + 'static) -> Self {
+        Reply(Box::new(answer))
+    }
+
+    fn answer(self, value: Value) {
+        (self.0)(value)
+    }
+}
+
+impl std::fmt::Debug for Reply {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Reply")
+    }
+}
+
+/// Why an intent was not acted on, in the contract's terms.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Refusal {
+    /// The contract's error code (`validation_failed`, `forbidden`, `not_found`, ...).
+    pub code: &'static str,
+    /// A sentence for the client.
+    pub message: String,
+}
+
+impl Refusal {
+    fn new(code: &'static str, message: impl Into<String>) -> Self {
+        Refusal {
+            code,
+            message: message.into(),
+        }
+    }
+
+    /// The contract's error body.
+    pub fn body(&self) -> Value {
+        json!({"error": {"code": self.code, "message": self.message, "details": []}})
+    }
+}
 
 /// Why a session ended.
 #[derive(Debug)]
@@ -69,6 +146,14 @@ pub enum Frame {
         /// The message.
         data: Value,
     },
+    /// Something for the client now that is not in its log (`typing`, `message:sent`,
+    /// `message:error`): no cursor, never replayed.
+    Ephemeral {
+        /// Its name on every transport.
+        kind: String,
+        /// Its data.
+        data: Value,
+    },
     /// The answer to the client's ping.
     Pong,
     /// Why the client's last intent was not acted on.
@@ -88,6 +173,15 @@ pub enum Intent {
     Ping,
     /// Send again, as [`Frame::Missed`], the chat messages past its acknowledged cursor.
     Reconnected,
+    /// Send this chat message, from the token's user.
+    Send(Value),
+    /// Tell the conversation's other members online that the user is (or stopped) typing.
+    Typing {
+        /// The conversation.
+        conversation: String,
+        /// Whether the user is typing now.
+        typing: bool,
+    },
 }
 
 impl Intent {
@@ -126,8 +220,27 @@ impl Intent {
             }
             "ping" => Ok(Intent::Ping),
             "user:reconnected" => Ok(Intent::Reconnected),
+            "message:send" if body.is_object() => Ok(Intent::Send(body.clone())),
+            "message:send" => Err("message:send needs a chat message (an object)".to_owned()),
+            "typing" => {
+                let conversation = body["conversationId"]
+                    .as_str()
+                    .or(body["chatId"].as_str())
+                    .filter(|c| !c.is_empty())
+                    .ok_or("typing needs a conversationId")?;
+                let typing = match &body["isTyping"] {
+                    Value::Null => true,
+                    Value::Bool(typing) => *typing,
+                    _ => return Err("isTyping must be true or false".to_owned()),
+                };
+                Ok(Intent::Typing {
+                    conversation: conversation.to_owned(),
+                    typing,
+                })
+            }
             other => Err(format!(
-                "unknown frame type {other:?}; expected ack, read, presence:subscribe or ping"
+                "unknown frame type {other:?}; expected ack, read, presence:subscribe, ping, \
+                 user:reconnected, message:send or typing"
             )),
         }
     }
@@ -142,14 +255,36 @@ pub fn parse_cursor(text: &str) -> Option<i64> {
 /// What a transport heard from its client.
 #[derive(Debug)]
 pub enum Incoming {
-    /// Something to act on.
-    Intent(Intent),
+    /// Something to act on, and the transport's own way to answer it, if it has one.
+    Intent(Intent, Option<Reply>),
     /// Something that is no intent; the client is told why.
-    Invalid(String),
+    Invalid(String, Option<Reply>),
     /// A sign of life and nothing more (a pong).
     Heard,
     /// The client is closing: [`Transport::close`] answers it, and the session ends.
     Closing,
+}
+
+impl Incoming {
+    /// The intent `kind` with `body`, or why it is none, answered by `reply` if given.
+    pub fn said(kind: &str, body: &Value, reply: Option<Reply>) -> Incoming {
+        match Intent::parse(kind, body) {
+            Ok(intent) => Incoming::Intent(intent, reply),
+            Err(why) => Incoming::Invalid(why, reply),
+        }
+    }
+
+    /// Tells the client, through its reply if it gave one, that this was not taken: it
+    /// sent faster than its session acts.
+    pub fn turn_away(self) {
+        if let Incoming::Intent(_, Some(reply)) | Incoming::Invalid(_, Some(reply)) = self {
+            let refusal = Refusal::new(
+                "rate_limited",
+                "this connection sent faster than it is answered; send again more slowly",
+            );
+            reply.answer(refusal.body());
+        }
+    }
 }
 
 /// How a session's frames reach its client, and what the client says back.
@@ -192,6 +327,8 @@ pub async fn run<T: Transport>(
         tenant: &tenant,
         user: &user,
         watching: HashMap::new(),
+        sends: JoinSet::new(),
+        typing: HashMap::new(),
     };
     let Err(ended) = session.serve(since, transport).await;
     realtime.count_connection(&tenant, &user, -1).await;
@@ -204,6 +341,9 @@ pub async fn run<T: Transport>(
     }
 }
 
+/// A send on its way through the ingress: its outcome, and who else to tell.
+type Sending = (Result<Value, Value>, Option<Reply>);
+
 /// A session's state between frames.
 struct Session<'a> {
     realtime: &'a Arc<Realtime>,
@@ -211,6 +351,21 @@ struct Session<'a> {
     user: &'a str,
     /// Users whose presence this client watches, with what it was last told.
     watching: HashMap<String, Value>,
+    /// The client's chat messages on their way through the ingress.
+    sends: JoinSet<Sending>,
+    /// Per conversation, when the client's typing was last passed on and whether it said
+    /// it was typing.
+    typing: HashMap<String, (Instant, bool)>,
+}
+
+impl Drop for Session<'_> {
+    fn drop(&mut self) {
+        // A send under way when the client leaves still ends where it would have (queued
+        // or refused): cutting it short midway would leave its idempotency key claimed
+        // until the claim expires. Its answer is lost; the client sends again with the
+        // same messageId and is answered from the key.
+        self.sends.detach_all();
+    }
 }
 
 impl Session<'_> {
@@ -258,6 +413,11 @@ impl Session<'_> {
                     break;
                 }
             }
+            for signal in membership.doorbell().take_signals() {
+                if let Some(frame) = signalled(&signal) {
+                    transport.send(frame).await?;
+                }
+            }
             self.tell_presence(&mut transport).await?;
             if !ready {
                 ready = true;
@@ -271,6 +431,17 @@ impl Session<'_> {
                     }
                     transport.heartbeat().await?;
                 }
+                Some(sent) = self.sends.join_next(), if !self.sends.is_empty() => {
+                    let Ok((outcome, reply)) = sent else { continue };
+                    let (kind, data) = match outcome {
+                        Ok(sent) => ("message:sent", sent),
+                        Err(refused) => ("message:error", refused),
+                    };
+                    if let Some(reply) = reply {
+                        reply.answer(data.clone());
+                    }
+                    transport.send(Frame::Ephemeral { kind: kind.to_owned(), data }).await?;
+                }
                 incoming = transport.receive() => {
                     last_heard = Instant::now();
                     match incoming? {
@@ -279,8 +450,11 @@ impl Session<'_> {
                             transport.close().await;
                             return Err(End::Closed);
                         }
-                        Incoming::Invalid(why) => transport.send(Frame::Error(why)).await?,
-                        Incoming::Intent(Intent::Watch(users)) => {
+                        Incoming::Invalid(why, reply) => {
+                            let refusal = Refusal::new("validation_failed", why);
+                            self.refuse(refusal, reply, &mut transport).await?;
+                        }
+                        Incoming::Intent(Intent::Watch(users), reply) => {
                             for watched in users {
                                 if self.watching.contains_key(&watched) {
                                     continue;
@@ -292,19 +466,120 @@ impl Session<'_> {
                             }
                             // Tell the current state at once.
                             membership.doorbell().notify.notify_one();
+                            done(reply);
                         }
-                        Incoming::Intent(Intent::Reconnected) => {
+                        Incoming::Intent(Intent::Reconnected, reply) => {
                             self.resend_missed(cursor, &mut transport).await?;
+                            done(reply);
                         }
-                        Incoming::Intent(intent) => {
-                            if let Some(answer) = self.act(intent).await {
-                                transport.send(answer).await?;
-                            }
+                        Incoming::Intent(Intent::Send(message), reply) => {
+                            self.send(message, reply, &mut transport).await?;
                         }
+                        Incoming::Intent(intent, reply) => match self.act(intent).await {
+                            Ok(Some(answer)) => transport.send(answer).await?,
+                            Ok(None) => done(reply),
+                            Err(refusal) => self.refuse(refusal, reply, &mut transport).await?,
+                        },
                     }
                 }
             }
         }
+    }
+
+    /// Tells the client why its intent was not acted on: an `error` frame, and its reply.
+    async fn refuse<T: Transport>(
+        &self,
+        refusal: Refusal,
+        reply: Option<Reply>,
+        transport: &mut T,
+    ) -> Result<(), End> {
+        if let Some(reply) = reply {
+            reply.answer(refusal.body());
+        }
+        transport.send(Frame::Error(refusal.message)).await
+    }
+
+    /// Starts sending the client's chat message through the ingress; its answer comes
+    /// back through [`Session::sends`]. Refused at once when too many are under way.
+    async fn send<T: Transport>(
+        &mut self,
+        message: Value,
+        reply: Option<Reply>,
+        transport: &mut T,
+    ) -> Result<(), End> {
+        let Some(sends) = self.realtime.chat_sends() else {
+            let refusal = Refusal::new(
+                "queue_unavailable",
+                "this instance does not accept chat messages from sockets",
+            );
+            return self.refuse(refusal, reply, transport).await;
+        };
+        if self.sends.len() >= SENDS_IN_FLIGHT {
+            let refusal = Refusal::new(
+                "rate_limited",
+                format!(
+                    "{SENDS_IN_FLIGHT} chat messages from this connection are waiting for \
+                     their answers; send more once message:sent answers one"
+                ),
+            );
+            return self.refuse(refusal, reply, transport).await;
+        }
+        let (tenant, user) = (self.tenant.clone(), self.user.to_owned());
+        self.sends.spawn(async move {
+            let sent = sends.send_chat(&tenant, &user, message).await;
+            (sent, reply)
+        });
+        Ok(())
+    }
+
+    /// Passes the client's typing on to the conversation's other members online, at most
+    /// once per [`TYPING_EVERY`] while it goes on typing.
+    async fn typing(&mut self, conversation: String, typing: bool) -> Result<(), Refusal> {
+        let now = Instant::now();
+        match self.typing.get(&conversation) {
+            // Still typing, told recently: nothing new.
+            Some((told, true)) if typing && now.duration_since(*told) < TYPING_EVERY => {
+                return Ok(());
+            }
+            // A stop with no start before it (or a second stop): nothing to take back.
+            Some((_, false)) | None if !typing => return Ok(()),
+            _ => {}
+        }
+        if !self.typing.contains_key(&conversation) && self.typing.len() >= TYPING_MAX {
+            self.typing.retain(|_, (told, typing)| {
+                *typing && now.duration_since(*told) < TYPING_EVERY * 5
+            });
+            if self.typing.len() >= TYPING_MAX {
+                return Err(Refusal::new(
+                    "rate_limited",
+                    format!("typing in more than {TYPING_MAX} conversations at once"),
+                ));
+            }
+        }
+        let realtime = self.realtime;
+        if !realtime
+            .is_member(self.tenant, &conversation, self.user)
+            .await
+            .map_err(|e| Refusal::new("queue_unavailable", e.to_string()))?
+        {
+            return Err(Refusal::new(
+                "forbidden",
+                format!("you are not a member of conversation {conversation}"),
+            ));
+        }
+        let signal = json!({
+            "type": "typing",
+            "data": {
+                "conversationId": conversation, "userId": self.user, "isTyping": typing,
+                "timestamp": chrono::Utc::now(),
+            },
+        });
+        realtime
+            .signal_members(self.tenant, &conversation, self.user, &signal.to_string())
+            .await
+            .map_err(|e| Refusal::new("queue_unavailable", e.to_string()))?;
+        self.typing.insert(conversation, (now, typing));
+        Ok(())
     }
 
     /// Tells the client which watched users came or went since it was last told (and, for
@@ -359,9 +634,9 @@ impl Session<'_> {
         Ok(())
     }
 
-    /// Acts on an acknowledgement, a read or a ping; answers what the client should know.
-    async fn act(&self, intent: Intent) -> Option<Frame> {
-        let error = |message: String| Some(Frame::Error(message));
+    /// Acts on an acknowledgement, a read, a typing indicator or a ping; answers a frame
+    /// when the intent asks for one.
+    async fn act(&mut self, intent: Intent) -> Result<Option<Frame>, Refusal> {
         match intent {
             Intent::Ack(cursor) => {
                 let acknowledged = self
@@ -369,13 +644,13 @@ impl Session<'_> {
                     .log()
                     .acknowledge(self.tenant, self.user, cursor)
                     .await;
-                match acknowledged {
-                    Ok(()) => None,
-                    Err(e) => {
-                        tracing::warn!(error = %e, "recording an acknowledgement failed");
-                        error("the acknowledgement was not recorded; send it again".into())
-                    }
-                }
+                acknowledged.map(|()| None).map_err(|e| {
+                    tracing::warn!(error = %e, "recording an acknowledgement failed");
+                    Refusal::new(
+                        "queue_unavailable",
+                        "the acknowledgement was not recorded; send it again",
+                    )
+                })
             }
             Intent::Read(message_id) => {
                 match self
@@ -383,20 +658,93 @@ impl Session<'_> {
                     .read(self.tenant, &message_id, self.user)
                     .await
                 {
-                    Ok(ReadReceipt::UnknownMessage) => error(format!("no message {message_id}")),
-                    Ok(ReadReceipt::NotARecipient) => {
-                        error(format!("message {message_id} was not sent to you"))
-                    }
-                    Ok(_) => None,
+                    Ok(ReadReceipt::UnknownMessage) => Err(Refusal::new(
+                        "not_found",
+                        format!("no message {message_id}"),
+                    )),
+                    Ok(ReadReceipt::NotARecipient) => Err(Refusal::new(
+                        "forbidden",
+                        format!("message {message_id} was not sent to you"),
+                    )),
+                    Ok(_) => Ok(None),
                     Err(e) => {
                         tracing::warn!(error = %e, "recording a read receipt failed");
-                        error("the read receipt was not recorded; send it again".into())
+                        Err(Refusal::new(
+                            "queue_unavailable",
+                            "the read receipt was not recorded; send it again",
+                        ))
                     }
                 }
             }
-            Intent::Ping => Some(Frame::Pong),
+            Intent::Typing {
+                conversation,
+                typing,
+            } => self.typing(conversation, typing).await.map(|()| None),
+            Intent::Ping => Ok(Some(Frame::Pong)),
             // Handled by the loop, which holds what they change.
-            Intent::Watch(_) | Intent::Reconnected => None,
+            Intent::Watch(_) | Intent::Reconnected | Intent::Send(_) => Ok(None),
         }
+    }
+}
+
+/// Answers a reply, if there is one, that its intent was acted on.
+fn done(reply: Option<Reply>) {
+    if let Some(reply) = reply {
+        reply.answer(json!({"status": "ok"}));
+    }
+}
+
+/// The frame a signal carries (`{"type", "data"}`), if it is one.
+fn signalled(signal: &str) -> Option<Frame> {
+    let mut signal: Value = serde_json::from_str(signal).ok()?;
+    let kind = signal["type"].as_str()?.to_owned();
+    Some(Frame::Ephemeral {
+        kind,
+        data: signal["data"].take(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn typing_reads_the_conversation_and_defaults_to_typing() {
+        let typing = |body: Value| Intent::parse("typing", &body);
+        assert_eq!(
+            typing(json!({"conversationId": "c1", "isTyping": false})),
+            Ok(Intent::Typing {
+                conversation: "c1".into(),
+                typing: false
+            })
+        );
+        // Seed 002 names a conversation `chatId`.
+        assert_eq!(
+            typing(json!({"chatId": "c2"})),
+            Ok(Intent::Typing {
+                conversation: "c2".into(),
+                typing: true
+            })
+        );
+        assert!(typing(json!({"isTyping": true})).is_err());
+        assert!(typing(json!({"conversationId": "c1", "isTyping": "yes"})).is_err());
+    }
+
+    #[test]
+    fn a_send_needs_an_object_and_a_signal_becomes_an_ephemeral_frame() {
+        let message = json!({"chatId": "c1", "content": "hi"});
+        assert_eq!(
+            Intent::parse("message:send", &message),
+            Ok(Intent::Send(message))
+        );
+        assert!(Intent::parse("message:send", &json!("hi")).is_err());
+        assert_eq!(
+            signalled(r#"{"type": "typing", "data": {"userId": "ann"}}"#),
+            Some(Frame::Ephemeral {
+                kind: "typing".into(),
+                data: json!({"userId": "ann"})
+            })
+        );
+        assert_eq!(signalled("not json"), None);
     }
 }

@@ -5,11 +5,16 @@
 //! `{"type": "ack", "cursor": "42"}` records what it has, `{"type": "read", "messageId":
 //! ...}` records a read receipt (the sender gets `message:read`), `{"type":
 //! "presence:subscribe", "userIds": [...]}` sends `user:presence` frames whenever those
-//! users come online or go offline, and `{"type": "ping"}` is answered with `pong`. The
-//! client is pinged every heartbeat and must answer (three silent ones close it).
+//! users come online or go offline, `{"type": "ping"}` is answered with `pong`,
+//! `{"type": "message:send", "data": {chat message}}` sends a chat message as the token's
+//! user (answered `{"type": "message:sent", "data": {...}}` or `message:error`), and
+//! `{"type": "typing", "conversationId": ..., "isTyping": true}` tells the conversation's
+//! other members online (`{"type": "typing", "data": {...}}`, no cursor). An intent's
+//! fields may also come inside `data`. The client is pinged every heartbeat and must
+//! answer (three silent ones close it).
 
 use super::Realtime;
-use super::session::{self, End, Frame, Incoming, Intent, Transport};
+use super::session::{self, End, Frame, Incoming, Transport};
 use crate::domain::TenantId;
 use axum::extract::ws::{Message, WebSocket};
 use futures_util::stream::{SplitSink, SplitStream};
@@ -65,6 +70,7 @@ fn render(frame: Frame) -> Value {
         Frame::Missed { cursor, data } => {
             json!({"type": "message:received", "cursor": cursor.to_string(), "data": data})
         }
+        Frame::Ephemeral { kind, data } => json!({"type": kind, "data": data}),
         Frame::Pong => json!({"type": "pong"}),
         Frame::Error(message) => json!({"type": "error", "message": message}),
     }
@@ -87,11 +93,15 @@ impl Transport for WebSocketTransport {
             None | Some(Err(_)) => Err(End::Closed),
             Some(Ok(Message::Close(_))) => Ok(Incoming::Closing),
             Some(Ok(Message::Text(text))) => Ok(match serde_json::from_str::<Value>(&text) {
-                Ok(frame) => match Intent::parse(frame["type"].as_str().unwrap_or(""), &frame) {
-                    Ok(intent) => Incoming::Intent(intent),
-                    Err(why) => Incoming::Invalid(why),
-                },
-                Err(_) => Incoming::Invalid("frames must be JSON objects".into()),
+                Ok(frame) => {
+                    let kind = frame["type"].as_str().unwrap_or("");
+                    let fields = match &frame["data"] {
+                        data @ Value::Object(_) => data,
+                        _ => &frame,
+                    };
+                    Incoming::said(kind, fields, None)
+                }
+                Err(_) => Incoming::Invalid("frames must be JSON objects".into(), None),
             }),
             Some(Ok(_)) => Ok(Incoming::Heard),
         }

@@ -7,16 +7,21 @@
 //! event of the user's log is emitted under its own name with two arguments, its data and
 //! `{cursor}`; `ready` follows the replay, and a watched user's presence is emitted as
 //! `user:presence` and as seed 002's `user:online` / `user:offline`. The client may emit
-//! `ack` (`{cursor}`), `read` (`{messageId}`), `presence:subscribe` (`{userIds}`) and
+//! `ack` (`{cursor}`), `read` (`{messageId}`), `presence:subscribe` (`{userIds}`),
 //! seed 002's `user:reconnected`, answered with a `message:received` per chat message
-//! past its acknowledged cursor. Liveness is Socket.IO's own ping, at Herald's heartbeat.
+//! past its acknowledged cursor, seed 002's `message:send` (a chat message, sent as the
+//! token's user), answered with `message:sent` or `message:error`, and `typing`
+//! (`{conversationId, isTyping}`), which the conversation's other members online receive
+//! as `typing`. An event emitted with an acknowledgement callback also gets its outcome
+//! there: `message:sent`'s data, `{status: "ok"}`, or the contract's `{error}`. Liveness
+//! is Socket.IO's own ping, at Herald's heartbeat.
 
 use super::Realtime;
-use super::session::{self, End, Frame, Incoming, Intent, Transport, parse_cursor};
+use super::session::{self, End, Frame, Incoming, Reply, Transport, parse_cursor};
 use crate::domain::TenantId;
 use serde::Serialize;
 use serde_json::{Value, json};
-use socketioxide::extract::{Event, SocketRef, TryData};
+use socketioxide::extract::{AckSender, Event, SocketRef, TryData};
 use socketioxide::handler::ConnectHandler;
 use socketioxide::layer::SocketIoLayer;
 use socketioxide::socket::DisconnectReason;
@@ -30,12 +35,19 @@ use tokio::sync::{Notify, mpsc};
 /// waits (its handlers do), rather than growing a queue.
 const INTENTS: usize = 16;
 
-/// The largest payload a client may send: acks, reads and presence subscriptions are
-/// small.
-const CLIENT_PAYLOAD_MAX: u64 = 64 * 1024;
+/// The largest payload a client may send: a chat message's content is at most 65,536
+/// characters, which may take four bytes each, and its other fields are small.
+const CLIENT_PAYLOAD_MAX: u64 = 320 * 1024;
 
 /// The events a client may emit.
-const CLIENT_EVENTS: [&str; 4] = ["ack", "read", "presence:subscribe", "user:reconnected"];
+const CLIENT_EVENTS: [&str; 6] = [
+    "ack",
+    "read",
+    "presence:subscribe",
+    "user:reconnected",
+    "message:send",
+    "typing",
+];
 
 /// Who a connection is for, as its token said, and where it starts.
 #[derive(Clone)]
@@ -121,16 +133,19 @@ async fn connect(realtime: Arc<Realtime>, socket: SocketRef) {
         // events arrive, and the future it runs is empty: work inside the future is a task
         // of its own, and seed 002's `ack` then `user:reconnected` could swap, the replay
         // then starting before the acknowledgement. A client that floods past the
-        // session's queue loses what does not fit, as a slow reader would.
+        // session's queue loses what does not fit, as a slow reader would, and is told so
+        // in its acknowledgement callback if it gave one.
         socket.on(
             name,
-            move |Event(name): Event, TryData(body): TryData<Value>| {
+            move |Event(name): Event, TryData(body): TryData<Value>, ack: AckSender| {
                 let body = body.unwrap_or(Value::Null);
-                let said = match Intent::parse(&name, &body) {
-                    Ok(intent) => Incoming::Intent(intent),
-                    Err(why) => Incoming::Invalid(why),
-                };
-                let _ = intents.try_send(said);
+                // Answers the callback if the client gave one (a no-op otherwise).
+                let reply = Reply::new(move |outcome| {
+                    let _ = ack.send(&outcome);
+                });
+                if let Err(full) = intents.try_send(Incoming::said(&name, &body, Some(reply))) {
+                    full.into_inner().turn_away();
+                }
                 std::future::ready(())
             },
         );
@@ -206,6 +221,7 @@ impl Transport for SocketIoTransport {
                 let meta = json!({"cursor": cursor.to_string()});
                 self.emit("message:received", &(data, meta)).await
             }
+            Frame::Ephemeral { kind, data } => self.emit(&kind, &data).await,
             Frame::Pong => self.emit("pong", &json!({})).await,
             Frame::Error(message) => self.emit("error", &json!({"message": message})).await,
         }

@@ -56,6 +56,7 @@ fn render(frame: Frame) -> Event {
             json!({"cursor": cursor.to_string()}),
         ),
         Frame::Missed { cursor, data } => ("message:received".to_owned(), Some(cursor), data),
+        Frame::Ephemeral { kind, data } => (kind, None, data),
         Frame::Pong => ("pong".to_owned(), None, json!({})),
         Frame::Error(message) => ("error".to_owned(), None, json!({"message": message})),
     };

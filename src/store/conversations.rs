@@ -103,6 +103,14 @@ pub trait ConversationStore: Send + Sync {
         limit: usize,
     ) -> Result<Vec<String>, StoreError>;
 
+    /// Whether `user` is a member of the conversation.
+    async fn is_member(
+        &self,
+        tenant: &TenantId,
+        conversation: &str,
+        user: &str,
+    ) -> Result<bool, StoreError>;
+
     /// Moves `reader`'s read position to the message `up_to` (the conversation's last
     /// message if `None`), and appends `message:read` to the log of each sender of a
     /// message it newly covers.
@@ -346,6 +354,15 @@ where
     ) -> Result<Vec<String>, StoreError> {
         let mut connection = self.pool.acquire().await?;
         member_page::<DB>(&mut connection, tenant, conversation, except, after, limit).await
+    }
+
+    async fn is_member(
+        &self,
+        tenant: &TenantId,
+        conversation: &str,
+        user: &str,
+    ) -> Result<bool, StoreError> {
+        is_member(&self.pool, tenant, conversation, user).await
     }
 
     async fn mark_conversation_read(

@@ -35,6 +35,7 @@ mod realtime_transports;
 mod router;
 mod sharing;
 mod shutdown;
+mod socket_io;
 mod store;
 mod tenants;
 mod updates;

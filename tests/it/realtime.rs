@@ -2,7 +2,7 @@
 //! delivery across two instances on RabbitMQ, replay after being offline, order within a
 //! conversation, and slow clients.
 
-use crate::support::socket::{next, open, quiet, token, until_ready};
+use crate::support::socket::{next, open, quiet, token, token_at, until_ready};
 use crate::support::{self, TestApp};
 use futures_util::{SinkExt, StreamExt};
 use herald::app::{Herald, Roles};
@@ -233,7 +233,11 @@ async fn a_slow_client_is_disconnected_without_holding_back_others() {
 }
 
 /// Herald on RabbitMQ and the given PostgreSQL, sharing `prefix` with other instances.
-async fn instance(database: &str, prefix: &str, roles: Roles) -> (Herald, String, Shutdown) {
+pub(crate) async fn instance(
+    database: &str,
+    prefix: &str,
+    roles: Roles,
+) -> (Herald, String, Shutdown) {
     support::require_rabbitmq();
     let dir = tempfile::TempDir::new().unwrap();
     let settings = support::settings(
@@ -258,19 +262,9 @@ async fn a_message_posted_to_one_instance_reaches_its_recipient_on_another_once(
     let (b, b_address, b_stop) = instance(&database, &prefix, Roles::api_only()).await;
     let key = support::tenant_key(&a, "1").await;
     let client = support::http_client();
-    let issued: Value = client
-        .post(format!("{b_address}/v1/realtime/tokens"))
-        .bearer_auth(&key)
-        .json(&json!({"userId": "bob"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
     // Bob is connected to B; the message is posted to A, whose worker stores and fans it
     // out.
-    let mut socket = open(&b_address, issued["token"].as_str().unwrap(), None).await;
+    let mut socket = open(&b_address, &token_at(&b_address, &key, "bob").await, None).await;
     until_ready(&mut socket).await;
     let response = client
         .post(format!("{a_address}/v1/chat/messages"))

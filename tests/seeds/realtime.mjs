@@ -4,7 +4,16 @@
 //
 //   node realtime.mjs socketio '{"base", "key", "token", "user", "transports"?}'
 //   node realtime.mjs refused  '{"base", "token"}'
+//   node realtime.mjs conversation '{"key", "conversation", "ann": {"base", "token", "user"},
+//                                    "bob": {"base", "token", "user"}}'
+//     seed 002's two members of a conversation, each on its own Herald (or the same):
+//     typing, message:send with its acknowledgement, and bob's replay after being away.
+//   node realtime.mjs updates '{"base", "ann": {"token"}, "ben": {"token"}, "amqp", "steps"}'
+//     two users connected while seed 004's worker (seed004.mjs) publishes `steps` to the
+//     broker at `amqp`: the events each receives.
 import { io } from 'socket.io-client';
+import { execFile } from 'node:child_process';
+import { promisify } from 'node:util';
 
 const [scenario, config] = [process.argv[2], JSON.parse(process.argv[3])];
 const { base, key, token, user } = config;
@@ -73,7 +82,97 @@ async function refused() {
   return { event, message: args[0]?.message };
 }
 
-const scenarios = { socketio, refused };
+// Collects every event `socket` receives: its name, its data and, for a log event, its cursor.
+function record(socket) {
+  const seen = [];
+  socket.onAny((event, data, meta) => seen.push({ event, data, cursor: meta?.cursor }));
+  return seen;
+}
+
+// Emits `event` with `data` and resolves with what the acknowledgement callback got.
+function ask(socket, event, data) {
+  return socket.timeout(10000).emitWithAck(event, data);
+}
+
+async function conversation() {
+  const { key, ann, bob } = config;
+  const connect = (who, since) =>
+    io(who.base, { auth: { token: who.token, since }, reconnection: false, forceNew: true });
+  const a = connect(ann);
+  const b = connect(bob);
+  const annSaw = record(a);
+  const bobSaw = record(b);
+  await Promise.all([once(a, 'ready'), once(b, 'ready')]);
+  const result = {};
+
+  // Typing: five starts in a row are one indicator, then a stop; never back to the typer.
+  for (let i = 0; i < 5; i++) a.emit('typing', { conversationId: config.conversation, isTyping: true });
+  await sleep(500);
+  a.emit('typing', { conversationId: config.conversation, isTyping: false });
+  await sleep(700);
+  result.typing = bobSaw.filter((e) => e.event === 'typing').map((e) => e.data);
+  result.typingToTyper = annSaw.filter((e) => e.event === 'typing').length;
+  result.typingElsewhere = await ask(a, 'typing', { conversationId: 'not-a-member-here', isTyping: true });
+
+  // Seed 002's message:send, claiming another sender, answered with message:sent and the ack.
+  const sentEvent = once(a, 'message:sent');
+  result.ack = await ask(a, 'message:send', {
+    chatId: config.conversation, content: 'from the socket', messageType: 'text', senderId: 'mallory',
+  });
+  result.sent = (await sentEvent).args[0];
+  // The same messageId twice: one message, the same answer.
+  result.repeat = [
+    await ask(a, 'message:send', { messageId: 'm-fixed', chatId: config.conversation, content: 'once' }),
+    await ask(a, 'message:send', { messageId: 'm-fixed', chatId: config.conversation, content: 'once' }),
+  ];
+  const errorEvent = once(a, 'message:error');
+  result.invalid = await ask(a, 'message:send', { messageId: 'm-bad', chatId: config.conversation });
+  result.errorEvent = (await errorEvent).args[0];
+  await sleep(1500);
+  result.bobGot = bobSaw.filter((e) => e.event === 'message:new')
+    .map((e) => ({ messageId: e.data.messageId, senderId: e.data.senderId, content: e.data.content }));
+  result.annGotOwn = annSaw.filter((e) => e.event === 'message:new').length;
+
+  // Bob goes away; three messages are sent meanwhile; he comes back from his last cursor.
+  const news = bobSaw.filter((e) => e.event === 'message:new');
+  const lastNew = news[news.length - 1]?.cursor;
+  b.disconnect();
+  for (const content of ['away one', 'away two', 'away three']) {
+    await ask(a, 'message:send', { chatId: config.conversation, content });
+  }
+  await sleep(1500);
+  const again = connect(bob, lastNew);
+  const missed = [];
+  again.on('message:new', (message) => missed.push(message.content));
+  await once(again, 'ready');
+  result.missed = [...missed];
+  const live = once(again, 'message:new');
+  await ask(a, 'message:send', { chatId: config.conversation, content: 'live again' });
+  result.live = (await live).args[0].content;
+  a.disconnect();
+  again.disconnect();
+  return result;
+}
+
+async function updates() {
+  const connect = (who) => io(config.base, { auth: { token: who.token }, reconnection: false, forceNew: true });
+  const ann = connect(config.ann);
+  const ben = connect(config.ben);
+  const annSaw = record(ann);
+  const benSaw = record(ben);
+  await Promise.all([once(ann, 'ready'), once(ben, 'ready')]);
+  const script = new URL('./seed004.mjs', import.meta.url).pathname;
+  const { stdout } = await promisify(execFile)('node', [script, config.amqp, JSON.stringify(config.steps)]);
+  const deadline = Date.now() + 10000;
+  while (annSaw.filter((e) => e.event !== 'ready').length < 2 && Date.now() < deadline) await sleep(50);
+  await sleep(800);
+  ann.disconnect();
+  ben.disconnect();
+  const events = (seen) => seen.filter((e) => e.event !== 'ready').map(({ event, data }) => ({ event, data }));
+  return { published: stdout.trim().split('\n').map((line) => JSON.parse(line)), ann: events(annSaw), ben: events(benSaw) };
+}
+
+const scenarios = { socketio, refused, conversation, updates };
 try {
   console.log(JSON.stringify(await scenarios[scenario]()));
   process.exit(0);

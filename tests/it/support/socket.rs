@@ -3,7 +3,7 @@
 
 use super::TestApp;
 use futures_util::StreamExt;
-use reqwest::{Method, StatusCode};
+use reqwest::StatusCode;
 use serde_json::{Value, json};
 use std::time::Duration;
 use tokio_tungstenite::tungstenite::Message;
@@ -14,15 +14,21 @@ pub type Socket =
 
 /// A token for `user`, from the API of `app`.
 pub async fn token(app: &TestApp, user: &str) -> String {
-    let (status, body) = app
-        .call(
-            Method::POST,
-            "/v1/realtime/tokens",
-            Some(&json!({"userId": user, "ttlSeconds": 300})),
-        )
-        .await;
-    assert_eq!(status, StatusCode::CREATED, "{body}");
-    body["token"].as_str().unwrap().to_owned()
+    token_at(&app.address, &app.key, user).await
+}
+
+/// A token for `user`, from the instance at `address` under the API key `key`.
+pub async fn token_at(address: &str, key: &str, user: &str) -> String {
+    let response = super::http_client()
+        .post(format!("{address}/v1/realtime/tokens"))
+        .bearer_auth(key)
+        .json(&json!({"userId": user, "ttlSeconds": 300}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::CREATED);
+    let issued: Value = response.json().await.unwrap();
+    issued["token"].as_str().unwrap().to_owned()
 }
 
 /// Opens `user`'s socket on the instance at `address` with `token`, from `since`.
