@@ -1,4 +1,5 @@
-//! The seeds' own client code (tests/seeds, amqplib as the seeds use it), and RabbitMQ
+//! The seeds' own client code (tests/seeds: amqplib, and the real-time clients,
+//! socket.io-client and an EventSource), and RabbitMQ
 //! virtual hosts of the tests' own, so that a test can use the seeds' queue names as they
 //! are without meeting another test's.
 
@@ -70,7 +71,7 @@ fn run_seed(dir: &std::path::Path, script: &str, url: &str, steps: &Value) -> Ve
 }
 
 /// Runs a scenario of the seeds' real-time clients (tests/seeds/realtime.mjs:
-/// socket.io-client) with `config`; answers the line it prints.
+/// socket.io-client, eventsource) with `config`; answers the line it prints.
 pub async fn realtime_client(dir: &std::path::Path, scenario: &str, config: &Value) -> Value {
     let mut command = std::process::Command::new("node");
     command
@@ -82,17 +83,20 @@ pub async fn realtime_client(dir: &std::path::Path, scenario: &str, config: &Val
         .await
         .unwrap();
     let stdout = String::from_utf8_lossy(&output.stdout);
+    seen(&format!("realtime.mjs {scenario}"), &stdout, &output.stderr)
+}
+
+/// What a real-time script saw: the last line it printed, as JSON; fails the test with
+/// the script's error, or with its stderr when it printed nothing.
+fn seen(script: &str, stdout: &str, stderr: &[u8]) -> Value {
     let line = stdout.lines().last().unwrap_or_else(|| {
         panic!(
-            "realtime.mjs printed nothing: {}",
-            String::from_utf8_lossy(&output.stderr)
+            "{script} printed nothing: {}",
+            String::from_utf8_lossy(stderr)
         )
     });
     let seen: Value = serde_json::from_str(line).expect("its line is JSON");
-    assert!(
-        seen.get("error").is_none(),
-        "realtime.mjs {scenario}: {seen}"
-    );
+    assert!(seen.get("error").is_none(), "{script}: {seen}");
     seen
 }
 
