@@ -13,13 +13,15 @@
 //!
 //! Data files live beside the module that reads them: `support/smtp_relay.py` (the SMTP
 //! relay) and `contract/` (schemathesis's configuration and hooks). [`node_client`] runs
-//! the Node client's own tests (`clients/node`) against the `herald` binary.
+//! the Node client's own tests (`clients/node`) against the `herald` binary; [`browser`]
+//! drives Debian's Chromium on a page of another origin.
 
 mod support;
 
 mod api;
 mod audit;
 mod broker;
+mod browser;
 mod contract;
 mod conversations;
 mod email;

@@ -1,7 +1,7 @@
 //! The real-time transports beside the WebSocket, each running the same session: Server-
-//! Sent Events read raw, and Socket.IO through the seeds' own
-//! client (socket.io-client v4, tests/seeds/realtime.mjs), over long polling and with the
-//! upgrade to WebSocket.
+//! Sent Events read raw and through an `EventSource` (the eventsource package) whose
+//! connection is cut, and Socket.IO through the seeds' own client (socket.io-client v4,
+//! tests/seeds/realtime.mjs), over long polling and with the upgrade to WebSocket.
 
 use crate::support::seeds::{realtime_client, seed_clients};
 use crate::support::socket::token;
@@ -217,5 +217,41 @@ async fn a_socket_io_client_with_a_bad_token_gets_a_connect_error() {
     let seen = realtime_client(&seeds, "refused", &config).await;
     assert_eq!(seen["event"], "connect_error", "{seen}");
     assert_eq!(seen["message"], "the token is not valid", "{seen}");
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_event_source_whose_connection_is_cut_resumes_by_itself_with_no_gap_and_no_duplicate() {
+    let Some(seeds) = seed_clients() else { return };
+    let app = TestApp::spawn(BrokerKind::Embedded, Roles::everything(), &[]).await;
+    let config = json!({
+        "base": app.address, "key": app.key, "token": token(&app, "es").await, "user": "es",
+    });
+    let seen = realtime_client(&seeds, "eventsource", &config).await;
+    let news = seen["news"].as_array().unwrap();
+    let contents: Vec<&str> = news
+        .iter()
+        .map(|m| m["content"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        contents,
+        ["before", "one", "two", "three", "live"],
+        "{seen}"
+    );
+    let missed = &seen["missed"];
+    assert_eq!(missed, &json!(news[1..4]), "exactly what it missed: {seen}");
+    let ids: Vec<i64> = news
+        .iter()
+        .map(|m| m["id"].as_str().unwrap().parse().unwrap())
+        .collect();
+    assert!(ids.is_sorted_by(|a, b| a < b), "{seen}");
+    // The EventSource's own reconnection asked for what followed the last event it had.
+    let last_had = &news[0]["id"];
+    assert_eq!(
+        seen["requests"],
+        json!([{"lastEventId": null}, {"lastEventId": last_had}]),
+        "{seen}"
+    );
+    assert_eq!(seen["readies"].as_array().unwrap().len(), 2, "{seen}");
     app.stop().await;
 }

@@ -25,9 +25,15 @@ struct Edge {
 
 impl Edge {
     async fn start() -> Edge {
+        Edge::start_with(&[]).await
+    }
+
+    /// Starts with `settings` (dotted keys) over the tests' own.
+    async fn start_with(settings: &[(&str, &str)]) -> Edge {
         let dir = TempDir::new().expect("a temporary directory");
         let limit = BODY_LIMIT.to_string();
-        let overrides = [("http.body_limit_bytes", limit.as_str())];
+        let mut overrides = vec![("http.body_limit_bytes", limit.as_str())];
+        overrides.extend_from_slice(settings);
         let settings = support::settings(
             BrokerKind::Embedded,
             dir.path(),
@@ -64,8 +70,11 @@ impl Edge {
         self.post(path, "application/json", Body::from(body.to_string()))
     }
 
-    /// Hands `request` to a fresh router.
-    async fn call(&self, request: Request<Body>) -> Answer {
+    /// Hands `request` to a fresh router; answers the response's head and body.
+    async fn respond(
+        &self,
+        request: Request<Body>,
+    ) -> (axum::http::response::Parts, axum::body::Bytes) {
         let response = self
             .herald
             .router()
@@ -73,7 +82,12 @@ impl Edge {
             .await
             .expect("the router answers every request");
         let (parts, body) = response.into_parts();
-        let bytes = axum::body::to_bytes(body, usize::MAX).await.unwrap();
+        (parts, axum::body::to_bytes(body, usize::MAX).await.unwrap())
+    }
+
+    /// Hands `request` to a fresh router; its answer's body must be JSON.
+    async fn call(&self, request: Request<Body>) -> Answer {
+        let (parts, bytes) = self.respond(request).await;
         let body = serde_json::from_slice(&bytes).unwrap_or_else(|e| {
             panic!(
                 "{} answered a body that is not JSON ({e}): {bytes:?}",
@@ -263,4 +277,160 @@ async fn an_accepted_send_is_202_with_a_location_that_answers_at_once() {
     assert_eq!(record["id"], id);
     assert_eq!(record["kind"], "email");
     assert_eq!(record["status"], "queued");
+}
+
+/// An origin the CORS tests allow, as a browser names a page's.
+const APP_ORIGIN: &str = "https://app.example";
+
+/// The settings that allow [`APP_ORIGIN`].
+const ALLOW_APP: (&str, &str) = ("http.cors_origins", "[\"https://app.example\"]");
+
+/// A browser's preflight from `origin`: may a page send `method` to `path` with
+/// `headers`? Browsers send no key with it.
+fn preflight(origin: &str, path: &str, method: &str, headers: &str) -> Request<Body> {
+    Request::builder()
+        .method(Method::OPTIONS)
+        .uri(path)
+        .header(header::ORIGIN, origin)
+        .header(header::ACCESS_CONTROL_REQUEST_METHOD, method)
+        .header(header::ACCESS_CONTROL_REQUEST_HEADERS, headers)
+        .body(Body::empty())
+        .unwrap()
+}
+
+/// The preflights a page sends before it calls Herald: a send, Socket.IO's long polling,
+/// and an `EventSource` that resumes; each `(path, method, headers it asks for)`.
+const PREFLIGHTS: [(&str, &str, &str); 3] = [
+    (
+        "/v1/notifications/email",
+        "POST",
+        "authorization,content-type,idempotency-key",
+    ),
+    (
+        "/socket.io/?EIO=4&transport=polling",
+        "POST",
+        "content-type",
+    ),
+    ("/v1/realtime/sse?token=t", "GET", "last-event-id"),
+];
+
+/// What Herald answers a page on `origin`: the [`PREFLIGHTS`], then Socket.IO's
+/// handshake; each answer's headers, named by what was asked.
+async fn answers_to_a_page_on(edge: &Edge, origin: &str) -> Vec<(String, HeaderMap)> {
+    let mut answers = Vec::new();
+    for (path, method, asks) in PREFLIGHTS {
+        let (answer, _) = edge.respond(preflight(origin, path, method, asks)).await;
+        answers.push((format!("{method} {path}"), answer.headers));
+    }
+    let (handshake, _) = edge.respond(socket_io_handshake(origin)).await;
+    answers.push(("Socket.IO's handshake".to_owned(), handshake.headers));
+    answers
+}
+
+/// What browsers call first on Socket.IO: the long-polling handshake, from `origin`.
+fn socket_io_handshake(origin: &str) -> Request<Body> {
+    Request::get("/socket.io/?EIO=4&transport=polling")
+        .header(header::ORIGIN, origin)
+        .body(Body::empty())
+        .unwrap()
+}
+
+/// The header `name`, lower-cased, split at commas (empty when absent).
+fn listed(headers: &HeaderMap, name: header::HeaderName) -> Vec<String> {
+    headers
+        .get_all(name)
+        .iter()
+        .flat_map(|v| v.to_str().unwrap().split(','))
+        .map(|item| item.trim().to_ascii_lowercase())
+        .filter(|item| !item.is_empty())
+        .collect()
+}
+
+/// The names of the CORS headers (`access-control-*`) in `headers`.
+fn cors_headers(headers: &HeaderMap) -> Vec<&str> {
+    headers
+        .keys()
+        .map(header::HeaderName::as_str)
+        .filter(|name| name.starts_with("access-control-"))
+        .collect()
+}
+
+#[tokio::test]
+async fn preflights_from_an_allowed_origin_are_answered_for_the_api_socket_io_and_sse() {
+    let edge = Edge::start_with(&[ALLOW_APP]).await;
+    for (path, method, asks) in PREFLIGHTS {
+        let (answer, _) = edge
+            .respond(preflight(APP_ORIGIN, path, method, asks))
+            .await;
+        let headers = &answer.headers;
+        assert!(answer.status.is_success(), "{path}: {}", answer.status);
+        assert_eq!(
+            headers[header::ACCESS_CONTROL_ALLOW_ORIGIN],
+            APP_ORIGIN,
+            "{path}"
+        );
+        let methods = listed(headers, header::ACCESS_CONTROL_ALLOW_METHODS);
+        assert!(
+            methods.contains(&method.to_ascii_lowercase()),
+            "{path}: {methods:?}"
+        );
+        let allowed = listed(headers, header::ACCESS_CONTROL_ALLOW_HEADERS);
+        for asked in asks.split(',') {
+            assert!(
+                allowed.iter().any(|a| a == asked),
+                "{path}: {asked} in {allowed:?}"
+            );
+        }
+        assert!(
+            !headers.contains_key(header::ACCESS_CONTROL_ALLOW_CREDENTIALS),
+            "{path}: a page's cookies are never allowed"
+        );
+    }
+
+    // The requests themselves carry the origin back; a send lets the page read Location.
+    let (handshake, body) = edge.respond(socket_io_handshake(APP_ORIGIN)).await;
+    assert_eq!(handshake.status, StatusCode::OK, "{body:?}");
+    assert!(
+        body.starts_with(b"0{"),
+        "an Engine.IO open packet: {body:?}"
+    );
+    let headers = &handshake.headers;
+    assert_eq!(headers[header::ACCESS_CONTROL_ALLOW_ORIGIN], APP_ORIGIN);
+    assert!(!headers.contains_key(header::ACCESS_CONTROL_ALLOW_CREDENTIALS));
+    let send = edge
+        .request(Method::POST, "/v1/notifications/email")
+        .header(header::ORIGIN, APP_ORIGIN)
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(Body::from(email_event().to_string()))
+        .unwrap();
+    let answer = edge.call(send).await;
+    assert_eq!(answer.status, StatusCode::ACCEPTED, "{}", answer.body);
+    let headers = &answer.headers;
+    assert_eq!(headers[header::ACCESS_CONTROL_ALLOW_ORIGIN], APP_ORIGIN);
+    let exposed = listed(headers, header::ACCESS_CONTROL_EXPOSE_HEADERS);
+    assert!(exposed.iter().any(|h| h == "location"), "{exposed:?}");
+    assert!(!headers.contains_key(header::ACCESS_CONTROL_ALLOW_CREDENTIALS));
+}
+
+#[tokio::test]
+async fn an_origin_not_allowed_is_not_let_in() {
+    let edge = Edge::start_with(&[ALLOW_APP]).await;
+    for (asked, headers) in answers_to_a_page_on(&edge, "https://elsewhere.example").await {
+        assert!(
+            !headers.contains_key(header::ACCESS_CONTROL_ALLOW_ORIGIN),
+            "{asked}: {headers:?}"
+        );
+        assert!(
+            !headers.contains_key(header::ACCESS_CONTROL_ALLOW_CREDENTIALS),
+            "{asked}: {headers:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn cors_is_off_by_default() {
+    let edge = Edge::start().await;
+    for (asked, headers) in answers_to_a_page_on(&edge, APP_ORIGIN).await {
+        assert_eq!(cors_headers(&headers), Vec::<&str>::new(), "{asked}");
+    }
 }

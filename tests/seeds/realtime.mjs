@@ -1,9 +1,11 @@
-// The seeds' real-time clients (socket.io-client v4 as seeds 000, 002 and 004 use it), run by Herald's tests against a real Herald. Each scenario posts chat
-// messages over Herald's HTTP API itself, so that it can post while it is disconnected,
-// and prints one line of JSON saying what it saw.
+// The seeds' real-time clients (socket.io-client v4 as seeds 000, 002 and 004 use it, and
+// an EventSource, the eventsource package), run by Herald's tests against a real Herald.
+// Each scenario posts chat messages over Herald's HTTP API itself, so that it can post
+// while it is disconnected, and prints one line of JSON saying what it saw.
 //
-//   node realtime.mjs socketio '{"base", "key", "token", "user", "transports"?}'
-//   node realtime.mjs refused  '{"base", "token"}'
+//   node realtime.mjs socketio    '{"base", "key", "token", "user", "transports"?}'
+//   node realtime.mjs refused     '{"base", "token"}'
+//   node realtime.mjs eventsource '{"base", "key", "token", "user"}'
 //   node realtime.mjs conversation '{"key", "conversation", "ann": {"base", "token", "user"},
 //                                    "bob": {"base", "token", "user"}}'
 //     seed 002's two members of a conversation, each on its own Herald (or the same):
@@ -12,24 +14,14 @@
 //     two users connected while seed 004's worker (seed004.mjs) publishes `steps` to the
 //     broker at `amqp`: the events each receives.
 import { io } from 'socket.io-client';
+import { EventSource } from 'eventsource';
+import net from 'node:net';
 import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
+import { post, report, sleep, stored } from './herald.mjs';
 
 const [scenario, config] = [process.argv[2], JSON.parse(process.argv[3])];
-const { base, key, token, user } = config;
-const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
-
-async function post(id, content) {
-  const response = await fetch(`${base}/v1/chat/messages`, {
-    method: 'POST',
-    headers: { authorization: `Bearer ${key}`, 'content-type': 'application/json' },
-    body: JSON.stringify({
-      messageId: id, conversationId: 'c-rt', senderId: 'ada', recipientIds: [user],
-      content, messageType: 'text', timestamp: new Date().toISOString(),
-    }),
-  });
-  if (response.status !== 202) throw new Error(`POST answered ${response.status}`);
-}
+const { base, token } = config;
 
 // Resolves with the first of `events` to arrive on `socket`, or rejects after 10 s.
 function once(socket, ...events) {
@@ -47,17 +39,18 @@ async function socketio() {
   const news = [];
   first.on('message:new', (message, meta) => news.push({ message, meta }));
   await once(first, 'ready');
-  await post('sio-0', 'before');
-  while (news.length === 0) await sleep(20);
+  await post(config, 'sio-0', 'before');
+  await until(() => news.length > 0, 'the first message');
   const seen = { content: news[0].message.content, cursor: news[0].meta.cursor };
   // Let a polling client that may upgrade do so before it is asked which transport it is.
   await sleep(500);
   seen.transport = first.io.engine.transport.name;
   first.disconnect();
 
-  for (const [i, content] of ['one', 'two', 'three'].entries()) await post(`sio-${i + 1}`, content);
-  // Let the worker store them while the client is away.
-  await sleep(1500);
+  // Stored in the log while the client is away.
+  for (const [i, content] of ['one', 'two', 'three'].entries()) {
+    await stored(config, await post(config, `sio-${i + 1}`, content));
+  }
 
   const again = io(base, options({ token, since: seen.cursor }));
   const missed = [];
@@ -95,7 +88,7 @@ function ask(socket, event, data) {
 }
 
 async function conversation() {
-  const { key, ann, bob } = config;
+  const { ann, bob } = config;
   const connect = (who, since) =>
     io(who.base, { auth: { token: who.token, since }, reconnection: false, forceNew: true });
   const a = connect(ann);
@@ -172,11 +165,96 @@ async function updates() {
   return { published: stdout.trim().split('\n').map((line) => JSON.parse(line)), ann: events(annSaw), ben: events(benSaw) };
 }
 
-const scenarios = { socketio, refused, conversation, updates };
-try {
-  console.log(JSON.stringify(await scenarios[scenario]()));
-  process.exit(0);
-} catch (e) {
-  console.log(JSON.stringify({ error: String(e?.stack ?? e) }));
-  process.exit(1);
+// Resolves once `holds()` does, or rejects after 10 s saying `what` did not happen.
+async function until(holds, what) {
+  for (let waited = 0; !holds(); waited += 20) {
+    if (waited >= 10000) throw new Error(`${what} did not happen within 10 s`);
+    await sleep(20);
+  }
 }
+
+// A TCP proxy to `target` (a URL) that can cut every connection through it, as a restart
+// or a load balancer would, and then hold new ones until released. It notes each
+// request's Last-Event-ID, from the first bytes the client sends.
+async function cuttableProxy(target) {
+  const live = new Set();
+  const held = [];
+  const requests = [];
+  let holding = false;
+  const forward = (client, head) => {
+    const upstream = net.connect(Number(target.port), target.hostname);
+    upstream.on('error', () => client.destroy());
+    live.add({ client, upstream });
+    upstream.write(head);
+    client.pipe(upstream);
+    upstream.pipe(client);
+  };
+  const server = net.createServer((client) => {
+    client.on('error', () => {});
+    client.once('data', (head) => {
+      // Piped once forwarded; until then what follows waits in the socket.
+      client.pause();
+      const header = /^last-event-id: *(.*)\r$/im.exec(head.toString());
+      requests.push({ lastEventId: header ? header[1] : null });
+      if (holding) held.push({ client, head });
+      else forward(client, head);
+    });
+  });
+  await new Promise((resolve) => server.listen(0, '127.0.0.1', resolve));
+  return {
+    url: `http://127.0.0.1:${server.address().port}`,
+    requests,
+    cut() {
+      holding = true;
+      for (const { client, upstream } of live) { client.destroy(); upstream.destroy(); }
+      live.clear();
+    },
+    release() {
+      holding = false;
+      for (const { client, head } of held.splice(0)) forward(client, head);
+    },
+    close() {
+      this.cut();
+      server.close();
+    },
+  };
+}
+
+// An EventSource on the SSE stream through a proxy that cuts its connection: it must
+// reconnect by itself with Last-Event-ID and get exactly the messages posted meanwhile, in
+// order, then live ones.
+async function eventsource() {
+  const proxy = await cuttableProxy(new URL(base));
+  const source = new EventSource(`${proxy.url}/v1/realtime/sse?token=${token}`);
+  const news = [];
+  const readies = [];
+  let errors = 0;
+  source.addEventListener('message:new', (e) => {
+    news.push({ content: JSON.parse(e.data).content, id: e.lastEventId });
+  });
+  source.addEventListener('ready', (e) => readies.push(e.lastEventId));
+  source.addEventListener('error', () => { errors += 1; });
+  await until(() => readies.length === 1, 'the first ready');
+  await stored(config, await post(config, 'es-0', 'before'));
+  await until(() => news.length >= 1, 'the first message');
+
+  proxy.cut();
+  await until(() => errors === 1, 'the EventSource seeing its connection cut');
+  for (const [i, content] of ['one', 'two', 'three'].entries()) {
+    await stored(config, await post(config, `es-${i + 1}`, content));
+  }
+  // Its reconnection (after the EventSource's own delay, 3 s) goes through now.
+  proxy.release();
+  await until(() => readies.length === 2, 'the ready after reconnecting');
+  const missed = news.slice(1);
+  await post(config, 'es-4', 'live');
+  await until(() => news.length >= 5, 'the live message');
+  // Room for a duplicate to show.
+  await sleep(300);
+  source.close();
+  proxy.close();
+  return { news, missed, readies, requests: proxy.requests };
+}
+
+const scenarios = { socketio, refused, eventsource, conversation, updates };
+await report(scenarios[scenario]);

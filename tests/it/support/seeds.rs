@@ -1,4 +1,5 @@
-//! The seeds' own client code (tests/seeds, amqplib as the seeds use it), and RabbitMQ
+//! The seeds' own client code (tests/seeds: amqplib, and the real-time clients,
+//! socket.io-client and an EventSource, in Node and in Debian's Chromium), and RabbitMQ
 //! virtual hosts of the tests' own, so that a test can use the seeds' queue names as they
 //! are without meeting another test's.
 
@@ -70,7 +71,7 @@ fn run_seed(dir: &std::path::Path, script: &str, url: &str, steps: &Value) -> Ve
 }
 
 /// Runs a scenario of the seeds' real-time clients (tests/seeds/realtime.mjs:
-/// socket.io-client) with `config`; answers the line it prints.
+/// socket.io-client, eventsource) with `config`; answers the line it prints.
 pub async fn realtime_client(dir: &std::path::Path, scenario: &str, config: &Value) -> Value {
     let mut command = std::process::Command::new("node");
     command
@@ -82,18 +83,99 @@ pub async fn realtime_client(dir: &std::path::Path, scenario: &str, config: &Val
         .await
         .unwrap();
     let stdout = String::from_utf8_lossy(&output.stdout);
+    seen(&format!("realtime.mjs {scenario}"), &stdout, &output.stderr)
+}
+
+/// What a real-time script saw: the last line it printed, as JSON; fails the test with
+/// the script's error, or with its stderr when it printed nothing.
+fn seen(script: &str, stdout: &str, stderr: &[u8]) -> Value {
     let line = stdout.lines().last().unwrap_or_else(|| {
         panic!(
-            "realtime.mjs printed nothing: {}",
-            String::from_utf8_lossy(&output.stderr)
+            "{script} printed nothing: {}",
+            String::from_utf8_lossy(stderr)
         )
     });
     let seen: Value = serde_json::from_str(line).expect("its line is JSON");
-    assert!(
-        seen.get("error").is_none(),
-        "realtime.mjs {scenario}: {seen}"
-    );
+    assert!(seen.get("error").is_none(), "{script}: {seen}");
     seen
+}
+
+/// Debian's Chromium, which the browser test drives.
+const CHROMIUM: &str = "/usr/bin/chromium";
+
+/// The browser scenario (tests/seeds/browser.mjs), started: it serves its page, has said
+/// from which origins, and waits for a Herald to run against.
+pub struct BrowserPage {
+    /// The page's origin, which Herald is to allow.
+    pub origin: String,
+    /// Another origin of the same page, which Herald is not to allow.
+    pub refused_origin: String,
+    node: std::process::Child,
+    stdout: std::io::BufReader<std::process::ChildStdout>,
+}
+
+impl BrowserPage {
+    /// Starts the scenario; `None` (with a message) outside CI when Chromium or the seeds'
+    /// packages are missing, a failure in CI.
+    pub async fn serve() -> Option<BrowserPage> {
+        let dir = seed_clients()?;
+        if !std::path::Path::new(CHROMIUM).exists() {
+            super::tool_missing(&format!(
+                "Debian's Chromium is not at {CHROMIUM}: `apt-get install chromium` (.ci/run does)"
+            ));
+            return None;
+        }
+        let started = tokio::task::spawn_blocking(move || {
+            use std::io::BufRead;
+            let mut node = std::process::Command::new("node")
+                .arg(dir.join("browser.mjs"))
+                .stdin(std::process::Stdio::piped())
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .expect("node runs");
+            let mut stdout = std::io::BufReader::new(node.stdout.take().unwrap());
+            let mut line = String::new();
+            stdout
+                .read_line(&mut line)
+                .expect("browser.mjs's first line");
+            if line.is_empty() {
+                let output = node.wait_with_output().expect("node runs");
+                panic!(
+                    "browser.mjs printed nothing: {}",
+                    String::from_utf8_lossy(&output.stderr)
+                );
+            }
+            (node, stdout, line)
+        });
+        let (node, stdout, line) = started.await.unwrap();
+        let origins: Value = serde_json::from_str(&line).expect("its first line is JSON");
+        Some(BrowserPage {
+            origin: origins["origin"].as_str().unwrap().to_owned(),
+            refused_origin: origins["refusedOrigin"].as_str().unwrap().to_owned(),
+            node,
+            stdout,
+        })
+    }
+
+    /// Runs the scenario against the Herald `config` names (`{base, key, token, user}`);
+    /// answers what the page saw.
+    pub async fn run(mut self, mut config: Value) -> Value {
+        use std::io::{Read, Write};
+        config["chromium"] = CHROMIUM.into();
+        let mut stdin = self.node.stdin.take().unwrap();
+        writeln!(stdin, "{config}").expect("browser.mjs reads its configuration");
+        drop(stdin);
+        let output = tokio::task::spawn_blocking(move || {
+            // Its stderr is read to the end as it exits; what it printed since waits here.
+            let output = self.node.wait_with_output().expect("node runs");
+            let mut stdout = String::new();
+            self.stdout.read_to_string(&mut stdout).unwrap();
+            (stdout, output.stderr)
+        });
+        let (stdout, stderr) = output.await.unwrap();
+        seen("browser.mjs", &stdout, &stderr)
+    }
 }
 
 /// What the management API answers to `GET /api/{path}`, as JSON.
