@@ -165,6 +165,108 @@ pub trait ChatStore: Send + Sync {
         tenant: &TenantId,
         chat: &NewChat<'_>,
     ) -> Result<Recorded, StoreError>;
+
+    /// Records several chat messages, each as [`ChatStore::record_chat`] does, in one
+    /// transaction: one commit (one fsync) for the group. Each is recorded in a savepoint
+    /// of its own, so that one stored before, with no audience or that fails leaves no
+    /// trace while the others are kept. Answers each message's outcome in the order given;
+    /// `Err` when the group as a whole could not be committed (nothing is recorded).
+    ///
+    /// The messages should be of different conversations (one worker instance has one
+    /// message of a conversation under way at a time): they are recorded in the order of
+    /// their conversations, so that groups of several instances lock conversations in
+    /// one order and never wait on each other in a cycle.
+    async fn record_chats(
+        &self,
+        chats: &[(&TenantId, NewChat<'_>)],
+    ) -> Result<Vec<Result<Recorded, StoreError>>, StoreError>;
+}
+
+/// Records `chat` on `connection`, inside a transaction (or savepoint) of its caller's,
+/// which the caller keeps when this answers [`Recorded::Stored`] and rolls back
+/// otherwise.
+async fn record_on<DB>(
+    connection: &mut DB::Connection,
+    tenant: &TenantId,
+    chat: &NewChat<'_>,
+) -> Result<Recorded, StoreError>
+where
+    DB: Dialect,
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+    DB::Arguments: IntoArguments<DB>,
+    for<'a> &'a str: Param<'a, DB>,
+    usize: ColumnIndex<DB::Row>,
+    String: Column<DB>,
+    i64: Column<DB>,
+    DateTime<Utc>: Column<DB>,
+{
+    // Taking the next number locks the conversation's row until commit, so that its
+    // messages reach every log in the order they are numbered.
+    let (sequence,): (i64,) = sqlx::query_as(
+        "INSERT INTO conversations (tenant_id, conversation_id, last_sequence) \
+         VALUES ($1, $2, 1) ON CONFLICT (tenant_id, conversation_id) DO UPDATE \
+         SET last_sequence = conversations.last_sequence + 1 RETURNING last_sequence",
+    )
+    .bind(tenant.as_str())
+    .bind(chat.conversation_id)
+    .fetch_one(&mut *connection)
+    .await?;
+    let mut payload = chat.payload.clone();
+    payload["sequence"] = serde_json::json!(sequence);
+    let payload = payload.to_string();
+    let stored = sqlx::query(
+        "INSERT INTO chat_messages (tenant_id, message_id, conversation_id, sender_id, \
+         sequence, payload, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7) \
+         ON CONFLICT (tenant_id, message_id) DO NOTHING",
+    )
+    .bind(tenant.as_str())
+    .bind(chat.message_id)
+    .bind(chat.conversation_id)
+    .bind(chat.sender_id)
+    .bind(sequence)
+    .bind(payload.as_str())
+    .bind(now())
+    .execute(&mut *connection)
+    .await?;
+    if DB::rows_affected(stored) == 0 {
+        // A redelivery: the message and its events exist; the number is not used.
+        return Ok(Recorded::Before);
+    }
+    let appended = match &chat.audience {
+        Audience::Listed(users) => {
+            let events = message_new(users.iter().copied(), &payload);
+            insert_events::<DB>(connection, tenant, &events).await?;
+            events.len()
+        }
+        Audience::Members { page } => {
+            let page = (*page).max(1);
+            let (mut after, mut appended) = (String::new(), 0);
+            loop {
+                let members = member_page::<DB>(
+                    connection,
+                    tenant,
+                    chat.conversation_id,
+                    Some(chat.sender_id),
+                    &after,
+                    page,
+                )
+                .await?;
+                let events = message_new(members.iter().map(String::as_str), &payload);
+                insert_events::<DB>(connection, tenant, &events).await?;
+                appended += members.len();
+                match members.last() {
+                    Some(last) if members.len() == page => after = last.clone(),
+                    _ => break,
+                }
+            }
+            appended
+        }
+    };
+    if appended == 0 {
+        // Stored for no one, a message could never be read nor resent: leave no trace.
+        return Ok(Recorded::NoAudience);
+    }
+    Ok(Recorded::Stored(sequence))
 }
 
 #[async_trait]
@@ -242,75 +344,39 @@ where
         chat: &NewChat<'_>,
     ) -> Result<Recorded, StoreError> {
         let mut tx = self.writer.begin().await?;
-        // Taking the next number locks the conversation's row until commit, so
-        // that its messages reach every log in the order they are numbered.
-        let (sequence,): (i64,) = sqlx::query_as(
-            "INSERT INTO conversations (tenant_id, conversation_id, last_sequence) \
-             VALUES ($1, $2, 1) ON CONFLICT (tenant_id, conversation_id) DO UPDATE \
-             SET last_sequence = conversations.last_sequence + 1 RETURNING last_sequence",
-        )
-        .bind(tenant.as_str())
-        .bind(chat.conversation_id)
-        .fetch_one(&mut *tx)
-        .await?;
-        let mut payload = chat.payload.clone();
-        payload["sequence"] = serde_json::json!(sequence);
-        let payload = payload.to_string();
-        let stored = sqlx::query(
-            "INSERT INTO chat_messages (tenant_id, message_id, conversation_id, sender_id, \
-             sequence, payload, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7) \
-             ON CONFLICT (tenant_id, message_id) DO NOTHING",
-        )
-        .bind(tenant.as_str())
-        .bind(chat.message_id)
-        .bind(chat.conversation_id)
-        .bind(chat.sender_id)
-        .bind(sequence)
-        .bind(payload.as_str())
-        .bind(now())
-        .execute(&mut *tx)
-        .await?;
-        if DB::rows_affected(stored) == 0 {
-            // A redelivery: the message and its events exist; the number is not used.
+        let recorded = record_on::<DB>(&mut tx, tenant, chat).await?;
+        if let Recorded::Stored(_) = recorded {
+            tx.commit().await?;
+        } else {
             tx.rollback().await?;
-            return Ok(Recorded::Before);
         }
-        let appended = match &chat.audience {
-            Audience::Listed(users) => {
-                let events = message_new(users.iter().copied(), &payload);
-                insert_events::<DB>(&mut tx, tenant, &events).await?;
-                events.len()
-            }
-            Audience::Members { page } => {
-                let page = (*page).max(1);
-                let (mut after, mut appended) = (String::new(), 0);
-                loop {
-                    let members = member_page::<DB>(
-                        &mut tx,
-                        tenant,
-                        chat.conversation_id,
-                        Some(chat.sender_id),
-                        &after,
-                        page,
-                    )
+        Ok(recorded)
+    }
+
+    async fn record_chats(
+        &self,
+        chats: &[(&TenantId, NewChat<'_>)],
+    ) -> Result<Vec<Result<Recorded, StoreError>>, StoreError> {
+        let mut order: Vec<usize> = (0..chats.len()).collect();
+        order.sort_by_key(|&i| (chats[i].0.as_str(), chats[i].1.conversation_id));
+        let mut outcomes: Vec<Option<Result<Recorded, StoreError>>> =
+            (0..chats.len()).map(|_| None).collect();
+        let mut tx = self.writer.begin().await?;
+        for i in order {
+            let (tenant, chat) = &chats[i];
+            sqlx::query("SAVEPOINT chat").execute(&mut *tx).await?;
+            let recorded = record_on::<DB>(&mut tx, tenant, chat).await;
+            if !matches!(recorded, Ok(Recorded::Stored(_))) {
+                sqlx::query("ROLLBACK TO SAVEPOINT chat")
+                    .execute(&mut *tx)
                     .await?;
-                    let events = message_new(members.iter().map(String::as_str), &payload);
-                    insert_events::<DB>(&mut tx, tenant, &events).await?;
-                    appended += members.len();
-                    match members.last() {
-                        Some(last) if members.len() == page => after = last.clone(),
-                        _ => break,
-                    }
-                }
-                appended
             }
-        };
-        if appended == 0 {
-            // Stored for no one, a message could never be read nor resent: leave no trace.
-            tx.rollback().await?;
-            return Ok(Recorded::NoAudience);
+            sqlx::query("RELEASE SAVEPOINT chat")
+                .execute(&mut *tx)
+                .await?;
+            outcomes[i] = Some(recorded);
         }
         tx.commit().await?;
-        Ok(Recorded::Stored(sequence))
+        Ok(outcomes.into_iter().flatten().collect())
     }
 }

@@ -43,6 +43,7 @@ store_suite!(
     a_device_token_belongs_to_one_user_at_a_time,
     chat_messages_are_stored_once_numbered_per_conversation_and_logged_per_recipient,
     a_chat_to_a_conversations_members_is_logged_once_per_member_page_by_page,
+    a_group_of_chats_keeps_each_stored_message_and_leaves_no_trace_of_the_others,
     an_idempotency_key_keeps_its_binding_until_answered_and_one_repeat_resumes_it,
     an_update_is_logged_once_and_a_message_change_once_per_member_page_by_page,
 );
@@ -494,6 +495,81 @@ async fn a_device_token_belongs_to_one_user_at_a_time(store: Arc<dyn Store>) {
     );
     assert!(store.remove_device(&acme, "tok-a", None).await.unwrap());
     assert!(store.devices(&acme, "u2").await.unwrap().is_empty());
+}
+
+async fn a_group_of_chats_keeps_each_stored_message_and_leaves_no_trace_of_the_others(
+    store: Arc<dyn Store>,
+) {
+    let (acme, other) = (tenant("acme"), tenant("other"));
+    let chat = |id: &'static str, conversation: &'static str| herald::store::NewChat {
+        message_id: id,
+        conversation_id: conversation,
+        sender_id: "ada",
+        audience: Audience::Listed(vec!["bob"]),
+        payload: serde_json::json!({"messageId": id}),
+    };
+    store.record_chat(&acme, &chat("m1", "c1")).await.unwrap();
+    let alone = herald::store::NewChat {
+        audience: Audience::Listed(vec![]),
+        ..chat("m4", "c4")
+    };
+    let members = herald::store::NewChat {
+        audience: Audience::Members { page: 10 },
+        ..chat("m5", "unknown")
+    };
+    // Given out of their conversations' order, with one redelivery and two messages for
+    // no one among them.
+    let group = [
+        (&acme, chat("m3", "c3")),
+        (&acme, chat("m1", "c1")),
+        (&acme, alone),
+        (&other, chat("m2", "c2")),
+        (&acme, members),
+        (&acme, chat("m2", "c2")),
+    ];
+    let outcomes: Vec<Recorded> = store
+        .record_chats(&group)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(Result::unwrap)
+        .collect();
+    assert_eq!(
+        outcomes,
+        [
+            Recorded::Stored(1),
+            Recorded::Before,
+            Recorded::NoAudience,
+            Recorded::Stored(1),
+            Recorded::NoAudience,
+            Recorded::Stored(1),
+        ],
+        "each message's own outcome, in the order given"
+    );
+    let logged = |tenant: TenantId| {
+        let store = store.clone();
+        async move {
+            let events = store.events_after(&tenant, "bob", 0, 100).await.unwrap();
+            let mut ids: Vec<String> = events
+                .iter()
+                .map(|e| {
+                    let payload: serde_json::Value = serde_json::from_str(&e.payload).unwrap();
+                    payload["messageId"].as_str().unwrap().to_owned()
+                })
+                .collect();
+            ids.sort();
+            ids
+        }
+    };
+    assert_eq!(logged(acme.clone()).await, ["m1", "m2", "m3"]);
+    assert_eq!(logged(other.clone()).await, ["m2"]);
+    assert!(store.chat_message(&acme, "m4").await.unwrap().is_none());
+    assert!(store.chat_message(&acme, "m5").await.unwrap().is_none());
+    // The conversation a message for no one numbered is left as it was: the next is 1.
+    assert_eq!(
+        store.record_chat(&acme, &chat("m6", "c4")).await.unwrap(),
+        Recorded::Stored(1)
+    );
 }
 
 async fn chat_messages_are_stored_once_numbered_per_conversation_and_logged_per_recipient(
