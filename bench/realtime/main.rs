@@ -1,133 +1,126 @@
-//! The real-time bench: 10,000 concurrent WebSocket connections on one Herald instance
-//! (`herald serve`, release build, a process of its own, embedded broker and SQLite):
+//! The real-time bench: 10,000 concurrent connections on one Herald instance (`herald
+//! serve`, release build, a process of its own, embedded broker and SQLite), over Herald's
+//! WebSocket and over Socket.IO (v4, its WebSocket transport), a fresh instance for each:
 //! memory per connection, and the latency from a chat message's POST (its 202) to its
 //! recipient's socket receiving it, at 1,000 messages a second.
 //!
 //! Run: `cargo bench --bench realtime`. `HERALD_BENCH_CONNECTIONS` (10,000),
-//! `HERALD_BENCH_RATE` (1,000 a second) and `HERALD_BENCH_SECONDS` (10) change the shape.
-//! The process needs a file limit above twice the connections (`ulimit -n`). With
-//! `HERALD_BENCH_DATABASE_URL=postgres://...` Herald keeps its store there instead of SQLite.
+//! `HERALD_BENCH_RATE` (1,000 a second) and `HERALD_BENCH_SECONDS` (10) change the shape,
+//! the same for every transport; `HERALD_BENCH_TRANSPORTS` (`websocket,socketio`) chooses
+//! the transports and their order. The process needs a file limit of twice the
+//! connections (`ulimit -n`), checked first. With `HERALD_BENCH_DATABASE_URL=postgres://...`
+//! Herald keeps its store there instead of SQLite.
+//!
+//! `main.rs` measures one transport after another; `load.rs` sends the messages at the
+//! rate and times their arrival; `report.rs` prints the transports side by side. The
+//! sockets are `bench/sockets.rs`, shared with the fan-out bench.
 
-#[path = "sockets.rs"]
+mod load;
+mod report;
+#[path = "../sockets.rs"]
 mod sockets;
 
-use serde_json::json;
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use report::Figures;
+use sockets::Transport;
+use std::time::Duration;
 use testkit::env_or;
 use testkit::herald_process::{self, Server};
-use testkit::measure::{peak_rss_mb, percentile_ms, status_kb};
+use testkit::measure::{peak_rss_mb, status_kb};
 
 const HERALD: &str = env!("CARGO_BIN_EXE_herald");
 
-async fn run() {
-    let connections = env_or("HERALD_BENCH_CONNECTIONS", 10_000);
-    let rate = env_or("HERALD_BENCH_RATE", 1_000);
-    let seconds = env_or("HERALD_BENCH_SECONDS", 10);
-    herald::channels::tls::install_default_provider();
+/// Sockets are opened this many at a time.
+const OPENING: usize = 100;
+
+/// How long the open connections settle before Herald's memory with them is read.
+const SETTLE: Duration = Duration::from_secs(2);
+
+/// What every transport is measured with.
+pub struct Shape {
+    /// Sockets open at once, one user each.
+    pub connections: usize,
+    /// Chat messages a second.
+    pub rate: usize,
+    /// For how long they are sent.
+    pub seconds: usize,
+}
+
+/// The transports of `HERALD_BENCH_TRANSPORTS`, in its order.
+fn transports() -> Vec<Transport> {
+    std::env::var("HERALD_BENCH_TRANSPORTS")
+        .unwrap_or_else(|_| "websocket,socketio".to_owned())
+        .split(',')
+        .map(|name| {
+            name.parse()
+                .unwrap_or_else(|e| panic!("HERALD_BENCH_TRANSPORTS: {e}"))
+        })
+        .collect()
+}
+
+/// One fresh Herald with `shape.connections` sockets over `transport`, then the messages.
+async fn measure(transport: Transport, shape: &Shape) -> Figures {
     let dir = tempfile::TempDir::new().unwrap();
     let port = testkit::free_port();
-    let key = herald_process::create_tenant(HERALD, "bench", dir.path(), port);
+    // A tenant of its own, so that the transports' runs (and later runs) can share one
+    // PostgreSQL store without their users and message ids meeting.
+    let tenant = format!("bench-{}", uuid::Uuid::now_v7().simple());
+    let key = herald_process::create_tenant(HERALD, &tenant, dir.path(), port);
     let serve = herald_process::command(HERALD, &["serve"], dir.path(), port);
     let server = Server::start(serve, port);
     let pid = server.pid();
     let base = format!("http://127.0.0.1:{port}");
     let client = reqwest::Client::new();
-    let idle_rss = status_kb(pid, "VmRSS").unwrap_or(0);
+    let idle_kb = status_kb(pid, "VmRSS").unwrap_or(0);
 
-    // Tokens, then sockets, 100 at a time.
-    let received: Arc<Mutex<HashMap<String, Instant>>> = Arc::new(Mutex::new(HashMap::new()));
-    let mut opened_sockets = Vec::with_capacity(connections);
-    let users: Vec<String> = (0..connections).map(|i| format!("u{i}")).collect();
-    for chunk in users.chunks(100) {
+    // Each socket is read (and answers its pings) from the moment it is open: opening
+    // 10,000 takes longer than a heartbeat.
+    let arrivals = load::Arrivals::default();
+    let mut readers = Vec::with_capacity(shape.connections);
+    let users: Vec<String> = (0..shape.connections).map(load::user).collect();
+    for chunk in users.chunks(OPENING) {
         let opened = futures_util::future::join_all(
             chunk
                 .iter()
-                .map(|user| sockets::open(&client, &base, &key, user)),
+                .map(|user| sockets::open(transport, &client, &base, &key, user)),
         )
         .await;
-        opened_sockets.extend(opened);
+        readers.extend(opened.into_iter().map(|socket| {
+            let arrivals = arrivals.clone();
+            sockets::on_new_messages(socket, move |id| arrivals.arrived(id))
+        }));
     }
-    for socket in opened_sockets {
-        let received = received.clone();
-        sockets::on_new_messages(socket, move |id| {
-            received.lock().unwrap().insert(id, Instant::now());
-        });
-    }
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    let connected_rss = status_kb(pid, "VmRSS").unwrap_or(0);
-    println!("realtime bench: {connections} WebSocket connections on one instance");
-    println!(
-        "  Herald RSS           {:>8.1} MB idle, {:>8.1} MB with {connections} connections",
-        idle_rss as f64 / 1024.0,
-        connected_rss as f64 / 1024.0
-    );
-    println!(
-        "  per connection       {:>8.1} KB",
-        (connected_rss.saturating_sub(idle_rss)) as f64 / connections as f64
-    );
+    eprintln!("{transport}: {} sockets open", shape.connections);
+    tokio::time::sleep(SETTLE).await;
+    let connected_kb = status_kb(pid, "VmRSS").unwrap_or(0);
 
-    // Chat messages to one recipient each, at `rate` a second.
-    let total = rate * seconds;
-    let sent: Arc<Mutex<HashMap<String, Instant>>> = Arc::new(Mutex::new(HashMap::new()));
-    let mut tick = tokio::time::interval(Duration::from_millis(10));
-    let per_tick = (rate / 100).max(1);
-    let mut posts = Vec::new();
-    for n in 0..total / per_tick {
-        tick.tick().await;
-        for k in 0..per_tick {
-            let i = n * per_tick + k;
-            let (client, base, key, sent) =
-                (client.clone(), base.clone(), key.clone(), sent.clone());
-            posts.push(tokio::spawn(async move {
-                let id = format!("m{i}");
-                let response = client
-                    .post(format!("{base}/v1/chat/messages"))
-                    .bearer_auth(&key)
-                    .json(&json!({
-                        "messageId": id, "conversationId": format!("c{}", i % 500),
-                        "senderId": "bench", "recipientIds": [format!("u{}", (i * 7919) % connections)],
-                        "content": "hello", "messageType": "text", "timestamp": "2026-11-23T10:00:00Z",
-                    }))
-                    .send()
-                    .await
-                    .unwrap();
-                assert_eq!(response.status(), 202);
-                sent.lock().unwrap().insert(id, Instant::now());
-            }));
-        }
+    let delivery = load::send(&client, &base, &key, shape, &arrivals).await;
+    let peak_mb = peak_rss_mb(pid).unwrap_or(0.0);
+    for reader in readers {
+        reader.abort();
     }
-    for post in posts {
-        post.await.unwrap();
-    }
-    let waiting = Instant::now();
-    while received.lock().unwrap().len() < total && waiting.elapsed() < Duration::from_secs(30) {
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let (sent, received) = (sent.lock().unwrap(), received.lock().unwrap());
-    let mut latencies: Vec<Duration> = sent
-        .iter()
-        .filter_map(|(id, at)| Some(received.get(id)?.saturating_duration_since(*at)))
-        .collect();
-    latencies.sort();
-    println!(
-        "  {total} messages at {rate}/s: {} received; POST 202 to socket p50 {:.1} ms, p99 {:.1} ms",
-        latencies.len(),
-        percentile_ms(&latencies, 0.50),
-        percentile_ms(&latencies, 0.99)
-    );
-    println!(
-        "  Herald peak RSS      {:>8.1} MB",
-        peak_rss_mb(pid).unwrap_or(0.0)
-    );
     drop(server);
+    Figures {
+        transport,
+        idle_kb,
+        connected_kb,
+        peak_mb,
+        delivery,
+    }
 }
 
-fn main() {
-    tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .unwrap()
-        .block_on(run());
+#[tokio::main]
+async fn main() {
+    let shape = Shape {
+        connections: env_or("HERALD_BENCH_CONNECTIONS", 10_000),
+        rate: env_or("HERALD_BENCH_RATE", 1_000),
+        seconds: env_or("HERALD_BENCH_SECONDS", 10),
+    };
+    let transports = transports();
+    sockets::check_file_limit(shape.connections);
+    herald::channels::tls::install_default_provider();
+    let mut figures = Vec::with_capacity(transports.len());
+    for transport in transports {
+        figures.push(measure(transport, &shape).await);
+    }
+    report::print(&shape, &figures);
 }
