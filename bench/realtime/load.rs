@@ -3,7 +3,7 @@
 
 use crate::Shape;
 use serde_json::{Value, json};
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -31,20 +31,41 @@ impl Arrivals {
         self.0.lock().unwrap().insert(id, Instant::now());
     }
 
-    fn count(&self) -> usize {
-        self.0.lock().unwrap().len()
+    /// For each message of `accepted` (its id and when it was accepted) that has arrived,
+    /// the time from its acceptance to its arrival (0 when the socket was first).
+    fn since(&self, accepted: &HashMap<String, Instant>) -> Vec<Duration> {
+        let arrived = self.0.lock().unwrap();
+        accepted
+            .iter()
+            .filter_map(|(id, at)| Some(arrived.get(id)?.saturating_duration_since(*at)))
+            .collect()
     }
 }
 
 /// What became of a run's messages.
 pub struct Delivery {
-    /// Messages Herald accepted (202).
-    pub sent: usize,
-    /// Messages answered otherwise, or not within [`REQUEST_TIMEOUT`].
-    pub refused: usize,
+    /// For each message Herald accepted (202), the time from its POST to its answer,
+    /// sorted.
+    pub answers: Vec<Duration>,
+    /// Messages answered otherwise, or not within [`REQUEST_TIMEOUT`], by why: the status,
+    /// `timeout`, `connect` (no connection) or `error`.
+    pub refused: BTreeMap<String, usize>,
     /// For each accepted message that reached its recipient, the time from its 202 to its
-    /// arrival, sorted (0 when the socket was first).
+    /// arrival, sorted.
     pub latencies: Vec<Duration>,
+    /// From the first POST until the last was answered or given up.
+    pub posting: Duration,
+    /// From then until every accepted message had arrived, or [`STRAGGLERS`].
+    pub straggling: Duration,
+}
+
+/// A message Herald accepted.
+struct Accepted {
+    id: String,
+    /// When its 202 came.
+    at: Instant,
+    /// How long after its POST.
+    after: Duration,
 }
 
 /// The `i`th message, `id`: to one user, spread over all of them.
@@ -57,7 +78,7 @@ fn message(id: &str, i: usize, connections: usize) -> Value {
 }
 
 /// POSTs `shape.rate` messages a second for `shape.seconds`, each as soon as it is due
-/// (whatever the answers to the earlier ones), then waits for them to arrive.
+/// (whatever the answers to the earlier ones), then waits for the accepted ones to arrive.
 pub async fn send(
     client: &reqwest::Client,
     base: &str,
@@ -80,29 +101,46 @@ pub async fn send(
                 .timeout(REQUEST_TIMEOUT)
                 .json(&message(&id, i, shape.connections));
             posts.push(tokio::spawn(async move {
-                let answer = post.send().await;
-                let accepted = answer.is_ok_and(|a| a.status() == 202);
-                accepted.then(|| (id, Instant::now()))
+                let posted = Instant::now();
+                match post.send().await {
+                    Ok(answer) if answer.status() == 202 => Ok(Accepted {
+                        id,
+                        at: Instant::now(),
+                        after: posted.elapsed(),
+                    }),
+                    Ok(answer) => Err(answer.status().as_u16().to_string()),
+                    Err(e) if e.is_timeout() => Err("timeout".to_owned()),
+                    Err(e) if e.is_connect() => Err("connect".to_owned()),
+                    Err(_) => Err("error".to_owned()),
+                }
             }));
         }
     }
-    let mut sent = HashMap::with_capacity(total);
+    let (mut accepted, mut answers, mut refused) =
+        (HashMap::with_capacity(total), Vec::new(), BTreeMap::new());
     for post in posts {
-        sent.extend(post.await.unwrap());
+        match post.await.unwrap() {
+            Ok(Accepted { id, at, after }) => {
+                accepted.insert(id, at);
+                answers.push(after);
+            }
+            Err(why) => *refused.entry(why).or_default() += 1,
+        }
     }
+    let posting = started.elapsed();
     let waiting = Instant::now();
-    while arrivals.count() < sent.len() && waiting.elapsed() < STRAGGLERS {
-        tokio::time::sleep(Duration::from_millis(50)).await;
+    while arrivals.since(&accepted).len() < accepted.len() && waiting.elapsed() < STRAGGLERS {
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let arrived = arrivals.0.lock().unwrap();
-    let mut latencies: Vec<Duration> = sent
-        .iter()
-        .filter_map(|(id, at)| Some(arrived.get(id)?.saturating_duration_since(*at)))
-        .collect();
+    let straggling = waiting.elapsed();
+    let mut latencies = arrivals.since(&accepted);
     latencies.sort();
+    answers.sort();
     Delivery {
-        sent: sent.len(),
-        refused: total - sent.len(),
+        answers,
+        refused,
+        posting,
+        straggling,
         latencies,
     }
 }

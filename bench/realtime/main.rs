@@ -22,7 +22,7 @@ mod sockets;
 
 use report::Figures;
 use sockets::Transport;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use testkit::env_or;
 use testkit::herald_process::{self, Server};
 use testkit::measure::{peak_rss_mb, status_kb};
@@ -72,11 +72,12 @@ async fn measure(transport: Transport, shape: &Shape) -> Figures {
     let client = reqwest::Client::new();
     let idle_kb = status_kb(pid, "VmRSS").unwrap_or(0);
 
-    // Each socket is read (and answers its pings) from the moment it is open: opening
-    // 10,000 takes longer than a heartbeat.
+    // Each socket is read (and answers its pings) from the moment it is open, as a
+    // client's would be: one left unread past three heartbeats would be closed.
     let arrivals = load::Arrivals::default();
     let mut readers = Vec::with_capacity(shape.connections);
     let users: Vec<String> = (0..shape.connections).map(load::user).collect();
+    let opening = Instant::now();
     for chunk in users.chunks(OPENING) {
         let opened = futures_util::future::join_all(
             chunk
@@ -89,7 +90,11 @@ async fn measure(transport: Transport, shape: &Shape) -> Figures {
             sockets::on_new_messages(socket, move |id| arrivals.arrived(id))
         }));
     }
-    eprintln!("{transport}: {} sockets open", shape.connections);
+    let opening = opening.elapsed();
+    eprintln!(
+        "{transport}: {} sockets open, now {} messages a second for {} s",
+        shape.connections, shape.rate, shape.seconds
+    );
     tokio::time::sleep(SETTLE).await;
     let connected_kb = status_kb(pid, "VmRSS").unwrap_or(0);
 
@@ -102,6 +107,7 @@ async fn measure(transport: Transport, shape: &Shape) -> Figures {
     Figures {
         transport,
         idle_kb,
+        opening,
         connected_kb,
         peak_mb,
         delivery,
