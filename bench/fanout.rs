@@ -5,13 +5,14 @@
 //! peak RSS, which shows that the members are read a page at a time.
 //!
 //! Run: `cargo bench --bench fanout`. `HERALD_BENCH_MEMBERS` (10,000) changes the size;
-//! the process needs a file limit above the members (`ulimit -n`). With
+//! the process needs a file limit of twice the members (`ulimit -n`), checked first. With
 //! `HERALD_BENCH_DATABASE_URL=postgres://...` Herald keeps its store there instead of SQLite.
 
 #[path = "sockets.rs"]
 mod sockets;
 
 use serde_json::json;
+use sockets::Transport;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -35,7 +36,7 @@ async fn member(
     user: String,
     arrivals: Arrivals,
 ) {
-    let socket = sockets::open(&client, &base, &key, &user).await;
+    let socket = sockets::open(Transport::WebSocket, &client, &base, &key, &user).await;
     sockets::on_new_messages(socket, move |id| {
         let mut arrivals = arrivals.lock().unwrap();
         let entry = arrivals.entry(id).or_insert((0, Instant::now()));
@@ -45,6 +46,7 @@ async fn member(
 
 async fn run() {
     let members = env_or("HERALD_BENCH_MEMBERS", 10_000);
+    sockets::check_file_limit(members);
     herald::channels::tls::install_default_provider();
     let dir = tempfile::TempDir::new().unwrap();
     let port = testkit::free_port();

@@ -6,7 +6,8 @@
 //! - [`keys`]: key material made with the `openssl` command;
 //! - [`push_providers`]: stand-ins for APNs, FCM and Google's token endpoint, as real
 //!   servers;
-//! - [`measure`]: percentiles, and a process's memory and CPU time from `/proc`;
+//! - [`measure`]: percentiles, and a process's memory, CPU time and file limit from
+//!   `/proc`;
 //! - [`herald_process`]: `herald` run as a process of its own, for the benches.
 //!
 //! It does not depend on Herald, so that it builds alongside it rather than after it.

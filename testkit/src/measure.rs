@@ -1,5 +1,5 @@
-//! What the benches measure with: percentiles of latencies, and a process's memory and CPU
-//! time as Linux's `/proc` gives them. A process is named as `/proc` names it: by its pid,
+//! What the benches measure with: percentiles of latencies, and a process's memory, CPU
+//! time and file limit as Linux's `/proc` gives them. A process is named as `/proc` names it: by its pid,
 //! or `"self"`.
 
 use std::fmt::Display;
@@ -29,6 +29,17 @@ pub fn status_kb(process: impl Display, field: &str) -> Option<u64> {
 /// The peak resident memory (`VmHWM`) of `process`, in MB.
 pub fn peak_rss_mb(process: impl Display) -> Option<f64> {
     status_kb(process, "VmHWM").map(|kb| kb as f64 / 1024.0)
+}
+
+/// The most files `process` may hold open (the soft limit, `ulimit -n`), which a child
+/// it starts inherits.
+pub fn open_files_limit(process: impl Display) -> Option<u64> {
+    let limits = std::fs::read_to_string(format!("/proc/{process}/limits")).ok()?;
+    // "Max open files            1024                 1048576              files"
+    let line = limits
+        .lines()
+        .find_map(|l| l.strip_prefix("Max open files"))?;
+    line.split_whitespace().next()?.parse().ok()
 }
 
 /// The clock ticks `process` has run so far, in user and system mode.
@@ -83,6 +94,7 @@ mod tests {
         assert!(peak_rss_mb("self").is_some_and(|mb| mb > 0.0));
         assert!(status_kb("self", "NoSuchField").is_none());
         assert!(process_ticks("self").is_some());
+        assert!(open_files_limit("self").is_some_and(|files| files > 0));
         assert!(machine_ticks().is_some_and(|(busy, total)| busy <= total));
     }
 }
