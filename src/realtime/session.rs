@@ -96,6 +96,15 @@ impl Refusal {
         }
     }
 
+    /// The store failed while `doing`: logged with its cause, told without it.
+    fn unavailable(doing: &str, cause: &crate::store::StoreError) -> Self {
+        tracing::warn!(error = %cause, "{doing} failed");
+        Refusal::new(
+            "queue_unavailable",
+            format!("{doing} failed on our side; try again"),
+        )
+    }
+
     /// The contract's error body.
     pub fn body(&self) -> Value {
         json!({"error": {"code": self.code, "message": self.message, "details": []}})
@@ -560,7 +569,7 @@ impl Session<'_> {
         if !realtime
             .is_member(self.tenant, &conversation, self.user)
             .await
-            .map_err(|e| Refusal::new("queue_unavailable", e.to_string()))?
+            .map_err(|e| Refusal::unavailable("reading the conversation's members", &e))?
         {
             return Err(Refusal::new(
                 "forbidden",
@@ -577,7 +586,7 @@ impl Session<'_> {
         realtime
             .signal_members(self.tenant, &conversation, self.user, &signal.to_string())
             .await
-            .map_err(|e| Refusal::new("queue_unavailable", e.to_string()))?;
+            .map_err(|e| Refusal::unavailable("passing typing on", &e))?;
         self.typing.insert(conversation, (now, typing));
         Ok(())
     }
