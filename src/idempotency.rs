@@ -8,13 +8,19 @@
 //! envelopes again, under the same ids; consumers deduplicate by id, so that one key never
 //! sends one event twice, whatever happened to the first attempt. The same key with a
 //! different body is refused. Keys are kept 24 hours.
+//!
+//! Claims and answers go through one writer task, which writes whatever has piled up in
+//! one transaction (group commit): every chat message has a key (its `messageId`), and on
+//! SQLite, with one writer connection and an fsync per commit, a claim and an answer
+//! committed one by one were two fsyncs per message before its 202.
 
 use crate::domain::TenantId;
-use crate::store::{Claim, IdempotencyStore, KeyBinding, StoreError};
-use chrono::Utc;
+use crate::store::{Claim, IdempotencyStore, KeyBinding, KeyWrite, StoreError};
+use chrono::{DateTime, Utc};
 use sha2::{Digest, Sha256};
 use std::sync::Arc;
 use std::time::Duration;
+use tokio::sync::{mpsc, oneshot};
 
 /// How long a key is remembered.
 pub const RETENTION: Duration = Duration::from_secs(24 * 3600);
@@ -59,10 +65,98 @@ pub fn fingerprint(route: &str, body: &serde_json::Value) -> [u8; 32] {
     hasher.finalize().into()
 }
 
+/// Most claims and answers one transaction writes.
+const GROUP: usize = 256;
+
+/// A claim or an answer waiting for the writer, owned, and who waits for it.
+enum Queued {
+    Claim {
+        tenant: TenantId,
+        key: String,
+        fingerprint: Vec<u8>,
+        binding: KeyBinding,
+        expired_before: DateTime<Utc>,
+        stale_before: DateTime<Utc>,
+        claimed: oneshot::Sender<Result<Option<Claim>, String>>,
+    },
+    Complete {
+        tenant: TenantId,
+        key: String,
+        status: u16,
+        response: String,
+        done: oneshot::Sender<Result<Option<Claim>, String>>,
+    },
+}
+
+impl Queued {
+    fn write(&self) -> KeyWrite<'_> {
+        match self {
+            Queued::Claim {
+                tenant,
+                key,
+                fingerprint,
+                binding,
+                expired_before,
+                stale_before,
+                ..
+            } => KeyWrite::Claim {
+                tenant,
+                key,
+                fingerprint,
+                binding,
+                expired_before: *expired_before,
+                stale_before: *stale_before,
+            },
+            Queued::Complete {
+                tenant,
+                key,
+                status,
+                response,
+                ..
+            } => KeyWrite::Complete {
+                tenant,
+                key,
+                status: *status,
+                response,
+            },
+        }
+    }
+
+    fn answer(self, outcome: Result<Option<Claim>, String>) {
+        let (Queued::Claim { claimed: reply, .. } | Queued::Complete { done: reply, .. }) = self;
+        let _ = reply.send(outcome);
+    }
+}
+
+/// Writes each group of what is queued in one transaction, until every handle is gone.
+async fn write_groups(store: Arc<dyn IdempotencyStore>, mut queued: mpsc::Receiver<Queued>) {
+    let mut group = Vec::with_capacity(GROUP);
+    while queued.recv_many(&mut group, GROUP).await > 0 {
+        let writes: Vec<KeyWrite<'_>> = group.iter().map(Queued::write).collect();
+        let outcomes = store.write_idempotency_keys(&writes).await;
+        drop(writes);
+        match outcomes {
+            Ok(outcomes) => {
+                for (waiting, outcome) in group.drain(..).zip(outcomes) {
+                    waiting.answer(Ok(outcome));
+                }
+            }
+            Err(e) => {
+                let e = e.to_string();
+                for waiting in group.drain(..) {
+                    waiting.answer(Err(e.clone()));
+                }
+            }
+        }
+    }
+}
+
 /// Idempotency keys, in the store; cheap to clone.
 #[derive(Clone)]
 pub struct Idempotency {
     store: Arc<dyn IdempotencyStore>,
+    /// The writer task's queue.
+    writes: mpsc::Sender<Queued>,
     /// A claim this old without an answer belongs to a process that died: a repeat
     /// resumes it. A live request answers well within it (it is a few publish timeouts).
     stale_after: Duration,
@@ -71,7 +165,28 @@ pub struct Idempotency {
 impl Idempotency {
     /// Idempotency over `store`, resuming unanswered claims after `stale_after`.
     pub fn new(store: Arc<dyn IdempotencyStore>, stale_after: Duration) -> Self {
-        Idempotency { store, stale_after }
+        let (writes, queued) = mpsc::channel(GROUP);
+        tokio::spawn(write_groups(store.clone(), queued));
+        Idempotency {
+            store,
+            writes,
+            stale_after,
+        }
+    }
+
+    /// Queues `write` for the writer (whose reply side it holds) and waits for its group's
+    /// commit.
+    async fn written(
+        &self,
+        write: Queued,
+        outcome: oneshot::Receiver<Result<Option<Claim>, String>>,
+    ) -> Result<Option<Claim>, StoreError> {
+        let stopped = || StoreError::Grouped("the idempotency writer has stopped".into());
+        self.writes.send(write).await.map_err(|_| stopped())?;
+        outcome
+            .await
+            .map_err(|_| stopped())?
+            .map_err(StoreError::Grouped)
     }
 
     /// Claims `key` for a request whose events would be `binding`, or finds the answer
@@ -86,18 +201,20 @@ impl Idempotency {
         let deadline = tokio::time::Instant::now() + WAIT_FOR_FIRST;
         loop {
             let now = Utc::now();
-            match self
-                .store
-                .claim_idempotency_key(
-                    tenant,
-                    key,
-                    fingerprint,
-                    binding,
-                    now - RETENTION,
-                    now - self.stale_after,
-                )
-                .await?
-            {
+            let (claimed, outcome) = oneshot::channel();
+            let claim = Queued::Claim {
+                tenant: tenant.clone(),
+                key: key.to_owned(),
+                fingerprint: fingerprint.to_vec(),
+                binding: binding.clone(),
+                expired_before: now - RETENTION,
+                stale_before: now - self.stale_after,
+                claimed,
+            };
+            let claim = self.written(claim, outcome).await?.ok_or_else(|| {
+                StoreError::Grouped("the writer answered a claim with no outcome".into())
+            })?;
+            match claim {
                 Claim::Claimed => return Ok(Begin::First),
                 Claim::Resumed(binding) => return Ok(Begin::Resume(binding)),
                 Claim::Held {
@@ -125,9 +242,15 @@ impl Idempotency {
         status: u16,
         body: &str,
     ) -> Result<(), StoreError> {
-        self.store
-            .complete_idempotency_key(tenant, key, status, body)
-            .await
+        let (done, outcome) = oneshot::channel();
+        let complete = Queued::Complete {
+            tenant: tenant.clone(),
+            key: key.to_owned(),
+            status,
+            response: body.to_owned(),
+            done,
+        };
+        self.written(complete, outcome).await.map(|_| ())
     }
 
     /// Marks the key's events as not confirmed after its request was answered 503, so

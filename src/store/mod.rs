@@ -46,7 +46,7 @@ pub use chat::{Audience, ChatStore, NewChat, Recorded, Sent, StoredChat};
 pub use conversations::{Conversation, ConversationRead, ConversationStore};
 pub use devices::{Device, DeviceStore};
 pub use events::{EventLogStore, StoredEvent};
-pub use idempotency::{Claim, IdempotencyStore, KeyBinding};
+pub use idempotency::{Claim, IdempotencyStore, KeyBinding, KeyWrite};
 pub use inbox::{InboxItem, InboxStore};
 pub use ledger::{LedgerDelivery, LedgerNotification, LedgerRecord, LedgerStore};
 pub use presence::{Presence, PresenceStore};
@@ -79,6 +79,10 @@ pub enum StoreError {
     /// A value read back does not parse.
     #[error("corrupt value in the database: {0}")]
     Corrupt(String),
+    /// A write grouped with others in one transaction failed with its group: why, as
+    /// the group's writer saw it.
+    #[error("database (a grouped write): {0}")]
+    Grouped(String),
 }
 
 /// What the health check asks of the store.

@@ -45,6 +45,7 @@ store_suite!(
     a_chat_to_a_conversations_members_is_logged_once_per_member_page_by_page,
     a_group_of_chats_keeps_each_stored_message_and_leaves_no_trace_of_the_others,
     an_idempotency_key_keeps_its_binding_until_answered_and_one_repeat_resumes_it,
+    a_group_of_key_writes_takes_effect_in_order_per_key,
     an_update_is_logged_once_and_a_message_change_once_per_member_page_by_page,
 );
 
@@ -728,6 +729,49 @@ async fn a_chat_to_a_conversations_members_is_logged_once_per_member_page_by_pag
             .await
             .unwrap()
             .is_none()
+    );
+}
+
+async fn a_group_of_key_writes_takes_effect_in_order_per_key(store: Arc<dyn Store>) {
+    use herald::store::{Claim, KeyBinding, KeyWrite};
+    let acme = tenant("acme");
+    let binding = KeyBinding {
+        event_ids: vec!["e1".into()],
+        accepted_at: chrono::Utc::now(),
+    };
+    let long_ago = chrono::Utc::now() - chrono::Duration::days(1);
+    let claim = |key: &'static str| KeyWrite::Claim {
+        tenant: &acme,
+        key,
+        fingerprint: b"f",
+        binding: &binding,
+        expired_before: long_ago,
+        stale_before: long_ago,
+    };
+    let complete = KeyWrite::Complete {
+        tenant: &acme,
+        key: "k1",
+        status: 202,
+        response: "{}",
+    };
+    // Given with another key between them: k1's writes still take effect in their order.
+    let group = [claim("k1"), claim("k2"), claim("k1"), complete, claim("k1")];
+    let outcomes = store.write_idempotency_keys(&group).await.unwrap();
+    let held = |response: Option<(u16, String)>| {
+        Some(Claim::Held {
+            fingerprint: b"f".to_vec(),
+            response,
+        })
+    };
+    assert_eq!(
+        outcomes,
+        [
+            Some(Claim::Claimed),
+            Some(Claim::Claimed),
+            held(None),
+            None,
+            held(Some((202, "{}".into()))),
+        ]
     );
 }
 
