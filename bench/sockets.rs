@@ -11,7 +11,8 @@
 //!   `40{"sid":..}` (or `44{"message":..}`, the refusal);
 //! - `2`: Engine.IO's ping, every heartbeat, answered with `3` (its pong), without which
 //!   the server closes the connection;
-//! - `42["message:new",data,{"cursor":..}]`: an EVENT, its name and its arguments.
+//! - `42["message:new",data,{"cursor":..}]`: an EVENT, its name and its arguments; Herald
+//!   emits `ready` (`42["ready",{"cursor":..}]`) once a session has replayed its log.
 //!
 //! Nothing else is needed by a client that connects over WebSocket at once: no long
 //! polling and so no upgrade, and Herald asks for no acknowledgement and sends no binary.
@@ -59,14 +60,66 @@ impl fmt::Display for Transport {
     }
 }
 
-/// A user's open socket, connected and authenticated; read it with [`on_new_messages`].
+/// A user's socket whose session is ready; read it with [`on_new_messages`].
 pub struct Socket {
     transport: Transport,
     stream: WebSocket,
 }
 
+/// What a socket heard, as far as the benches care.
+enum Heard {
+    /// The session has replayed the user's log and waits for news (`ready`).
+    Ready,
+    /// A chat message (`message:new`), by its `messageId`.
+    NewMessage(String),
+    /// Anything else.
+    Other,
+}
+
+impl Socket {
+    /// The next thing heard, Socket.IO's pings answered on the way; `None` once the
+    /// socket is closed.
+    async fn next(&mut self) -> Option<Heard> {
+        loop {
+            let text = next_text(&mut self.stream).await?;
+            // Herald's WebSocket frame `{"type", "data"}`, or Socket.IO's event name and
+            // its first argument.
+            let (name, data) = match self.transport {
+                Transport::WebSocket => match serde_json::from_str(&text) {
+                    Ok(Value::Object(mut frame)) => (
+                        frame.remove("type").unwrap_or_default(),
+                        frame.remove("data").unwrap_or_default(),
+                    ),
+                    _ => return Some(Heard::Other),
+                },
+                Transport::SocketIo => match socket_io::Packet::parse(&text) {
+                    socket_io::Packet::Ping => {
+                        self.stream.send(socket_io::pong()).await.ok()?;
+                        continue;
+                    }
+                    socket_io::Packet::Event(args) => {
+                        let mut args = args.into_iter();
+                        (
+                            args.next().unwrap_or_default(),
+                            args.next().unwrap_or_default(),
+                        )
+                    }
+                    _ => return Some(Heard::Other),
+                },
+            };
+            return Some(match (name.as_str(), data["messageId"].as_str()) {
+                (Some("ready"), _) => Heard::Ready,
+                (Some("message:new"), Some(id)) => Heard::NewMessage(id.to_owned()),
+                _ => Heard::Other,
+            });
+        }
+    }
+}
+
 /// Opens `user`'s socket over `transport` on the Herald at `base` (`http://127.0.0.1:PORT`)
-/// with a realtime token issued under the API key `key`.
+/// with a realtime token issued under the API key `key`, and answers it once its session
+/// is ready: a session starts by reading the user's log, and a bench that sent messages
+/// while thousands of sessions were still starting would measure their start with them.
 pub async fn open(
     transport: Transport,
     client: &reqwest::Client,
@@ -93,7 +146,14 @@ pub async fn open(
         }
         Transport::SocketIo => socket_io::connect(&base, token).await,
     };
-    Socket { transport, stream }
+    let mut socket = Socket { transport, stream };
+    loop {
+        let heard = socket.next().await;
+        match heard.expect("the socket closed before its session was ready") {
+            Heard::Ready => return socket,
+            Heard::NewMessage(_) | Heard::Other => continue,
+        }
+    }
 }
 
 /// Stops the bench, saying why, when the file limit (`ulimit -n`, which Herald inherits)
@@ -116,37 +176,13 @@ pub fn check_file_limit(connections: usize) {
 /// `message:new` it receives (and answering Socket.IO's pings), until the socket closes
 /// or the task is aborted.
 pub fn on_new_messages(
-    socket: Socket,
+    mut socket: Socket,
     mut arrived: impl FnMut(String) + Send + 'static,
 ) -> JoinHandle<()> {
     tokio::spawn(async move {
-        let Socket {
-            transport,
-            mut stream,
-        } = socket;
-        while let Some(text) = next_text(&mut stream).await {
-            let message = match transport {
-                Transport::WebSocket => {
-                    let frame: Value = serde_json::from_str(&text).unwrap_or_default();
-                    (frame["type"] == "message:new").then(|| frame["data"].clone())
-                }
-                Transport::SocketIo => match socket_io::Packet::parse(&text) {
-                    socket_io::Packet::Ping => {
-                        if stream.send(socket_io::pong()).await.is_err() {
-                            break;
-                        }
-                        None
-                    }
-                    socket_io::Packet::Event(args)
-                        if args.first().is_some_and(|name| name == "message:new") =>
-                    {
-                        args.get(1).cloned()
-                    }
-                    _ => None,
-                },
-            };
-            if let Some(id) = message.as_ref().and_then(|m| m["messageId"].as_str()) {
-                arrived(id.to_owned());
+        while let Some(heard) = socket.next().await {
+            if let Heard::NewMessage(id) = heard {
+                arrived(id);
             }
         }
     })

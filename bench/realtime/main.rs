@@ -92,7 +92,7 @@ async fn measure(transport: Transport, shape: &Shape) -> Figures {
     }
     let opening = opening.elapsed();
     eprintln!(
-        "{transport}: {} sockets open, now {} messages a second for {} s",
+        "{transport}: {} sessions ready, now {} messages a second for {} s",
         shape.connections, shape.rate, shape.seconds
     );
     tokio::time::sleep(SETTLE).await;

@@ -12,7 +12,8 @@ pub struct Figures {
     pub transport: Transport,
     /// Herald's resident memory before any socket, in kB.
     pub idle_kb: u64,
-    /// How long the sockets took to open, [`OPENING`](crate::OPENING) at a time.
+    /// How long the sockets took to open and their sessions to be ready,
+    /// [`OPENING`](crate::OPENING) at a time.
     pub opening: Duration,
     /// Its resident memory with every socket open, in kB.
     pub connected_kb: u64,
@@ -51,7 +52,7 @@ pub fn print(shape: &Shape, figures: &[Figures]) {
         let added = f.connected_kb.saturating_sub(f.idle_kb);
         format!("{:.1}", added as f64 / connections as f64)
     });
-    row("  sockets opened in (s)", figures, |f| s(f.opening));
+    row("  sockets ready in (s)", figures, |f| s(f.opening));
     row("Herald peak RSS (MB)", figures, |f| {
         format!("{:.1}", f.peak_mb)
     });
