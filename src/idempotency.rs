@@ -15,12 +15,12 @@
 //! committed one by one were two fsyncs per message before its 202.
 
 use crate::domain::TenantId;
+use crate::grouped::{GroupWrite, Grouped};
 use crate::store::{Claim, IdempotencyStore, KeyBinding, KeyWrite, StoreError};
 use chrono::{DateTime, Utc};
 use sha2::{Digest, Sha256};
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::{mpsc, oneshot};
 
 /// How long a key is remembered.
 pub const RETENTION: Duration = Duration::from_secs(24 * 3600);
@@ -68,7 +68,7 @@ pub fn fingerprint(route: &str, body: &serde_json::Value) -> [u8; 32] {
 /// Most claims and answers one transaction writes.
 const GROUP: usize = 256;
 
-/// A claim or an answer waiting for the writer, owned, and who waits for it.
+/// A claim or an answer for the writer, owned.
 enum Queued {
     Claim {
         tenant: TenantId,
@@ -77,14 +77,12 @@ enum Queued {
         binding: KeyBinding,
         expired_before: DateTime<Utc>,
         stale_before: DateTime<Utc>,
-        claimed: oneshot::Sender<Result<Option<Claim>, String>>,
     },
     Complete {
         tenant: TenantId,
         key: String,
         status: u16,
         response: String,
-        done: oneshot::Sender<Result<Option<Claim>, String>>,
     },
 }
 
@@ -98,7 +96,6 @@ impl Queued {
                 binding,
                 expired_before,
                 stale_before,
-                ..
             } => KeyWrite::Claim {
                 tenant,
                 key,
@@ -112,7 +109,6 @@ impl Queued {
                 key,
                 status,
                 response,
-                ..
             } => KeyWrite::Complete {
                 tenant,
                 key,
@@ -121,33 +117,26 @@ impl Queued {
             },
         }
     }
-
-    fn answer(self, outcome: Result<Option<Claim>, String>) {
-        let (Queued::Claim { claimed: reply, .. } | Queued::Complete { done: reply, .. }) = self;
-        let _ = reply.send(outcome);
-    }
 }
 
-/// Writes each group of what is queued in one transaction, until every handle is gone.
-async fn write_groups(store: Arc<dyn IdempotencyStore>, mut queued: mpsc::Receiver<Queued>) {
-    let mut group = Vec::with_capacity(GROUP);
-    while queued.recv_many(&mut group, GROUP).await > 0 {
+/// Writes a group of claims and answers in one transaction.
+struct KeyWriter(Arc<dyn IdempotencyStore>);
+
+impl GroupWrite for KeyWriter {
+    type Item = Queued;
+    type Outcome = Option<Claim>;
+
+    async fn write(
+        &mut self,
+        group: &[Queued],
+    ) -> Result<Vec<Result<Option<Claim>, String>>, String> {
         let writes: Vec<KeyWrite<'_>> = group.iter().map(Queued::write).collect();
-        let outcomes = store.write_idempotency_keys(&writes).await;
-        drop(writes);
-        match outcomes {
-            Ok(outcomes) => {
-                for (waiting, outcome) in group.drain(..).zip(outcomes) {
-                    waiting.answer(Ok(outcome));
-                }
-            }
-            Err(e) => {
-                let e = e.to_string();
-                for waiting in group.drain(..) {
-                    waiting.answer(Err(e.clone()));
-                }
-            }
-        }
+        let outcomes = self.0.write_idempotency_keys(&writes).await;
+        Ok(outcomes
+            .map_err(|e| e.to_string())?
+            .into_iter()
+            .map(Ok)
+            .collect())
     }
 }
 
@@ -155,8 +144,8 @@ async fn write_groups(store: Arc<dyn IdempotencyStore>, mut queued: mpsc::Receiv
 #[derive(Clone)]
 pub struct Idempotency {
     store: Arc<dyn IdempotencyStore>,
-    /// The writer task's queue.
-    writes: mpsc::Sender<Queued>,
+    /// The writer of claims and answers.
+    writes: Grouped<KeyWriter>,
     /// A claim this old without an answer belongs to a process that died: a repeat
     /// resumes it. A live request answers well within it (it is a few publish timeouts).
     stale_after: Duration,
@@ -165,28 +154,16 @@ pub struct Idempotency {
 impl Idempotency {
     /// Idempotency over `store`, resuming unanswered claims after `stale_after`.
     pub fn new(store: Arc<dyn IdempotencyStore>, stale_after: Duration) -> Self {
-        let (writes, queued) = mpsc::channel(GROUP);
-        tokio::spawn(write_groups(store.clone(), queued));
         Idempotency {
+            writes: Grouped::start(KeyWriter(store.clone()), GROUP, GROUP),
             store,
-            writes,
             stale_after,
         }
     }
 
-    /// Queues `write` for the writer (whose reply side it holds) and waits for its group's
-    /// commit.
-    async fn written(
-        &self,
-        write: Queued,
-        outcome: oneshot::Receiver<Result<Option<Claim>, String>>,
-    ) -> Result<Option<Claim>, StoreError> {
-        let stopped = || StoreError::Grouped("the idempotency writer has stopped".into());
-        self.writes.send(write).await.map_err(|_| stopped())?;
-        outcome
-            .await
-            .map_err(|_| stopped())?
-            .map_err(StoreError::Grouped)
+    /// Writes `write` with whatever else is queued, once its group is committed.
+    async fn written(&self, write: Queued) -> Result<Option<Claim>, StoreError> {
+        self.writes.write(write).await.map_err(StoreError::Grouped)
     }
 
     /// Claims `key` for a request whose events would be `binding`, or finds the answer
@@ -201,7 +178,6 @@ impl Idempotency {
         let deadline = tokio::time::Instant::now() + WAIT_FOR_FIRST;
         loop {
             let now = Utc::now();
-            let (claimed, outcome) = oneshot::channel();
             let claim = Queued::Claim {
                 tenant: tenant.clone(),
                 key: key.to_owned(),
@@ -209,9 +185,8 @@ impl Idempotency {
                 binding: binding.clone(),
                 expired_before: now - RETENTION,
                 stale_before: now - self.stale_after,
-                claimed,
             };
-            let claim = self.written(claim, outcome).await?.ok_or_else(|| {
+            let claim = self.written(claim).await?.ok_or_else(|| {
                 StoreError::Grouped("the writer answered a claim with no outcome".into())
             })?;
             match claim {
@@ -242,15 +217,13 @@ impl Idempotency {
         status: u16,
         body: &str,
     ) -> Result<(), StoreError> {
-        let (done, outcome) = oneshot::channel();
         let complete = Queued::Complete {
             tenant: tenant.clone(),
             key: key.to_owned(),
             status,
             response: body.to_owned(),
-            done,
         };
-        self.written(complete, outcome).await.map(|_| ())
+        self.written(complete).await.map(|_| ())
     }
 
     /// Marks the key's events as not confirmed after its request was answered 503, so

@@ -24,6 +24,7 @@ pub mod broker;
 pub mod channels;
 pub mod config;
 pub mod domain;
+pub mod grouped;
 pub mod http;
 pub mod idempotency;
 pub mod ingress;

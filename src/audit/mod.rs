@@ -5,31 +5,50 @@
 pub mod chain;
 
 use crate::domain::{Envelope, Event, TenantId};
+use crate::grouped::{GroupWrite, Grouped};
 use crate::store::{AuditStore, NewAuditRecord, StoreError};
 use crate::workers::{Handler, Outcome};
 use async_trait::async_trait;
 use chrono::SubsecRound;
 use serde::Serialize;
 use std::sync::Arc;
-use tokio::sync::{mpsc, oneshot};
 
 /// Most records one transaction takes.
 const BATCH: usize = 1000;
 
-type Append = (NewAuditRecord, oneshot::Sender<Result<(), String>>);
+/// Appends a batch of records to their chains in one transaction.
+struct Appender(Arc<dyn AuditStore>);
+
+impl GroupWrite for Appender {
+    type Item = NewAuditRecord;
+    type Outcome = ();
+
+    async fn write(
+        &mut self,
+        records: &[NewAuditRecord],
+    ) -> Result<Vec<Result<(), String>>, String> {
+        match self.0.append_audit(records).await {
+            Ok(_) => Ok(vec![Ok(()); records.len()]),
+            Err(e) => {
+                tracing::error!(error = %e, records = records.len(), "appending audit records failed");
+                Err(e.to_string())
+            }
+        }
+    }
+}
 
 /// The audit queue's handler: hands each event to a batching writer and reports its commit.
 #[derive(Clone)]
 pub struct AuditHandler {
-    appends: mpsc::Sender<Append>,
+    appends: Grouped<Appender>,
 }
 
 impl AuditHandler {
     /// Starts the batching writer on `store`.
     pub fn start(store: Arc<dyn AuditStore>) -> Self {
-        let (appends, queued) = mpsc::channel(4 * BATCH);
-        tokio::spawn(write_loop(store, queued));
-        AuditHandler { appends }
+        AuditHandler {
+            appends: Grouped::start(Appender(store), BATCH, 4 * BATCH),
+        }
     }
 }
 
@@ -57,28 +76,9 @@ impl Handler for AuditHandler {
         let Some(record) = record_of(envelope) else {
             return Outcome::failed("not an audit event");
         };
-        let (committed, done) = oneshot::channel();
-        if self.appends.send((record, committed)).await.is_err() {
-            return Outcome::retry("the audit writer has stopped");
-        }
-        match done.await {
-            Ok(Ok(())) => Outcome::Delivered,
-            Ok(Err(e)) => Outcome::retry(e),
-            Err(_) => Outcome::retry("the audit writer has stopped"),
-        }
-    }
-}
-
-async fn write_loop(store: Arc<dyn AuditStore>, mut queued: mpsc::Receiver<Append>) {
-    let mut batch = Vec::with_capacity(BATCH);
-    while queued.recv_many(&mut batch, BATCH).await > 0 {
-        let (records, waiters): (Vec<_>, Vec<_>) = std::mem::take(&mut batch).into_iter().unzip();
-        let result = store.append_audit(&records).await.map(|_| ()).map_err(|e| {
-            tracing::error!(error = %e, records = records.len(), "appending audit records failed");
-            e.to_string()
-        });
-        for waiter in waiters {
-            let _ = waiter.send(result.clone());
+        match self.appends.write(record).await {
+            Ok(()) => Outcome::Delivered,
+            Err(e) => Outcome::retry(e),
         }
     }
 }

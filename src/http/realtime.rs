@@ -10,7 +10,7 @@ use crate::domain::TenantId;
 use crate::domain::UserId;
 use crate::domain::parse::Fields;
 use crate::domain::schema;
-use crate::realtime::session::parse_cursor;
+use crate::realtime::session::{CLIENT_MESSAGE_MAX, parse_cursor};
 use crate::realtime::{socket, sse};
 use crate::store::ReadReceipt;
 use axum::extract::rejection::QueryRejection;
@@ -153,9 +153,6 @@ pub async fn presence(
     }))
 }
 
-/// The largest frame a client may send (acks, reads, presence subscriptions).
-const CLIENT_FRAME_MAX: usize = 64 * 1024;
-
 /// The body of `POST /v1/realtime/tokens`.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
@@ -254,8 +251,8 @@ pub async fn connect(
     let upgrade = upgrade
         .read_buffer_size(4 * 1024)
         .write_buffer_size(8 * 1024)
-        .max_message_size(CLIENT_FRAME_MAX)
-        .max_frame_size(CLIENT_FRAME_MAX);
+        .max_message_size(CLIENT_MESSAGE_MAX)
+        .max_frame_size(CLIENT_MESSAGE_MAX);
     Ok(upgrade.on_upgrade(move |socket| socket::run(realtime, tenant, user, since, socket)))
 }
 

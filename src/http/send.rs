@@ -213,11 +213,29 @@ pub(super) async fn send_one(
 ) -> Result<Response, ApiError> {
     let published = Published::read(body);
     let wrapper_id = published.wrapper_id();
-    let mut body = published.payload;
-    bind_tenant(&mut body, &tenant)?;
-    let event = Event::parse(kind, &body)?;
-    let key = idempotency_key(&headers, implicit_key(&event, wrapper_id), route, &body)?;
+    let (event, key) = parse_one(
+        &tenant,
+        &headers,
+        published.payload,
+        wrapper_id,
+        (kind, route),
+    )?;
     state.accept(&tenant, key, Submission::One(event)).await
+}
+
+/// The event of `kind` in `payload` (an envelope's payload, or the document itself),
+/// posted to `route`: the key's tenant bound, parsed, with its idempotency key.
+fn parse_one(
+    tenant: &TenantId,
+    headers: &HeaderMap,
+    mut payload: Value,
+    wrapper_id: Option<String>,
+    (kind, route): (EventKind, &str),
+) -> Result<(Event, Option<IdempotencyKey>), ApiError> {
+    bind_tenant(&mut payload, tenant)?;
+    let event = Event::parse(kind, &payload)?;
+    let key = idempotency_key(headers, implicit_key(&event, wrapper_id), route, &payload)?;
+    Ok((event, key))
 }
 
 /// Declares the documented send route of one event kind: its handler is [`send_one`].
@@ -365,21 +383,15 @@ impl SocketSends {
             let id = uuid::Uuid::now_v7().to_string();
             fields.insert("messageId".into(), Value::String(id));
         }
-        bind_tenant(&mut body, tenant)?;
-        let event = Event::parse(EventKind::Chat, &body)?;
+        let route = (EventKind::Chat, "/v1/chat/messages");
+        let (event, key) = parse_one(tenant, &HeaderMap::new(), body, None, route)?;
         let Event::Chat(message) = &event else {
             unreachable!("a chat document parses as a chat message")
         };
-        let sent = json!({
+        let mut sent = json!({
             "messageId": message.message_id, "conversationId": message.conversation_id,
             "chatId": message.conversation_id, "timestamp": message.timestamp,
         });
-        let key = idempotency_key(
-            &HeaderMap::new(),
-            implicit_key(&event, None),
-            "/v1/chat/messages",
-            &body,
-        )?;
         let receipt = self
             .ingress
             .accept(tenant, key, Submission::One(event))
@@ -387,7 +399,6 @@ impl SocketSends {
             .map_err(|e| refused(e, self.retry_after))?;
         // Accepted now, or before under the same messageId (only acceptances are kept).
         let answer: Value = serde_json::from_str(&receipt.body).unwrap_or_default();
-        let mut sent = sent;
         sent["id"] = answer["id"].clone();
         sent["status"] = answer["status"].clone();
         Ok(sent)

@@ -17,19 +17,19 @@
 
 use super::Realtime;
 use crate::domain::{ChatMessage, Envelope, Event, TenantId};
+use crate::grouped::{GroupWrite, Grouped};
 use crate::store::{Audience, ChatStore, NewChat, Recorded};
 use crate::workers::{Handler, Outcome};
 use async_trait::async_trait;
 use serde_json::{Value, json};
 use std::sync::Arc;
-use tokio::sync::{mpsc, oneshot};
 
 /// Most messages one transaction records: above the chat pool's default concurrency (32),
 /// so that a group holds every message the pool has under way.
 const GROUP: usize = 64;
 
-/// A message for the recorder, owned, and where its outcome goes.
-struct Pending {
+/// A message for the recorder, owned.
+struct ToRecord {
     tenant: TenantId,
     message_id: String,
     conversation_id: String,
@@ -37,10 +37,9 @@ struct Pending {
     /// The recipients the message names; `None`: the conversation's members.
     listed: Option<Vec<String>>,
     payload: Value,
-    recorded: oneshot::Sender<Result<Recorded, String>>,
 }
 
-impl Pending {
+impl ToRecord {
     /// The message as the store takes it, its members read `page` at a time.
     fn chat(&self, page: usize) -> NewChat<'_> {
         NewChat {
@@ -56,70 +55,48 @@ impl Pending {
     }
 }
 
-/// Records the messages handed to it, each group in one transaction, until every handler
-/// is gone.
-async fn record(store: Arc<dyn ChatStore>, page: usize, mut pending: mpsc::Receiver<Pending>) {
-    let mut group = Vec::with_capacity(GROUP);
-    while pending.recv_many(&mut group, GROUP).await > 0 {
-        let chats: Vec<(&TenantId, NewChat<'_>)> =
-            group.iter().map(|p| (&p.tenant, p.chat(page))).collect();
-        let outcomes = store.record_chats(&chats).await;
-        drop(chats);
-        match outcomes {
-            Ok(outcomes) => {
-                for (waiting, outcome) in group.drain(..).zip(outcomes) {
-                    let _ = waiting.recorded.send(outcome.map_err(|e| e.to_string()));
-                }
-            }
-            Err(e) => {
-                let e = e.to_string();
-                for waiting in group.drain(..) {
-                    let _ = waiting.recorded.send(Err(e.clone()));
-                }
-            }
-        }
+/// Records a group of messages in one transaction.
+struct Recorder {
+    store: Arc<dyn ChatStore>,
+    /// Members read per page.
+    page: usize,
+}
+
+impl GroupWrite for Recorder {
+    type Item = ToRecord;
+    type Outcome = Recorded;
+
+    async fn write(&mut self, group: &[ToRecord]) -> Result<Vec<Result<Recorded, String>>, String> {
+        let chats: Vec<(&TenantId, NewChat<'_>)> = group
+            .iter()
+            .map(|m| (&m.tenant, m.chat(self.page)))
+            .collect();
+        let outcomes = self.store.record_chats(&chats).await;
+        let outcomes = outcomes.map_err(|e| e.to_string())?;
+        Ok(outcomes
+            .into_iter()
+            .map(|o| o.map_err(|e| e.to_string()))
+            .collect())
     }
 }
 
 /// The chat queue's handler.
 pub struct ChatHandler {
     realtime: Arc<Realtime>,
-    recorder: mpsc::Sender<Pending>,
+    recorder: Grouped<Recorder>,
 }
 
 impl ChatHandler {
     /// A handler delivering through `realtime`, with a recorder task of its own.
     pub fn new(realtime: Arc<Realtime>) -> Self {
-        let (recorder, pending) = mpsc::channel(GROUP);
-        let page = realtime.settings().member_page.get();
-        tokio::spawn(record(realtime.chats().clone(), page, pending));
-        ChatHandler { realtime, recorder }
-    }
-
-    /// Hands `message` to the recorder and waits for its commit.
-    async fn record(
-        &self,
-        message: &ChatMessage,
-        listed: Option<&[&str]>,
-        payload: Value,
-    ) -> Result<Recorded, String> {
-        let (recorded, outcome) = oneshot::channel();
-        let pending = Pending {
-            tenant: message.tenant_id.clone(),
-            message_id: message.message_id.as_str().to_owned(),
-            conversation_id: message.conversation_id.as_str().to_owned(),
-            sender_id: message.sender_id.as_str().to_owned(),
-            listed: listed.map(|users| users.iter().map(|u| (*u).to_owned()).collect()),
-            payload,
-            recorded,
+        let recorder = Recorder {
+            store: realtime.chats().clone(),
+            page: realtime.settings().member_page.get(),
         };
-        self.recorder
-            .send(pending)
-            .await
-            .map_err(|_| "the chat recorder has stopped".to_owned())?;
-        outcome
-            .await
-            .map_err(|_| "the chat recorder has stopped".to_owned())?
+        ChatHandler {
+            realtime,
+            recorder: Grouped::start(recorder, GROUP, GROUP),
+        }
     }
 
     async fn deliver(&self, message: &ChatMessage) -> Outcome {
@@ -141,7 +118,17 @@ impl ChatHandler {
             payload["recipientIds"] = json!(listed);
         }
         let tenant = &message.tenant_id;
-        match self.record(message, listed.as_deref(), payload).await {
+        let to_record = ToRecord {
+            tenant: tenant.clone(),
+            message_id: message.message_id.as_str().to_owned(),
+            conversation_id: message.conversation_id.as_str().to_owned(),
+            sender_id: message.sender_id.as_str().to_owned(),
+            listed: listed
+                .as_ref()
+                .map(|users| users.iter().map(|u| (*u).to_owned()).collect()),
+            payload,
+        };
+        match self.recorder.write(to_record).await {
             Err(e) => return Outcome::retry(format!("storing the message: {e}")),
             Ok(Recorded::NoAudience) => {
                 return Outcome::Rejected {

@@ -223,22 +223,6 @@ impl Realtime {
             .await
     }
 
-    /// A conversation's members but `except`, a page at a time.
-    fn member_pages<'a>(
-        &'a self,
-        tenant: &'a TenantId,
-        conversation: &'a str,
-        except: &'a str,
-    ) -> MemberPages<'a> {
-        MemberPages {
-            realtime: self,
-            tenant,
-            conversation,
-            except,
-            after: Some(String::new()),
-        }
-    }
-
     /// Pokes a conversation's members but `except`, a page at a time.
     pub async fn poke_members(
         &self,
@@ -246,32 +230,45 @@ impl Realtime {
         conversation: &str,
         except: &str,
     ) -> Result<(), StoreError> {
-        let mut pages = self.member_pages(tenant, conversation, except);
-        while let Some(members) = pages.next().await? {
+        let page = self.settings.member_page.get();
+        let mut after = String::new();
+        loop {
+            let members = self
+                .conversations
+                .members_after(tenant, conversation, Some(except), &after, page)
+                .await?;
             let users: Vec<&str> = members.iter().map(String::as_str).collect();
             self.poke(tenant, &users).await;
+            match members.last() {
+                Some(last) if members.len() == page => after = last.clone(),
+                _ => return Ok(()),
+            }
         }
-        Ok(())
     }
 
     /// Hands `signal` (an ephemeral frame, `{"type", "data"}`) to the connections of a
-    /// conversation's members but `except`, wherever they are; members connected nowhere
-    /// never see it.
+    /// conversation's members but `except`, wherever they are (members connected nowhere
+    /// never see it), if they are at most `most`; answers whether it went out.
     pub async fn signal_members(
         &self,
         tenant: &TenantId,
         conversation: &str,
         except: &str,
         signal: &str,
-    ) -> Result<(), StoreError> {
-        let mut pages = self.member_pages(tenant, conversation, except);
-        while let Some(members) = pages.next().await? {
-            for user in &members {
-                let key = user_key(tenant.as_str(), user);
-                self.hub.signal(&key, signal).await;
-            }
+        most: usize,
+    ) -> Result<bool, StoreError> {
+        let members = self
+            .conversations
+            .members_after(tenant, conversation, Some(except), "", most + 1)
+            .await?;
+        if members.len() > most {
+            return Ok(false);
         }
-        Ok(())
+        for user in &members {
+            let key = user_key(tenant.as_str(), user);
+            self.hub.signal(&key, signal).await;
+        }
+        Ok(true)
     }
 
     /// Pokes the `listed` users, or else `conversation`'s members but `except` (a page at
@@ -337,43 +334,6 @@ impl Realtime {
         for user in users {
             self.hub.poke(&user_key(tenant.as_str(), user)).await;
         }
-    }
-}
-
-/// A conversation's members but one, read `realtime.member_page` at a time: what bounds
-/// the memory of a fan-out.
-struct MemberPages<'a> {
-    realtime: &'a Realtime,
-    tenant: &'a TenantId,
-    conversation: &'a str,
-    except: &'a str,
-    /// The last member read; `None` once the last page has been read.
-    after: Option<String>,
-}
-
-impl MemberPages<'_> {
-    /// The next page, or `None` when there is none.
-    async fn next(&mut self) -> Result<Option<Vec<String>>, StoreError> {
-        let Some(after) = &self.after else {
-            return Ok(None);
-        };
-        let page = self.realtime.settings.member_page.get();
-        let members = self
-            .realtime
-            .conversations
-            .members_after(
-                self.tenant,
-                self.conversation,
-                Some(self.except),
-                after,
-                page,
-            )
-            .await?;
-        self.after = match members.last() {
-            Some(last) if members.len() == page => Some(last.clone()),
-            _ => None,
-        };
-        Ok(Some(members).filter(|m| !m.is_empty()))
     }
 }
 

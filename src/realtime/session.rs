@@ -31,6 +31,10 @@ const BATCH: i64 = 256;
 /// Most users one connection may watch the presence of.
 const WATCH_MAX: usize = 1000;
 
+/// The largest message a client may send on any transport: a chat message's content is at
+/// most 65,536 characters, which may take four bytes each, and its other fields are small.
+pub const CLIENT_MESSAGE_MAX: usize = 320 * 1024;
+
 /// Chat messages one connection may have on their way through the ingress at once; one
 /// more is refused until an answer comes back, so a client cannot queue work without
 /// bound.
@@ -42,6 +46,10 @@ const TYPING_EVERY: Duration = Duration::from_secs(1);
 
 /// Conversations one connection may be typing in at once.
 const TYPING_MAX: usize = 64;
+
+/// Members a typing indicator goes to at most: in a larger conversation it is not passed
+/// on (one typer would cost thousands of bus messages a second).
+const TYPING_AUDIENCE_MAX: usize = 1000;
 
 /// Where a client's chat messages go: the ingress, as over HTTP. Implemented at the API's
 /// edge, which knows the event documents and the contract's error shape.
@@ -583,10 +591,26 @@ impl Session<'_> {
                 "timestamp": chrono::Utc::now(),
             },
         });
-        realtime
-            .signal_members(self.tenant, &conversation, self.user, &signal.to_string())
+        let signal = signal.to_string();
+        let passed = realtime
+            .signal_members(
+                self.tenant,
+                &conversation,
+                self.user,
+                &signal,
+                TYPING_AUDIENCE_MAX,
+            )
             .await
             .map_err(|e| Refusal::unavailable("passing typing on", &e))?;
+        if !passed {
+            return Err(Refusal::new(
+                "forbidden",
+                format!(
+                    "typing is passed on only in conversations of at most \
+                     {TYPING_AUDIENCE_MAX} other members"
+                ),
+            ));
+        }
         self.typing.insert(conversation, (now, typing));
         Ok(())
     }

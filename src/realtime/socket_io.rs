@@ -35,10 +35,6 @@ use tokio::sync::{Notify, mpsc};
 /// waits (its handlers do), rather than growing a queue.
 const INTENTS: usize = 16;
 
-/// The largest payload a client may send: a chat message's content is at most 65,536
-/// characters, which may take four bytes each, and its other fields are small.
-const CLIENT_PAYLOAD_MAX: u64 = 320 * 1024;
-
 /// The events a client may emit.
 const CLIENT_EVENTS: [&str; 6] = [
     "ack",
@@ -64,7 +60,7 @@ pub fn layer(realtime: Arc<Realtime>) -> SocketIoLayer {
         // As on the WebSocket: pinged every heartbeat, gone after three silent ones.
         .ping_interval(heartbeat)
         .ping_timeout(heartbeat * 2)
-        .max_payload(CLIENT_PAYLOAD_MAX)
+        .max_payload(session::CLIENT_MESSAGE_MAX as u64)
         .build_layer();
     let checker = realtime.clone();
     let authenticate = move |socket: SocketRef, TryData(auth): TryData<Value>| {

@@ -27,8 +27,20 @@ async fn conversation(seeds: &std::path::Path, key: &str, ann_base: &str, bob_ba
         .await
         .unwrap();
     assert!(defined.status().is_success(), "{}", defined.status());
+    // A conversation too large for typing to be passed on: ann and 1,001 others.
+    let crowd: Vec<String> = std::iter::once("ann".to_owned())
+        .chain((0..1001).map(|i| format!("member-{i}")))
+        .collect();
+    let defined = support::http_client()
+        .put(format!("{ann_base}/v1/conversations/c-crowd"))
+        .bearer_auth(key)
+        .json(&json!({"type": "group", "members": crowd}))
+        .send()
+        .await
+        .unwrap();
+    assert!(defined.status().is_success(), "{}", defined.status());
     let config = json!({
-        "key": key, "conversation": "c-sio",
+        "key": key, "conversation": "c-sio", "crowd": "c-crowd",
         "ann": {"base": ann_base, "token": token(ann_base, key, "ann").await, "user": "ann"},
         "bob": {"base": bob_base, "token": token(bob_base, key, "bob").await, "user": "bob"},
     });
@@ -59,6 +71,10 @@ async fn conversation(seeds: &std::path::Path, key: &str, ann_base: &str, bob_ba
     assert_eq!(
         seen["typingElsewhere"]["error"]["code"], "forbidden",
         "{seen}"
+    );
+    assert_eq!(
+        seen["typingInCrowd"]["error"]["code"], "forbidden",
+        "typing is not fanned out to more than 1,000 members: {seen}"
     );
 
     // message:send: acknowledged both ways with the same answer, sent as ann.

@@ -106,6 +106,7 @@ async function conversation() {
   result.typing = bobSaw.filter((e) => e.event === 'typing').map((e) => e.data);
   result.typingToTyper = annSaw.filter((e) => e.event === 'typing').length;
   result.typingElsewhere = await ask(a, 'typing', { conversationId: 'not-a-member-here', isTyping: true });
+  if (config.crowd) result.typingInCrowd = await ask(a, 'typing', { conversationId: config.crowd, isTyping: true });
 
   // Seed 002's message:send, claiming another sender, answered with message:sent and the ack.
   const sentEvent = once(a, 'message:sent');
